@@ -1,0 +1,199 @@
+//! The HTTP server: hyper 1 connections, a matchit router, bounded bodies and
+//! connections, and graceful shutdown.
+
+pub mod catalog;
+pub mod error;
+pub mod json;
+pub mod operations;
+pub mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use error::ApiError;
+use router::{Matched, Operation, Router};
+
+/// Largest accepted request body.
+pub const BODY_SIZE_MAX: usize = 64 * 1024;
+
+/// Server limits, passed explicitly by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Open connections at most; more wait in the listen backlog.
+    pub connections_max: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// What a handler sees of a request.
+pub struct RequestContext {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The raw query string.
+    pub query: Option<String>,
+    /// Path parameters by name.
+    pub params: Vec<(String, String)>,
+    /// The whole body (at most [`BODY_SIZE_MAX`]).
+    pub body: Bytes,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+impl RequestContext {
+    /// A path parameter by name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// A handler's answer.
+pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Accepts connections until `shutdown` fires, then lets in-flight requests finish
+/// under `options.shutdown_timeout`.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerOptions, shutdown: CancellationToken) {
+    let router = Arc::new(Router::new());
+    let slots = Arc::new(Semaphore::new(options.connections_max));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (state, router) = (state.clone(), router.clone());
+        let service = service_fn(move |request| handle(state.clone(), router.clone(), peer, request));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting; draining in-flight requests");
+    if tokio::time::timeout(options.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish before the shutdown deadline");
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    router: Arc<Router>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let (response, pattern) = match router.route(&method, request.uri().path()) {
+        Ok(matched) => {
+            let pattern = matched.pattern;
+            (respond(&state, matched, peer, request).await, pattern)
+        }
+        Err((error, pattern)) => (error.into_response(), pattern),
+    };
+    let response = if method == Method::HEAD { strip_body(response) } else { response };
+    record_request(&method, pattern, response.status().as_u16(), started);
+    Ok(response)
+}
+
+async fn respond(
+    state: &AppState,
+    matched: Matched,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, BODY_SIZE_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return ApiError::PayloadTooLarge.into_response();
+        }
+        Err(error) => return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response(),
+    };
+    let context = RequestContext {
+        headers: parts.headers,
+        query: parts.uri.query().map(str::to_owned),
+        params: matched.params,
+        body,
+        peer,
+    };
+    match dispatch(state, matched.operation, context).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn dispatch(state: &AppState, operation: Operation, request: RequestContext) -> HandlerResult {
+    match operation {
+        Operation::Health => operations::health(state, request).await,
+        Operation::Ready => operations::ready(state, request).await,
+        Operation::CreateEvent => catalog::create_event(state, request).await,
+        Operation::ListEvents => catalog::list_events(state, request).await,
+        Operation::GetEvent => catalog::get_event(state, request).await,
+        Operation::CreateCategory => catalog::create_category(state, request).await,
+        Operation::Availability => catalog::availability(state, request).await,
+    }
+}
+
+fn strip_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+fn record_request(method: &Method, pattern: &'static str, status: u16, started: Instant) {
+    let labels =
+        [("method", method.as_str().to_owned()), ("route", pattern.to_owned()), ("status", status.to_string())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+}
+
+/// Splits a query string into raw pairs. Every query parameter of the API is an
+/// integer, so no percent-decoding is needed.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(query) = query else { return Vec::new() };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}

@@ -1,0 +1,231 @@
+//! Handlers of events, ticket categories and availability.
+
+use chrono::{DateTime, Utc};
+use hyper::StatusCode;
+use hyper::header::{HeaderValue, LOCATION};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::json::{self, RequestBody};
+use super::{HandlerResult, RequestContext, query_pairs};
+use crate::api::AppState;
+use crate::catalog::{
+    CatalogError, CategoryId, Event, EventId, NewCategory, NewEvent, PAGE_LIMIT_MAX, PageRequest, SaleWindow,
+};
+use crate::stock::StockError;
+use crate::validation::FieldErrors;
+
+/// Default page size of `GET /events`.
+const PAGE_LIMIT_DEFAULT: i64 = 20;
+
+/// Body of `POST /events`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Stampede Live", "venue": "Main Arena", "starts_at": "2027-01-10T19:00:00Z",
+    "sale_starts_at": null, "sale_ends_at": null}))]
+pub struct CreateEventRequest {
+    /// 1..200 characters.
+    pub name: Option<String>,
+    /// 1..200 characters.
+    pub venue: Option<String>,
+    /// RFC 3339 time the event starts.
+    #[schema(format = DateTime)]
+    pub starts_at: Option<String>,
+    /// RFC 3339 time the sale opens; `null` means open now.
+    #[schema(format = DateTime)]
+    pub sale_starts_at: Option<String>,
+    /// RFC 3339 time the sale closes; after `sale_starts_at`; `null` means never.
+    #[schema(format = DateTime)]
+    pub sale_ends_at: Option<String>,
+}
+
+impl RequestBody for CreateEventRequest {
+    const FIELDS: &'static [&'static str] = &["name", "venue", "starts_at", "sale_starts_at", "sale_ends_at"];
+}
+
+/// Body of `POST /events/{id}/ticket-category`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "VIP", "price": 150000, "currency": "IDR", "quota": 5000, "max_per_user": 4}))]
+pub struct CreateCategoryRequest {
+    /// 1..100 characters, unique within the event.
+    pub name: Option<String>,
+    /// Price per ticket in minor units, at least 0.
+    pub price: Option<i64>,
+    /// Three uppercase letters; default `USD`.
+    pub currency: Option<String>,
+    /// 1..10,000,000 tickets.
+    pub quota: Option<i64>,
+    /// 1..quota; default min(10, quota).
+    pub max_per_user: Option<i64>,
+}
+
+impl RequestBody for CreateCategoryRequest {
+    const FIELDS: &'static [&'static str] = &["name", "price", "currency", "quota", "max_per_user"];
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// Events in ascending id order.
+    pub events: Vec<Event>,
+    /// The last id of a full page, to pass as `after`; `null` on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// Live stock of one category.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryAvailability {
+    /// Category id.
+    pub category_id: i64,
+    /// Category name.
+    pub name: String,
+    /// Tickets for sale in total.
+    pub quota: i64,
+    /// Reservable now.
+    pub available: i64,
+    /// In unexpired holds.
+    pub held: i64,
+    /// Confirmed.
+    pub sold: i64,
+}
+
+/// Live stock of an event; `available + held + sold == quota` per category.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Availability {
+    /// Event id.
+    pub event_id: i64,
+    /// Its categories in id order.
+    pub categories: Vec<CategoryAvailability>,
+}
+
+fn parse_time(errors: &mut FieldErrors, field: &str, text: Option<&str>) -> Option<DateTime<Utc>> {
+    let text = text?;
+    let parsed = DateTime::parse_from_rfc3339(text).map(|time| time.with_timezone(&Utc));
+    errors.check(field, parsed.map_err(|_| "must be an RFC 3339 time such as 2027-01-10T19:00:00Z".to_owned()))
+}
+
+fn validate_event(request: CreateEventRequest) -> Result<NewEvent, ApiError> {
+    let mut errors = FieldErrors::new();
+    let starts_at = parse_time(&mut errors, "starts_at", request.starts_at.as_deref());
+    let sale_window = SaleWindow {
+        starts_at: parse_time(&mut errors, "sale_starts_at", request.sale_starts_at.as_deref()),
+        ends_at: parse_time(&mut errors, "sale_ends_at", request.sale_ends_at.as_deref()),
+    };
+    let starts_at_present = request.starts_at.is_some();
+    let parsed = NewEvent::parse(request.name, request.venue, starts_at, sale_window);
+    let mut all = errors.into_vec();
+    match parsed {
+        Ok(event) if all.is_empty() => Ok(event),
+        Ok(_) => Err(ApiError::Validation(all)),
+        Err(more) => {
+            // A present but unparsable starts_at is already reported; do not also call it missing.
+            let more = more.into_iter().filter(|error| !(error.field == "starts_at" && starts_at_present));
+            all.extend(more);
+            Err(ApiError::Validation(all))
+        }
+    }
+}
+
+/// The path's `{id}` as an event id; anything else names no event.
+fn event_id(request: &RequestContext) -> Result<EventId, ApiError> {
+    request
+        .param("id")
+        .and_then(|id| id.parse::<i64>().ok())
+        .and_then(EventId::new)
+        .ok_or(ApiError::NotFound("no such event"))
+}
+
+pub(crate) fn catalog_error(error: CatalogError) -> ApiError {
+    match error {
+        CatalogError::EventNotFound => ApiError::NotFound("no such event"),
+        CatalogError::DuplicateCategory => ApiError::AlreadyExists("the event already has a category with this name"),
+        CatalogError::Database(error) => ApiError::unavailable(format!("postgres: {error}")),
+        CatalogError::Stock(error) => stock_error(error),
+    }
+}
+
+pub(crate) fn stock_error(error: StockError) -> ApiError {
+    match error {
+        StockError::Redis(error) => ApiError::unavailable(format!("redis: {error}")),
+        StockError::Missing(category) => {
+            ApiError::unavailable(format!("stock of category {} is missing from redis", category.get()))
+        }
+    }
+}
+
+/// `POST /events` (admin).
+pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerResult {
+    state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
+    let body: CreateEventRequest = json::parse(&request.headers, &request.body)?;
+    let event = validate_event(body)?;
+    let created = state.catalog.create_event(&event).await.map_err(catalog_error)?;
+    let mut response = json::response(StatusCode::CREATED, &created);
+    let location = HeaderValue::from_str(&format!("/events/{}", created.id)).expect("ids are ASCII");
+    response.headers_mut().insert(LOCATION, location);
+    Ok(response)
+}
+
+fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
+    let mut errors = FieldErrors::new();
+    let mut page = PageRequest { limit: PAGE_LIMIT_DEFAULT, after: 0 };
+    for (key, value) in query_pairs(query) {
+        match key.as_str() {
+            "limit" => match value.parse::<i64>() {
+                Ok(limit) if (1..=PAGE_LIMIT_MAX).contains(&limit) => page.limit = limit,
+                _ => errors.add("limit", format!("must be an integer from 1 to {PAGE_LIMIT_MAX}")),
+            },
+            "after" => match value.parse::<i64>() {
+                Ok(after) if after >= 0 => page.after = after,
+                _ => errors.add("after", "must be a non-negative integer id"),
+            },
+            _ => errors.add(&key, "unknown query parameter"),
+        }
+    }
+    errors.finish(|| page).map_err(ApiError::Validation)
+}
+
+/// `GET /events` (public).
+pub async fn list_events(state: &AppState, request: RequestContext) -> HandlerResult {
+    let page = page_request(request.query.as_deref())?;
+    let (events, next_after) = state.catalog.list_events(page).await.map_err(catalog_error)?;
+    Ok(json::response(StatusCode::OK, &EventPage { events, next_after }))
+}
+
+/// `GET /events/{id}` (public).
+pub async fn get_event(state: &AppState, request: RequestContext) -> HandlerResult {
+    let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
+    Ok(json::response(StatusCode::OK, &event))
+}
+
+/// `POST /events/{id}/ticket-category` (admin).
+pub async fn create_category(state: &AppState, request: RequestContext) -> HandlerResult {
+    state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
+    let event = event_id(&request)?;
+    let body: CreateCategoryRequest = json::parse(&request.headers, &request.body)?;
+    let category = NewCategory::parse(body.name, body.price, body.currency, body.quota, body.max_per_user)
+        .map_err(ApiError::Validation)?;
+    let created = state.catalog.create_category(event, &category).await.map_err(catalog_error)?;
+    Ok(json::response(StatusCode::CREATED, &created))
+}
+
+/// `GET /events/{id}/availability` (public): live levels from Redis.
+pub async fn availability(state: &AppState, request: RequestContext) -> HandlerResult {
+    let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
+    let ids: Vec<CategoryId> =
+        event.categories.iter().map(|category| CategoryId::new(category.id).expect("stored ids are valid")).collect();
+    let levels = state.stock.levels(&ids).await.map_err(stock_error)?;
+    let categories = event
+        .categories
+        .into_iter()
+        .zip(levels)
+        .map(|(category, levels)| CategoryAvailability {
+            category_id: category.id,
+            name: category.name,
+            quota: levels.quota,
+            available: levels.available,
+            held: levels.held,
+            sold: levels.sold,
+        })
+        .collect();
+    Ok(json::response(StatusCode::OK, &Availability { event_id: event.id, categories }))
+}

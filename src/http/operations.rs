@@ -1,0 +1,46 @@
+//! Health and readiness.
+
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::json;
+use super::{HandlerResult, RequestContext};
+use crate::api::AppState;
+
+/// How long readiness waits for each dependency.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The body of `/health` and `/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// `GET /health`: 200 while the process runs.
+pub async fn health(_state: &AppState, _request: RequestContext) -> HandlerResult {
+    Ok(json::response(StatusCode::OK, &Status { status: "ok" }))
+}
+
+/// `GET /ready`: 200 when Redis and Postgres answer, else 503.
+pub async fn ready(state: &AppState, _request: RequestContext) -> HandlerResult {
+    let mut redis = state.redis.clone();
+    let ping = redis::cmd("PING");
+    let redis_probe = tokio::time::timeout(READY_PROBE_TIMEOUT, ping.query_async::<String>(&mut redis));
+    match redis_probe.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(ApiError::unavailable(format!("redis: {error}"))),
+        Err(_) => return Err(ApiError::unavailable("redis did not answer in time")),
+    }
+    let postgres_probe = tokio::time::timeout(READY_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.database));
+    match postgres_probe.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(ApiError::unavailable(format!("postgres: {error}"))),
+        Err(_) => return Err(ApiError::unavailable("postgres did not answer in time")),
+    }
+    Ok(json::response(StatusCode::OK, &Status { status: "ready" }))
+}

@@ -1,0 +1,120 @@
+//! The route table: each path pattern with its methods and operations. Patterns are
+//! kept as written so they can label metrics.
+
+use hyper::Method;
+
+use super::error::ApiError;
+
+/// Every operation the API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `GET /health`.
+    Health,
+    /// `GET /ready`.
+    Ready,
+    /// `POST /events`.
+    CreateEvent,
+    /// `GET /events`.
+    ListEvents,
+    /// `GET /events/{id}`.
+    GetEvent,
+    /// `POST /events/{id}/ticket-category`.
+    CreateCategory,
+    /// `GET /events/{id}/availability`.
+    Availability,
+}
+
+/// One path pattern and what each method does there.
+pub struct Route {
+    /// The matchit pattern, also the metric label.
+    pub pattern: &'static str,
+    /// Allowed methods.
+    pub methods: &'static [(Method, Operation)],
+}
+
+/// The whole API.
+pub const ROUTES: &[Route] = &[
+    Route { pattern: "/health", methods: &[(Method::GET, Operation::Health)] },
+    Route { pattern: "/ready", methods: &[(Method::GET, Operation::Ready)] },
+    Route {
+        pattern: "/events",
+        methods: &[(Method::GET, Operation::ListEvents), (Method::POST, Operation::CreateEvent)],
+    },
+    Route { pattern: "/events/{id}", methods: &[(Method::GET, Operation::GetEvent)] },
+    Route { pattern: "/events/{id}/ticket-category", methods: &[(Method::POST, Operation::CreateCategory)] },
+    Route { pattern: "/events/{id}/availability", methods: &[(Method::GET, Operation::Availability)] },
+];
+
+/// A matched request: the operation, its pattern and path parameters.
+#[derive(Debug)]
+pub struct Matched {
+    /// What to run.
+    pub operation: Operation,
+    /// The route pattern.
+    pub pattern: &'static str,
+    /// Path parameters by name.
+    pub params: Vec<(String, String)>,
+}
+
+/// Matches paths against [`ROUTES`].
+pub struct Router {
+    inner: matchit::Router<usize>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Router {
+    /// Builds the router; panics on a malformed table, which tests catch.
+    pub fn new() -> Self {
+        let mut inner = matchit::Router::new();
+        for (index, route) in ROUTES.iter().enumerate() {
+            inner.insert(route.pattern, index).expect("route patterns are valid and distinct");
+        }
+        Self { inner }
+    }
+
+    /// Finds the operation for a method and path, or the 404 / 405 error.
+    pub fn route(&self, method: &Method, path: &str) -> Result<Matched, (ApiError, &'static str)> {
+        let found = self.inner.at(path).map_err(|_| (ApiError::NotFound("no such route"), "unmatched"))?;
+        let route = &ROUTES[*found.value];
+        let effective = if method == Method::HEAD { &Method::GET } else { method };
+        match route.methods.iter().find(|(allowed, _)| allowed == effective) {
+            Some((_, operation)) => Ok(Matched {
+                operation: *operation,
+                pattern: route.pattern,
+                params: found.params.iter().map(|(key, value)| (key.to_owned(), value.to_owned())).collect(),
+            }),
+            None => {
+                let allow: Vec<&str> = route.methods.iter().map(|(method, _)| method.as_str()).collect();
+                Err((ApiError::MethodNotAllowed(allow.join(", ")), route.pattern))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_keep_their_pattern_and_params() {
+        let matched = Router::new().route(&Method::GET, "/events/7/availability").unwrap();
+        assert_eq!(matched.operation, Operation::Availability);
+        assert_eq!(matched.pattern, "/events/{id}/availability");
+        assert_eq!(matched.params, [("id".to_owned(), "7".to_owned())]);
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_refused() {
+        let router = Router::new();
+        assert!(matches!(router.route(&Method::GET, "/nope"), Err((ApiError::NotFound(_), _))));
+        let Err((ApiError::MethodNotAllowed(allow), _)) = router.route(&Method::DELETE, "/events") else {
+            panic!("expected 405");
+        };
+        assert_eq!(allow, "GET, POST");
+    }
+}

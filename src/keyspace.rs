@@ -1,0 +1,138 @@
+//! The Redis key layout. Every key that a script touches together shares one hash
+//! tag, so each script stays on one Redis Cluster slot.
+//!
+//! Per ticket category `C` (hash tag `{c:C}`):
+//! - `P:{c:C}:stock`: hash of stock levels and the category's sale terms;
+//! - `P:{c:C}:hold:R`: hash, the record of reservation `R`;
+//! - `P:{c:C}:deadlines`: sorted set of reservation ids that can still lapse, by deadline (ms);
+//! - `P:{c:C}:holders`: hash of user id to tickets held + confirmed;
+//! - `P:{c:C}:idem:OP:U:K`: idempotency record of operation `OP` by user `U` with key `K`;
+//! - `P:{c:C}:voids`: set of payment attempts to void at the gateway;
+//! - `P:{c:C}:outbox`: stream of reservation events waiting for the relay.
+//!
+//! Outside categories:
+//! - `P:{catalog}:categories`: set of category ids that have stock (for the reaper and relay);
+//! - `P:{u:HEX}:idem:OP:K`: binds user `HEX` (hex of the id) and key `K` to one request body.
+//! - `P:{relay}:lease:C`: which process relays category `C`'s outbox.
+
+use uuid::Uuid;
+
+use crate::auth::UserId;
+use crate::catalog::CategoryId;
+
+/// Builds every Redis key under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    prefix: String,
+}
+
+impl Keyspace {
+    /// A keyspace under `prefix` (`REDIS_KEY_PREFIX`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// The prefix of every key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn category_tag(&self, category: CategoryId) -> String {
+        format!("{}:{{c:{}}}", self.prefix, category.get())
+    }
+
+    /// Stock levels and sale terms of a category.
+    pub fn stock(&self, category: CategoryId) -> String {
+        format!("{}:stock", self.category_tag(category))
+    }
+
+    /// Prefix of hold records of a category; the reservation id follows.
+    pub fn hold_prefix(&self, category: CategoryId) -> String {
+        format!("{}:hold:", self.category_tag(category))
+    }
+
+    /// The record of one reservation.
+    pub fn hold(&self, category: CategoryId, reservation: Uuid) -> String {
+        format!("{}{}", self.hold_prefix(category), reservation)
+    }
+
+    /// Reservations that can still lapse, scored by deadline in ms.
+    pub fn deadlines(&self, category: CategoryId) -> String {
+        format!("{}:deadlines", self.category_tag(category))
+    }
+
+    /// Tickets held + confirmed per user.
+    pub fn holders(&self, category: CategoryId) -> String {
+        format!("{}:holders", self.category_tag(category))
+    }
+
+    /// Prefix of idempotency records of a category.
+    pub fn idempotency_prefix(&self, category: CategoryId) -> String {
+        format!("{}:idem:", self.category_tag(category))
+    }
+
+    /// Payment attempts that must be voided at the gateway.
+    pub fn voids(&self, category: CategoryId) -> String {
+        format!("{}:voids", self.category_tag(category))
+    }
+
+    /// The outbox stream of a category.
+    pub fn outbox(&self, category: CategoryId) -> String {
+        format!("{}:outbox", self.category_tag(category))
+    }
+
+    /// Category ids that have stock.
+    pub fn categories(&self) -> String {
+        format!("{}:{{catalog}}:categories", self.prefix)
+    }
+
+    /// Binding of a user's idempotency key to one request body.
+    pub fn idempotency_binding(&self, operation: &str, user: &UserId, key: &str) -> String {
+        let user_hex: String = user.as_str().bytes().map(|byte| format!("{byte:02x}")).collect();
+        format!("{}:{{u:{user_hex}}}:idem:{operation}:{key}", self.prefix)
+    }
+
+    /// Lease of the relay for one category's outbox.
+    pub fn relay_lease(&self, category: CategoryId) -> String {
+        format!("{}:{{relay}}:lease:{}", self.prefix, category.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap();
+        let close = open + key[open..].find('}').unwrap();
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn category_keys_share_one_hash_tag() {
+        let keys = Keyspace::new("t");
+        let category = CategoryId::new(42).unwrap();
+        let reservation = Uuid::nil();
+        let all = [
+            keys.stock(category),
+            keys.hold(category, reservation),
+            keys.deadlines(category),
+            keys.holders(category),
+            keys.voids(category),
+            keys.outbox(category),
+            format!("{}x", keys.idempotency_prefix(category)),
+        ];
+        for key in &all {
+            assert_eq!(hash_tag(key), "c:42", "{key}");
+            assert!(key.starts_with("t:"));
+        }
+    }
+
+    #[test]
+    fn user_ids_cannot_break_the_hash_tag() {
+        let keys = Keyspace::new("t");
+        let user = UserId::parse("evil}{x").unwrap();
+        let key = keys.idempotency_binding("reserve", &user, "k");
+        assert_eq!(hash_tag(&key), "u:6576696c7d7b78");
+    }
+}

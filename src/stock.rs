@@ -1,0 +1,190 @@
+//! Live stock levels in Redis: creation, opening, reads, and the conservation check.
+//!
+//! A category's stock is one hash (see [`crate::keyspace`]) holding `available`,
+//! `held`, `sold` and `quota`, plus the sale terms the reserve script needs
+//! (`event_id`, `price`, `currency`, `max_per_user`, sale window) and `state`
+//! (`pending` until provisioning finishes, then `open`).
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::catalog::{Category, CategoryId, SaleWindow};
+use crate::keyspace::Keyspace;
+use crate::lua_script;
+
+lua_script!(CREATE_STOCK, "create_stock", "stock/create_stock.lua");
+lua_script!(OPEN_STOCK, "open_stock", "stock/open_stock.lua");
+
+/// Why a stock operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    /// Redis failed.
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+    /// The category's stock is not in Redis (flushed, or never provisioned).
+    #[error("stock of category {0:?} is missing from redis")]
+    Missing(CategoryId),
+}
+
+/// Stock levels of one category at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Levels {
+    /// Tickets for sale in total.
+    pub quota: i64,
+    /// Tickets that can be reserved now.
+    pub available: i64,
+    /// Tickets in unexpired, unconfirmed holds.
+    pub held: i64,
+    /// Tickets confirmed.
+    pub sold: i64,
+}
+
+impl Levels {
+    /// Whether `available + held + sold == quota` and none is negative.
+    pub fn is_conserved(&self) -> bool {
+        self.available >= 0 && self.held >= 0 && self.sold >= 0 && self.available + self.held + self.sold == self.quota
+    }
+}
+
+/// The terms a category's stock is created with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StockTerms {
+    /// The category.
+    pub category_id: CategoryId,
+    /// Its event.
+    pub event_id: i64,
+    /// Tickets for sale.
+    pub quota: i64,
+    /// Per-user cap.
+    pub max_per_user: i64,
+    /// Price per ticket, minor units.
+    pub price: i64,
+    /// Currency code.
+    pub currency: String,
+    /// When reservations are accepted.
+    pub sale_window: SaleWindow,
+}
+
+impl StockTerms {
+    /// The terms of a stored category under its event's sale window.
+    pub fn of(category: &Category, sale_window: SaleWindow) -> Self {
+        Self {
+            category_id: CategoryId::new(category.id).expect("stored category ids are valid"),
+            event_id: category.event_id,
+            quota: category.quota,
+            max_per_user: category.max_per_user,
+            price: category.price,
+            currency: category.currency.clone(),
+            sale_window,
+        }
+    }
+}
+
+fn millis_or_empty(time: Option<DateTime<Utc>>) -> String {
+    time.map(|time| time.timestamp_millis().to_string()).unwrap_or_default()
+}
+
+/// The stock store.
+#[derive(Clone)]
+pub struct Stock {
+    redis: ConnectionManager,
+    keys: Keyspace,
+}
+
+impl Stock {
+    /// A stock store on a Redis connection under a keyspace.
+    pub fn new(redis: ConnectionManager, keys: Keyspace) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Creates the stock in state `pending` unless it exists, and lists the category.
+    pub async fn create_pending(&self, terms: &StockTerms) -> Result<(), StockError> {
+        let mut redis = self.redis.clone();
+        let _: i64 = redis.sadd(self.keys.categories(), terms.category_id.get()).await?;
+        let mut invocation = CREATE_STOCK.prepare();
+        invocation
+            .key(self.keys.stock(terms.category_id))
+            .arg(terms.event_id)
+            .arg(terms.quota)
+            .arg(terms.max_per_user)
+            .arg(terms.price)
+            .arg(&terms.currency)
+            .arg(millis_or_empty(terms.sale_window.starts_at))
+            .arg(millis_or_empty(terms.sale_window.ends_at));
+        let _: i64 = CREATE_STOCK.run(&invocation, &mut redis).await?;
+        Ok(())
+    }
+
+    /// Makes a pending stock reservable; fails with `Missing` if there is no stock.
+    pub async fn open(&self, category: CategoryId) -> Result<bool, StockError> {
+        let mut invocation = OPEN_STOCK.prepare();
+        invocation.key(self.keys.stock(category));
+        let opened: i64 = OPEN_STOCK.run(&invocation, &mut self.redis.clone()).await?;
+        match opened {
+            -1 => Err(StockError::Missing(category)),
+            opened => Ok(opened == 1),
+        }
+    }
+
+    /// Opens every pending stock among `categories`; missing stock is logged, not created.
+    pub async fn open_pending(&self, categories: &[CategoryId]) -> Result<usize, StockError> {
+        let mut opened = 0;
+        for &category in categories {
+            match self.open(category).await {
+                Ok(true) => opened += 1,
+                Ok(false) => {}
+                Err(StockError::Missing(category)) => {
+                    tracing::warn!(
+                        category = category.get(),
+                        "stock missing from redis; run `worker reconcile --repair`"
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Current levels of each category, in order, with one pipelined round trip.
+    pub async fn levels(&self, categories: &[CategoryId]) -> Result<Vec<Levels>, StockError> {
+        let mut pipe = redis::pipe();
+        for &category in categories {
+            pipe.cmd("HMGET").arg(self.keys.stock(category)).arg(&["quota", "available", "held", "sold"]);
+        }
+        let rows: Vec<[Option<i64>; 4]> = pipe.query_async(&mut self.redis.clone()).await?;
+        categories
+            .iter()
+            .zip(rows)
+            .map(|(&category, row)| match row {
+                [Some(quota), Some(available), Some(held), Some(sold)] => Ok(Levels { quota, available, held, sold }),
+                _ => Err(StockError::Missing(category)),
+            })
+            .collect()
+    }
+
+    /// The conservation check for one category: its levels, or an error naming what broke.
+    pub async fn check_conservation(&self, category: CategoryId) -> Result<Levels, String> {
+        let levels = self.levels(&[category]).await.map_err(|error| format!("{error:?}"))?;
+        let levels = levels[0];
+        if levels.is_conserved() {
+            Ok(levels)
+        } else {
+            Err(format!("conservation broken for category {}: {levels:?}", category.get()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conservation_needs_the_sum_and_no_negatives() {
+        assert!(Levels { quota: 10, available: 5, held: 3, sold: 2 }.is_conserved());
+        assert!(!Levels { quota: 10, available: 5, held: 3, sold: 3 }.is_conserved());
+        assert!(!Levels { quota: 10, available: 11, held: -1, sold: 0 }.is_conserved());
+    }
+}

@@ -1,0 +1,72 @@
+//! Field-level validation errors, reported as 422 `validation_failed`.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One rule that one request field broke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field's name as it appears in the request (`quantity`, `payment.token`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Collects field errors while a request is validated.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` broke a rule.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.to_owned(), message: message.into() });
+    }
+
+    /// Keeps `value` if it is `Ok`, records its error under `field` otherwise.
+    pub fn check<T>(&mut self, field: &str, value: Result<T, String>) -> Option<T> {
+        match value {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    /// Requires a value to be present.
+    pub fn require<T>(&mut self, field: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() {
+            self.add(field, "is required");
+        }
+        value
+    }
+
+    /// `Ok(value)` when nothing was recorded, else every recorded error.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
+        if self.0.is_empty() { Ok(value()) } else { Err(self.0) }
+    }
+
+    /// Whether any rule was broken.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The recorded errors.
+    pub fn into_vec(self) -> Vec<FieldError> {
+        self.0
+    }
+}
+
+/// Checks that a text has between `min` and `max` characters.
+pub fn text_length(text: &str, min: usize, max: usize) -> Result<String, String> {
+    let length = text.chars().count();
+    if length < min || length > max {
+        return Err(format!("must be {min} to {max} characters long"));
+    }
+    Ok(text.to_owned())
+}

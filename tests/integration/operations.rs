@@ -1,0 +1,139 @@
+//! Health, readiness, the token CLI, start-up rules and graceful shutdown of the real binaries.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{Isolation, SECRET, TestApp, admin_token};
+
+#[tokio::test]
+async fn health_and_ready_answer_200() {
+    // Goal: /health is 200 while running and /ready is 200 when Redis and Postgres answer.
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/health", None).await.status(), 200);
+    let ready = app.get("/ready", None).await;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ready_is_503_when_postgres_is_gone() {
+    // Goal: readiness reports 503 unavailable when a dependency stops answering.
+    let app = TestApp::spawn_with(&[]).await;
+    let database = app.isolation.database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::harness::postgres_server_url())).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database} WITH (FORCE)"))).execute(&admin).await.unwrap();
+    let response = app.get("/ready", None).await;
+    crate::harness::assert_problem(response, 503, "unavailable").await;
+    app.stop().await;
+}
+
+fn token_cli(args: &[&str], secret: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_token"));
+    command.args(args).env_remove("JWT_SECRET");
+    if let Some(secret) = secret {
+        command.env("JWT_SECRET", secret);
+    }
+    command.output().expect("token runs")
+}
+
+#[tokio::test]
+async fn token_cli_mints_tokens_the_api_accepts() {
+    // Goal: `token` prints one JWT the API accepts, and refuses a bad role or a missing secret.
+    let output = token_cli(&["--role", "admin", "--sub", "ops", "--ttl", "15m"], Some(SECRET));
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.ends_with('\n') && text.lines().count() == 1);
+    let app = TestApp::spawn().await;
+    let body = serde_json::json!({"name": "N", "venue": "V", "starts_at": "2030-01-01T00:00:00Z"});
+    assert_eq!(app.post("/events", Some(text.trim()), &body).await.status(), 201);
+    app.stop().await;
+
+    let bad_role = token_cli(&["--role", "root", "--sub", "ops"], Some(SECRET));
+    assert!(!bad_role.status.success());
+    assert!(!bad_role.stderr.is_empty());
+    let no_secret = token_cli(&["--role", "user", "--sub", "ops"], None);
+    assert!(!no_secret.status.success());
+    assert!(String::from_utf8_lossy(&no_secret.stderr).contains("secret"));
+}
+
+fn spawn_api(isolation: &Isolation, jwt_secret: bool, extra: &[&str]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
+    command.args(extra).env_remove("JWT_SECRET").env("RUST_LOG", "warn");
+    for (name, value) in isolation.api_env() {
+        if name != "JWT_SECRET" || jwt_secret {
+            command.env(name, value);
+        }
+    }
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("api spawns")
+}
+
+/// Reads the address line and then `extra_lines` more lines of the child's stdout.
+fn read_address(child: &mut Child, extra_lines: usize) -> (String, Vec<String>) {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("api prints its address").unwrap();
+    let address = first.strip_prefix("listening on http://").expect("address line").to_owned();
+    let rest = lines.take(extra_lines).map_while(Result::ok).collect();
+    (address, rest)
+}
+
+#[tokio::test]
+async fn api_refuses_to_start_without_a_secret_unless_dev() {
+    // Goal: no JWT_SECRET means exit non-zero; --dev starts and prints an admin and a user token.
+    let isolation = Isolation::new().await;
+    let refused = spawn_api(&isolation, false, &[]).wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("JWT_SECRET"));
+
+    let mut dev = spawn_api(&isolation, false, &["--dev"]);
+    let (address, lines) = read_address(&mut dev, 3);
+    let admin = lines.iter().find_map(|line| line.strip_prefix("ADMIN_TOKEN=")).expect("admin token").to_owned();
+    assert!(lines.iter().any(|line| line.starts_with("USER_TOKEN=")));
+    let body = serde_json::json!({"name": "N", "venue": "V", "starts_at": "2030-01-01T00:00:00Z"});
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/events"))
+        .bearer_auth(admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    // Goal: a request whose body is still arriving when SIGTERM lands gets its full response; then the process exits 0.
+    let isolation = Isolation::new().await;
+    let mut api = spawn_api(&isolation, true, &[]);
+    let (address, _) = read_address(&mut api, 0);
+    let body = r#"{"name": "Late", "venue": "V", "starts_at": "2030-01-01T00:00:00Z"}"#;
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        admin_token(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body.as_bytes()[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let status = Command::new("kill").args(["-TERM", &api.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut response = String::new();
+    let mut buffer = [0u8; 4096];
+    while !response.contains("\"Late\"") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "connection closed before the response: {response}");
+        response.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let exit = api.wait().unwrap();
+    assert!(exit.success(), "api exits cleanly after draining");
+}
