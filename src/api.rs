@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -17,8 +18,15 @@ use crate::catalog::Catalog;
 use crate::config::ApiConfig;
 use crate::http::{self, ServerOptions};
 use crate::keyspace::Keyspace;
+use crate::payment::SimulatedGateway;
 use crate::persistence;
+use crate::relay::{self, RelayOptions};
+use crate::reservation::admission::Admission;
+use crate::reservation::engine::PAYMENT_WINDOW_MARGIN;
+use crate::reservation::reaper::{Reaper, ReaperOptions};
+use crate::reservation::{EngineOptions, ReservationEngine};
 use crate::stock::Stock;
+use crate::telemetry;
 
 /// How often provisioning interrupted by a crash is finished.
 const PROVISIONING_RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -34,6 +42,9 @@ pub enum StartError {
     /// Postgres could not be reached or migrated.
     #[error(transparent)]
     Persistence(#[from] persistence::PersistenceError),
+    /// The relay settings contradict each other.
+    #[error(transparent)]
+    RelayConfig(#[from] relay::RelayConfigError),
     /// Redis could not be reached.
     #[error("cannot connect to redis")]
     Redis(#[from] redis::RedisError),
@@ -64,6 +75,12 @@ pub struct AppState {
     pub stock: Stock,
     /// How long a hold lasts.
     pub hold_ttl: Duration,
+    /// Renders `GET /metrics`.
+    pub metrics: PrometheusHandle,
+    /// Reserve, confirm, cancel and read holds.
+    pub reservations: ReservationEngine,
+    /// Backpressure on the reservation endpoints.
+    pub admission: Admission,
 }
 
 /// A started API.
@@ -99,6 +116,7 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisE
 pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<RunningApi, StartError> {
     let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
     let jwt = Jwt::new(&secret);
+    let relay = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
     let database = persistence::connect_and_migrate(&config.database_url, config.database_connections_max).await?;
     let redis = connect_redis(&config.redis_url).await?;
     let keys = Keyspace::new(config.redis_key_prefix.clone());
@@ -109,13 +127,21 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let dev_tokens = config.dev.then(|| dev_tokens(&jwt));
-    let state = Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl: config.hold_ttl });
+    let metrics = telemetry::install_metrics();
+    let reservations = reservation_engine(&config, redis.clone(), keys.clone());
+    let reaper_options =
+        ReaperOptions { interval: config.reaper_interval, batch_max: config.reaper_batch_max as usize };
+    let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
+    let admission = Admission::new(config.reserve_in_flight_max as usize, config.rate_limit_per_ip_per_second);
+    let hold_ttl = config.hold_ttl;
+    let state =
+        Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl, metrics, reservations, admission });
     let options = ServerOptions {
         connections_max: config.connections_max,
         header_read_timeout: config.header_read_timeout,
         shutdown_timeout: config.shutdown_timeout,
     };
-    let task = tokio::spawn(serve_until_shutdown(state, listener, options, shutdown));
+    let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));
     Ok(RunningApi { local_addr, dev_tokens, task })
 }
 
@@ -123,17 +149,49 @@ async fn serve_until_shutdown(
     state: Arc<AppState>,
     listener: TcpListener,
     options: ServerOptions,
+    relay: Option<RelayOptions>,
+    reaper: Option<Reaper>,
     shutdown: CancellationToken,
 ) {
     let background = TaskTracker::new();
+    if let Some(reaper) = reaper {
+        background.spawn(reaper.run(shutdown.clone()));
+    }
+    // The relay stops after the HTTP server has drained, so it flushes the events of
+    // the last requests; anything it cannot flush stays in the outbox for the next relay.
+    let relay_stop = CancellationToken::new();
+    if let Some(relay) = relay {
+        background.spawn(relay::run(state.redis.clone(), state.keys.clone(), relay, relay_stop.clone()));
+    }
     background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
+    background.spawn(telemetry::sampler::run(
+        state.redis.clone(),
+        state.keys.clone(),
+        state.metrics.clone(),
+        shutdown.clone(),
+    ));
     http::serve(listener, state.clone(), options, shutdown.clone()).await;
+    relay_stop.cancel();
     background.close();
     if tokio::time::timeout(options.shutdown_timeout, background.wait()).await.is_err() {
         tracing::warn!("background tasks did not stop before the shutdown deadline");
     }
     state.database.close().await;
     tracing::info!("api stopped");
+}
+
+/// The reservation engine with the simulated payment gateway. The payment window is
+/// the payment timeout plus a margin, so a charge that answers in time is always
+/// recorded before the reaper may take the hold back.
+fn reservation_engine(config: &ApiConfig, redis: ConnectionManager, keys: Keyspace) -> ReservationEngine {
+    let gateway = Arc::new(SimulatedGateway::new(redis.clone(), &keys, config.payment_latency));
+    let options = EngineOptions {
+        hold_ttl: config.hold_ttl,
+        outbox_backlog_max: config.outbox_backlog_max,
+        payment_timeout: config.payment_timeout,
+        payment_window: config.payment_timeout + PAYMENT_WINDOW_MARGIN,
+    };
+    ReservationEngine::new(redis, keys, gateway, options)
 }
 
 async fn recover_provisioning(catalog: Catalog, shutdown: CancellationToken) {

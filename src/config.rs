@@ -16,6 +16,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses a human duration that may be zero (`0ms`, `0s`, `250ms`).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|error| error.to_string())
+}
+
 /// A secret string that never prints: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -110,6 +115,71 @@ pub struct ApiConfig {
     /// How long shutdown waits for in-flight requests and background tasks.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Run the outbox relay in this process (`--relay-enabled false` for tests without a broker).
+    #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_enabled: bool,
+
+    /// Partitions of `KAFKA_TOPIC` when the relay has to create it (an existing topic keeps its count).
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+
+    /// Most outbox entries the relay reads and publishes per category in one batch.
+    #[arg(long, env = "RELAY_BATCH_RECORDS_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub relay_batch_records_max: u32,
+
+    /// How long the relay waits for more entries after a batch that was not full.
+    #[arg(long, env = "RELAY_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub relay_linger: Duration,
+
+    /// Longest pause between two reads of an empty outbox stream (the pause grows from `RELAY_LINGER`).
+    #[arg(long, env = "RELAY_IDLE_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    pub relay_idle_interval: Duration,
+
+    /// How long a relay's lease on a category's outbox lasts without renewal (failover time
+    /// after a crash); renewed every third of it.
+    #[arg(long, env = "RELAY_LEASE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub relay_lease_ttl: Duration,
+
+    /// Deadline of one publish to the broker (and of connecting to it).
+    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub relay_publish_timeout: Duration,
+
+    /// Longest pause between retries while the broker fails (backoff doubles from 50 ms up to it).
+    #[arg(long, env = "RELAY_BACKOFF_MAX", default_value = "3s", value_parser = parse_duration)]
+    pub relay_backoff_max: Duration,
+
+    /// Run the expiry reaper in this process (`--reaper-enabled false` to leave expiry to others).
+    #[arg(long, env = "REAPER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reaper_enabled: bool,
+
+    /// Pause between two reaper sweeps of every category.
+    #[arg(long, env = "REAPER_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub reaper_interval: Duration,
+
+    /// Most holds the reaper releases in one script call.
+    #[arg(long, env = "REAPER_BATCH_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub reaper_batch_max: u32,
+
+    /// Most reserve and confirm requests in flight in this process; past it they get 503 at once.
+    #[arg(long, env = "RESERVE_IN_FLIGHT_MAX", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reserve_in_flight_max: u32,
+
+    /// Requests per second per client IP on the reservation endpoints (429 past it); 0 turns it off.
+    #[arg(long, env = "RATE_LIMIT_PER_IP_PER_SECOND", default_value_t = 0)]
+    pub rate_limit_per_ip_per_second: u32,
+
+    /// Reserve answers 503 while a category's outbox stream holds this many unrelayed events.
+    #[arg(long, env = "OUTBOX_BACKLOG_MAX", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub outbox_backlog_max: u64,
+
+    /// Simulated payment gateway latency per charge (`0ms` for none).
+    #[arg(long, env = "PAYMENT_LATENCY", default_value = "0ms", value_parser = parse_duration_or_zero)]
+    pub payment_latency: Duration,
+
+    /// Longest wait for the payment gateway's answer; a hold stays in payment for this plus 5 s at most.
+    #[arg(long, env = "PAYMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub payment_timeout: Duration,
 }
 
 impl ApiConfig {
@@ -127,6 +197,131 @@ impl ApiConfig {
 /// The secret used by `--dev` when no `JWT_SECRET` is set. Never use it in production.
 pub const DEV_JWT_SECRET: &str = "stampede-dev-secret-do-not-use-in-production";
 
+/// Which partitions of the topic a worker consumes: `all`, or a list such as `0,2,4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionSelection {
+    /// Every partition the topic has when the worker starts.
+    All,
+    /// Exactly these partitions (distinct, ascending).
+    Only(Vec<i32>),
+}
+
+impl std::str::FromStr for PartitionSelection {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(Self::All);
+        }
+        let mut partitions = Vec::new();
+        for part in text.split(',') {
+            let partition: i32 =
+                part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
+                    format!("`{part}` is not a partition number; use `all` or a list such as `0,2,4`")
+                })?;
+            partitions.push(partition);
+        }
+        partitions.sort_unstable();
+        if partitions.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("partitions must be distinct".to_owned());
+        }
+        Ok(Self::Only(partitions))
+    }
+}
+
+/// Configuration of the `worker` binary (the Kafka-to-Postgres consumer and `reconcile`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "worker",
+    about = "Stampede worker: applies reservation events from Kafka to Postgres; `reconcile` compares Redis with Postgres"
+)]
+pub struct WorkerConfig {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/stampede")]
+    pub database_url: String,
+
+    /// Largest number of pooled Postgres connections (one per owned partition is enough).
+    #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 8)]
+    pub database_connections_max: u32,
+
+    /// Comma-separated Kafka bootstrap brokers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Kafka topic of reservation events.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "reservations")]
+    pub kafka_topic: String,
+
+    /// Partitions of `KAFKA_TOPIC` when the worker has to create it (an existing topic keeps its count).
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+
+    /// Partitions this worker owns: `all` or a list such as `0,2,4`. Each partition must be
+    /// owned by exactly one running worker (see the `worker` module docs).
+    #[arg(long, env = "WORKER_PARTITIONS", default_value = "all")]
+    pub worker_partitions: PartitionSelection,
+
+    /// Address of the worker's `GET /metrics` endpoint (port 0 picks a free port).
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+
+    /// Most bytes fetched from one partition in one request; one fetch is applied in one
+    /// Postgres transaction (at least one whole record batch, whatever this says).
+    #[arg(long, env = "WORKER_FETCH_BYTES_MAX", default_value_t = 1_048_576, value_parser = clap::value_parser!(i32).range(1_024..=16_000_000))]
+    pub worker_fetch_bytes_max: i32,
+
+    /// How long the broker may hold a fetch open while the partition has nothing new. Kafka
+    /// answers as soon as records arrive; tansu was seen to wait it out, so it bounds the lag there.
+    #[arg(long, env = "WORKER_FETCH_WAIT", default_value = "50ms", value_parser = parse_duration)]
+    pub worker_fetch_wait: Duration,
+
+    /// Deadline of one call to the broker (connect, fetch, metadata).
+    #[arg(long, env = "KAFKA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub kafka_timeout: Duration,
+
+    /// Longest pause between retries while Postgres or the broker fails (backoff doubles from 50 ms).
+    #[arg(long, env = "WORKER_BACKOFF_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub worker_backoff_max: Duration,
+
+    /// Redis connection URL (used by `reconcile`).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key (used by `reconcile`).
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "stampede")]
+    pub redis_key_prefix: String,
+
+    /// How long shutdown waits for the current batches to commit.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// What to run; without a command the worker consumes until SIGTERM.
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+}
+
+/// Commands of the `worker` binary besides consuming.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Compares Redis stock with Postgres reservations per category and prints the drift;
+    /// exits 0 when there is none, 1 when there is drift (or the pipeline did not drain), 2 when it cannot run.
+    Reconcile(ReconcileArgs),
+}
+
+/// Options of `worker reconcile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcileArgs {
+    /// Rebuild the Redis stock of categories whose stock is missing, from Postgres.
+    #[arg(long, env = "RECONCILE_REPAIR", default_value_t = false)]
+    pub repair: bool,
+
+    /// How long to wait for the pipeline to drain: the outbox entries present at the start
+    /// relayed, then the topic's records at that point consumed.
+    #[arg(long, env = "RECONCILE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,9 +336,39 @@ mod tests {
     }
 
     #[test]
+    fn reservation_settings_have_defaults_and_allow_zero_latency() {
+        let config = ApiConfig::parse_from(["api"]);
+        assert!(config.reaper_enabled);
+        assert_eq!(config.reaper_interval, Duration::from_millis(100));
+        assert_eq!(config.payment_latency, Duration::ZERO);
+        assert_eq!(config.rate_limit_per_ip_per_second, 0);
+        let config = ApiConfig::parse_from(["api", "--reaper-enabled", "false", "--payment-latency", "1500ms"]);
+        assert!(!config.reaper_enabled);
+        assert_eq!(config.payment_latency, Duration::from_millis(1500));
+        assert!(parse_duration_or_zero("0s").unwrap().is_zero());
+    }
+
+    #[test]
     fn secrets_never_print() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
+    }
+
+    #[test]
+    fn partition_selections_parse() {
+        assert_eq!("all".parse(), Ok(PartitionSelection::All));
+        assert_eq!("4, 0,2".parse(), Ok(PartitionSelection::Only(vec![0, 2, 4])));
+        assert!("1,1".parse::<PartitionSelection>().is_err());
+        assert!("-1".parse::<PartitionSelection>().is_err());
+        assert!("".parse::<PartitionSelection>().is_err());
+    }
+
+    #[test]
+    fn the_relay_can_be_switched_off() {
+        assert!(ApiConfig::parse_from(["api"]).relay_enabled);
+        assert!(!ApiConfig::parse_from(["api", "--relay-enabled", "false"]).relay_enabled);
+        let config = WorkerConfig::parse_from(["worker", "reconcile", "--repair"]);
+        assert!(matches!(config.command, Some(WorkerCommand::Reconcile(ReconcileArgs { repair: true, .. }))));
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! connections, and graceful shutdown.
 
 pub mod catalog;
+pub mod documentation;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod operations;
+pub mod reservation;
+pub mod reservation_list;
 pub mod router;
 
 use std::convert::Infallible;
@@ -169,6 +173,16 @@ async fn dispatch(state: &AppState, operation: Operation, request: RequestContex
         Operation::GetEvent => catalog::get_event(state, request).await,
         Operation::CreateCategory => catalog::create_category(state, request).await,
         Operation::Availability => catalog::availability(state, request).await,
+        Operation::Reserve => reservation::reserve(state, request).await,
+        Operation::Confirm => reservation::confirm(state, request).await,
+        Operation::CancelReservation => reservation::cancel_reservation(state, request).await,
+        Operation::GetReservation => reservation::get_reservation(state, request).await,
+        Operation::Metrics => metrics::metrics(state, request).await,
+        Operation::OpenApiDocument => documentation::openapi_json(state, request).await,
+        Operation::SwaggerUiRedirect => documentation::swagger_ui_redirect(state, request).await,
+        Operation::SwaggerUiIndex => documentation::swagger_ui_index(state, request).await,
+        Operation::SwaggerUiFile => documentation::swagger_ui_file(state, request).await,
+        Operation::ListReservations => reservation_list::list_reservations(state, request).await,
     }
 }
 
@@ -180,8 +194,9 @@ fn strip_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
 fn record_request(method: &Method, pattern: &'static str, status: u16, started: Instant) {
     let labels =
         [("method", method.as_str().to_owned()), ("route", pattern.to_owned()), ("status", status.to_string())];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    // `::metrics` is the crate; the child module `metrics` is the /metrics handler.
+    ::metrics::counter!("http_requests_total", &labels).increment(1);
+    ::metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
 }
 
 /// Splits a query string into raw pairs. Every query parameter of the API is an

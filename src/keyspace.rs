@@ -14,6 +14,8 @@
 //! - `P:{catalog}:categories`: set of category ids that have stock (for the reaper and relay);
 //! - `P:{u:HEX}:idem:OP:K`: binds user `HEX` (hex of the id) and key `K` to one request body.
 //! - `P:{relay}:lease:C`: which process relays category `C`'s outbox.
+//! - `P:{gateway}:attempt:A` and `P:{gateway}:reference:R`: the simulated payment
+//!   gateway's ledger (see [`crate::payment`]); a third party's data, not ours.
 
 use uuid::Uuid;
 

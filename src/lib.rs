@@ -11,27 +11,39 @@
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
 //! - [`http`]: the hyper server, router, handlers and the problem+json errors.
+//! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
+//! - [`openapi`]: the OpenAPI document derived from the handlers and types.
 //! - [`outbox`]: the outbox stream's entries and the events they become.
+//! - [`payment`]: the payment gateway boundary and the simulated gateway.
 //! - [`persistence`]: the Postgres pool and migrations.
-//! - [`reservation`]: reservation ids, statuses and the Reservation view.
+//! - [`relay`]: the outbox relay: Redis streams to Kafka under a per-category lease.
+//! - [`reservation`]: holds in Redis: reserve, confirm, cancel, the expiry reaper, idempotency, backpressure.
+//! - [`retry`]: capped exponential backoff for loops that retry a dependency.
 //! - [`script`]: Lua scripts loaded from files and run by name.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels and the conservation check.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
 //! - [`validation`]: field errors for 422 responses.
+//! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod kafka;
 pub mod keyspace;
+pub mod openapi;
 pub mod outbox;
+pub mod payment;
 pub mod persistence;
+pub mod relay;
 pub mod reservation;
+pub mod retry;
 pub mod script;
 pub mod shutdown;
 pub mod stock;
 pub mod telemetry;
 pub mod validation;
+pub mod worker;

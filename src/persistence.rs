@@ -1,4 +1,7 @@
-//! Postgres: the connection pool and the migrations every binary runs on start.
+//! Postgres: the connection pool and the migrations every binary runs on start, and
+//! the read side of the rows the event pipeline writes ([`reservations`]).
+
+pub mod reservations;
 
 use std::time::Duration;
 

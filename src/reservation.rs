@@ -1,11 +1,35 @@
-//! Reservations: ids, statuses and the contract's Reservation view.
+//! Reservations: ids, statuses, the contract's Reservation view, validated requests,
+//! and the engine that holds, confirms, cancels and expires them in Redis.
+//!
+//! # Life of a hold
+//! `reserve` creates it `held` with a deadline (`expires_at`). `confirm` moves it to the
+//! internal `paying` state for one payment attempt (bounded by the payment window, and
+//! skipped by the reaper until then), then to `confirmed` or back to `held`. `cancel`
+//! and the reaper end it `cancelled` or `expired`, returning its tickets at once. Each
+//! transition is one Lua script (`src/reservation/*.lua`) that checks everything before
+//! its first write and appends the transition's event to the category's outbox.
+//!
+//! # Layout
+//! - [`engine`]: the transitions (reserve, confirm, cancel, read) and their errors.
+//! - [`idempotency`]: `Idempotency-Key`s, request fingerprints and where they are kept.
+//! - [`reaper`]: the background task that releases holds past their deadline.
+//! - [`admission`]: backpressure: in-flight bound and per-IP rate limit.
+
+pub mod admission;
+pub mod engine;
+pub mod idempotency;
+pub mod reaper;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::catalog::CategoryId;
+use crate::catalog::{CategoryId, EventId, QUOTA_MAX};
+use crate::payment::PaymentToken;
+use crate::validation::{FieldError, FieldErrors};
+
+pub use engine::{EngineOptions, NotHeldReason, Refusal, ReservationEngine, ReservationError};
 
 /// A reservation id: a UUID (version 8) whose last four bytes carry the category id,
 /// so every request can find the reservation's Redis hash tag from the id alone.
@@ -146,6 +170,141 @@ pub fn time_from_millis(millis: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(millis).single().unwrap_or_default()
 }
 
+/// Largest `quantity` of one reservation: no category has more tickets, so anything
+/// above can never be held, and the bound keeps every product far from overflow.
+/// Quantities above a category's `max_per_user` are refused by the reserve script
+/// (`limit_exceeded`), as the contract says.
+pub const QUANTITY_MAX: i64 = QUOTA_MAX;
+
+/// A validated ticket count: `1..=QUANTITY_MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quantity(i64);
+
+impl Quantity {
+    /// Accepts `1..=QUANTITY_MAX`.
+    pub fn new(quantity: i64) -> Result<Self, String> {
+        if (1..=QUANTITY_MAX).contains(&quantity) {
+            Ok(Self(quantity))
+        } else {
+            Err(format!("must be an integer from 1 to {QUANTITY_MAX}"))
+        }
+    }
+
+    /// The count.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A validated `POST /reserve` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewReservation {
+    /// The ticket category.
+    pub category: CategoryId,
+    /// How many tickets.
+    pub quantity: Quantity,
+    /// The event the caller expects the category to belong to, if given.
+    pub event: Option<EventId>,
+}
+
+impl NewReservation {
+    /// Validates the raw fields of a reserve request.
+    pub fn parse(
+        category_id: Option<i64>,
+        quantity: Option<i64>,
+        event_id: Option<i64>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let category = errors.require("category_id", category_id).and_then(|id| {
+            errors.check("category_id", CategoryId::new(id).ok_or_else(|| "must be a positive category id".to_owned()))
+        });
+        let quantity =
+            errors.require("quantity", quantity).and_then(|quantity| errors.check("quantity", Quantity::new(quantity)));
+        let event = match event_id {
+            None => None,
+            Some(id) => {
+                errors.check("event_id", EventId::new(id).ok_or_else(|| "must be a positive event id".to_owned()))
+            }
+        };
+        match (category, quantity) {
+            (Some(category), Some(quantity)) if errors.is_empty() => Ok(Self { category, quantity, event }),
+            _ => Err(errors.into_vec()),
+        }
+    }
+}
+
+/// A validated `POST /confirm` request. The id is only known to be a UUID: whether it
+/// names one of our reservations is the handler's 404, not a validation error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    /// The reservation to confirm.
+    pub reservation_id: Uuid,
+    /// The payment token.
+    pub token: PaymentToken,
+}
+
+impl Confirmation {
+    /// Validates the raw fields of a confirm request.
+    pub fn parse(reservation_id: Option<&str>, token: Option<&str>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = FieldErrors::new();
+        let reservation_id = errors.require("reservation_id", reservation_id).and_then(|id| {
+            errors.check("reservation_id", Uuid::try_parse(id).map_err(|_| "must be a UUID".to_owned()))
+        });
+        let token = errors
+            .require("payment.token", token)
+            .and_then(|token| errors.check("payment.token", PaymentToken::parse(token)));
+        match (reservation_id, token) {
+            (Some(reservation_id), Some(token)) if errors.is_empty() => Ok(Self { reservation_id, token }),
+            _ => Err(errors.into_vec()),
+        }
+    }
+}
+
+/// Fields of a hold record, in the order the scripts return them (`RECORD_FIELDS` in
+/// `src/reservation/prelude.lua`).
+pub const RECORD_FIELDS: [&str; 11] = [
+    "status",
+    "user_id",
+    "event_id",
+    "category_id",
+    "quantity",
+    "amount",
+    "currency",
+    "created_at_ms",
+    "expires_at_ms",
+    "confirmed_at_ms",
+    "payment_id",
+];
+
+/// Builds the contract's view of a stored hold record (fields in [`RECORD_FIELDS`]
+/// order); `None` when the record is absent or malformed. `paying` reads as `held`.
+pub fn reservation_from_record(id: ReservationId, fields: &[Option<String>]) -> Option<Reservation> {
+    let [status, user_id, event_id, category_id, quantity, amount, currency, created, expires, confirmed, payment] =
+        fields
+    else {
+        return None;
+    };
+    let number = |field: &Option<String>| field.as_deref().and_then(|text| text.parse::<i64>().ok());
+    let confirmed_at = match confirmed.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(time_from_millis(text.parse().ok()?)),
+    };
+    Some(Reservation {
+        id: id.uuid(),
+        status: ReservationStatus::parse(status.as_deref()?)?,
+        event_id: number(event_id)?,
+        category_id: number(category_id)?,
+        user_id: user_id.clone()?,
+        quantity: number(quantity)?,
+        amount: number(amount)?,
+        currency: currency.clone()?,
+        created_at: time_from_millis(number(created)?),
+        expires_at: time_from_millis(number(expires)?),
+        confirmed_at,
+        payment_id: payment.clone().filter(|payment| !payment.is_empty()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +324,68 @@ mod tests {
         assert!(ReservationId::parse(&Uuid::new_v4().to_string()).is_none());
         assert!(ReservationId::parse("not-a-uuid").is_none());
         assert!(ReservationId::from_uuid(Uuid::new_v8([0; 16])).is_none(), "category 0 is invalid");
+    }
+
+    fn record(status: &str) -> Vec<Option<String>> {
+        let values = [status, "alice", "1", "7", "2", "3000", "USD", "1700000000000", "1700000600000", "", ""];
+        values.iter().map(|value| Some(value.to_string())).collect()
+    }
+
+    #[test]
+    fn records_become_the_contract_view() {
+        let id = ReservationId::generate(CategoryId::new(7).unwrap());
+        let held = reservation_from_record(id, &record("paying")).unwrap();
+        assert_eq!(held.status, ReservationStatus::Held);
+        assert_eq!((held.quantity, held.amount, held.user_id.as_str()), (2, 3000, "alice"));
+        let json = serde_json::to_value(&held).unwrap();
+        assert!(json.get("confirmed_at").is_none() && json.get("payment_id").is_none());
+        let mut confirmed = record("confirmed");
+        confirmed[9] = Some("1700000005000".into());
+        confirmed[10] = Some("pay_1".into());
+        let confirmed = reservation_from_record(id, &confirmed).unwrap();
+        assert_eq!(confirmed.payment_id.as_deref(), Some("pay_1"));
+        assert_eq!(confirmed.confirmed_at, Some(time_from_millis(1_700_000_005_000)));
+        let mut missing = record("held");
+        missing[0] = None;
+        assert!(reservation_from_record(id, &missing).is_none());
+        assert!(reservation_from_record(id, &record("held")[..5]).is_none());
+    }
+
+    #[test]
+    fn reserve_requests_are_validated_at_the_edge() {
+        let valid = NewReservation::parse(Some(3), Some(2), None).unwrap();
+        assert_eq!((valid.category.get(), valid.quantity.get(), valid.event), (3, 2, None));
+        let fields = |result: Result<NewReservation, Vec<FieldError>>| -> Vec<String> {
+            result.unwrap_err().into_iter().map(|error| error.field).collect()
+        };
+        assert_eq!(fields(NewReservation::parse(None, None, None)), ["category_id", "quantity"]);
+        assert_eq!(fields(NewReservation::parse(Some(0), Some(0), Some(-1))), ["category_id", "quantity", "event_id"]);
+        assert_eq!(
+            fields(NewReservation::parse(Some(1 << 32), Some(QUANTITY_MAX + 1), None)),
+            ["category_id", "quantity"]
+        );
+        assert!(NewReservation::parse(Some(1), Some(QUANTITY_MAX), Some(1)).is_ok());
+    }
+
+    #[test]
+    fn confirm_requests_need_a_uuid_and_a_token() {
+        let id = Uuid::new_v4().to_string();
+        assert!(Confirmation::parse(Some(&id), Some("tok_ok")).is_ok());
+        let fields = |result: Result<Confirmation, Vec<FieldError>>| -> Vec<String> {
+            result.unwrap_err().into_iter().map(|error| error.field).collect()
+        };
+        assert_eq!(fields(Confirmation::parse(None, None)), ["reservation_id", "payment.token"]);
+        assert_eq!(fields(Confirmation::parse(Some("123"), Some(""))), ["reservation_id", "payment.token"]);
+    }
+
+    #[test]
+    fn record_fields_match_the_prelude() {
+        let prelude = include_str!("reservation/prelude.lua");
+        let quoted: Vec<String> = RECORD_FIELDS.iter().map(|field| format!("'{field}'")).collect();
+        let line =
+            prelude.lines().skip_while(|line| !line.starts_with("local RECORD_FIELDS")).take(2).collect::<String>();
+        let listed: Vec<&str> = line.split(['{', '}']).nth(1).unwrap().split(',').map(str::trim).collect();
+        assert_eq!(listed, quoted);
     }
 
     #[test]

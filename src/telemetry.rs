@@ -1,10 +1,54 @@
-//! Logging setup shared by the binaries.
+//! Logging and metrics setup shared by the binaries.
+//!
+//! Metrics go through the `metrics` facade into one Prometheus recorder per process;
+//! [`install_metrics`] returns the handle that renders `/metrics`; [`sampler`] sets
+//! the gauges whose truth lives in Redis.
 
+pub mod sampler;
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+
+/// Latency buckets in seconds, dense below 10 ms where the p99 target sits.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// Buckets for delays measured in seconds past a deadline or end to end (reaper, pipeline lag).
+pub const DELAY_BUCKETS_SECONDS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
+
+/// Buckets for batch sizes in records.
+pub const BATCH_BUCKETS_RECORDS: &[f64] =
+    &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
 
 /// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`
 /// (default `info`). Safe to call more than once; later calls do nothing.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle; later
+/// calls (several apps in one test process) share it.
+pub fn install_metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_owned()), LATENCY_BUCKETS_SECONDS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Suffix("_delay_seconds".to_owned()), DELAY_BUCKETS_SECONDS)
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Suffix("_lag_seconds".to_owned()), DELAY_BUCKETS_SECONDS)
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Suffix("_records".to_owned()), BATCH_BUCKETS_RECORDS)
+                })
+                .expect("bucket lists are non-empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
 }

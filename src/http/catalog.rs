@@ -11,7 +11,7 @@ use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext, query_pairs};
 use crate::api::AppState;
 use crate::catalog::{
-    CatalogError, CategoryId, Event, EventId, NewCategory, NewEvent, PAGE_LIMIT_MAX, PageRequest, SaleWindow,
+    CatalogError, Category, CategoryId, Event, EventId, NewCategory, NewEvent, PAGE_LIMIT_MAX, PageRequest, SaleWindow,
 };
 use crate::stock::StockError;
 use crate::validation::FieldErrors;
@@ -25,11 +25,13 @@ const PAGE_LIMIT_DEFAULT: i64 = 20;
     "sale_starts_at": null, "sale_ends_at": null}))]
 pub struct CreateEventRequest {
     /// 1..200 characters.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// 1..200 characters.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 200)]
     pub venue: Option<String>,
     /// RFC 3339 time the event starts.
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, required = true, nullable = false)]
     pub starts_at: Option<String>,
     /// RFC 3339 time the sale opens; `null` means open now.
     #[schema(format = DateTime)]
@@ -48,14 +50,19 @@ impl RequestBody for CreateEventRequest {
 #[schema(example = json!({"name": "VIP", "price": 150000, "currency": "IDR", "quota": 5000, "max_per_user": 4}))]
 pub struct CreateCategoryRequest {
     /// 1..100 characters, unique within the event.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Price per ticket in minor units, at least 0.
+    #[schema(required = true, nullable = false, minimum = 0)]
     pub price: Option<i64>,
     /// Three uppercase letters; default `USD`.
+    #[schema(nullable = false, pattern = "^[A-Z]{3}$", default = "USD")]
     pub currency: Option<String>,
     /// 1..10,000,000 tickets.
+    #[schema(required = true, nullable = false, minimum = 1, maximum = 10_000_000)]
     pub quota: Option<i64>,
     /// 1..quota; default min(10, quota).
+    #[schema(nullable = false, minimum = 1)]
     pub max_per_user: Option<i64>,
 }
 
@@ -65,6 +72,10 @@ impl RequestBody for CreateCategoryRequest {
 
 /// A page of events.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"events": [{"id": 1, "name": "Stampede Live", "venue": "Main Arena",
+    "starts_at": "2027-01-10T19:00:00Z", "sale_starts_at": null, "sale_ends_at": null,
+    "created_at": "2026-11-21T10:00:00Z", "categories": [{"id": 1, "event_id": 1, "name": "VIP", "price": 150000,
+    "currency": "IDR", "quota": 5000, "max_per_user": 4}]}], "next_after": null}))]
 pub struct EventPage {
     /// Events in ascending id order.
     pub events: Vec<Event>,
@@ -74,6 +85,7 @@ pub struct EventPage {
 
 /// Live stock of one category.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"category_id": 1, "name": "VIP", "quota": 5000, "available": 4890, "held": 60, "sold": 50}))]
 pub struct CategoryAvailability {
     /// Category id.
     pub category_id: i64,
@@ -91,6 +103,8 @@ pub struct CategoryAvailability {
 
 /// Live stock of an event; `available + held + sold == quota` per category.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"event_id": 1, "categories": [{"category_id": 1, "name": "VIP", "quota": 5000,
+    "available": 4890, "held": 60, "sold": 50}]}))]
 pub struct Availability {
     /// Event id.
     pub event_id: i64,
@@ -154,6 +168,22 @@ pub(crate) fn stock_error(error: StockError) -> ApiError {
 }
 
 /// `POST /events` (admin).
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "catalog",
+    summary = "Create an event (admin)",
+    description = "Creates an event with no categories yet. `sale_starts_at`/`sale_ends_at` bound when \
+        tickets can be reserved; `null` means open now / never closing.",
+    security(("bearer_auth" = [])),
+    request_body(content = CreateEventRequest, description = "The new event."),
+    responses((
+        status = 201,
+        description = "Created.",
+        body = Event,
+        headers(("Location" = String, description = "`/events/{id}` of the new event.")),
+    )),
+)]
 pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerResult {
     state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
     let body: CreateEventRequest = json::parse(&request.headers, &request.body)?;
@@ -185,6 +215,19 @@ fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
 }
 
 /// `GET /events` (public).
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "catalog",
+    summary = "List events",
+    description = "Events in ascending id order, with their categories. Pass the previous page's \
+        `next_after` as `after` to get the next page; `next_after` is `null` on the last page.",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1..100 (default 20).", minimum = 1, maximum = 100),
+        ("after" = Option<i64>, Query, description = "Return events with an id above this one.", minimum = 0),
+    ),
+    responses((status = 200, description = "One page of events.", body = EventPage)),
+)]
 pub async fn list_events(state: &AppState, request: RequestContext) -> HandlerResult {
     let page = page_request(request.query.as_deref())?;
     let (events, next_after) = state.catalog.list_events(page).await.map_err(catalog_error)?;
@@ -192,12 +235,32 @@ pub async fn list_events(state: &AppState, request: RequestContext) -> HandlerRe
 }
 
 /// `GET /events/{id}` (public).
+#[utoipa::path(
+    get,
+    path = "/events/{id}",
+    tag = "catalog",
+    summary = "Get an event",
+    params(("id" = i64, Path, description = "Event id.", minimum = 1)),
+    responses((status = 200, description = "The event with its categories.", body = Event)),
+)]
 pub async fn get_event(state: &AppState, request: RequestContext) -> HandlerResult {
     let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
     Ok(json::response(StatusCode::OK, &event))
 }
 
 /// `POST /events/{id}/ticket-category` (admin).
+#[utoipa::path(
+    post,
+    path = "/events/{id}/ticket-category",
+    tag = "catalog",
+    summary = "Create a ticket category (admin)",
+    description = "Adds a category with its price, quota and per-user cap. Its tickets are reservable \
+        as soon as the 201 is sent.",
+    security(("bearer_auth" = [])),
+    params(("id" = i64, Path, description = "Event id.", minimum = 1)),
+    request_body(content = CreateCategoryRequest, description = "The new category."),
+    responses((status = 201, description = "Created; its stock is open for reservations.", body = Category)),
+)]
 pub async fn create_category(state: &AppState, request: RequestContext) -> HandlerResult {
     state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
     let event = event_id(&request)?;
@@ -209,6 +272,16 @@ pub async fn create_category(state: &AppState, request: RequestContext) -> Handl
 }
 
 /// `GET /events/{id}/availability` (public): live levels from Redis.
+#[utoipa::path(
+    get,
+    path = "/events/{id}/availability",
+    tag = "catalog",
+    summary = "Live availability",
+    description = "Stock levels of each category, read live from Redis. For each category, at every \
+        instant, `available + held + sold == quota` and none is negative.",
+    params(("id" = i64, Path, description = "Event id.", minimum = 1)),
+    responses((status = 200, description = "Live levels per category.", body = Availability)),
+)]
 pub async fn availability(state: &AppState, request: RequestContext) -> HandlerResult {
     let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
     let ids: Vec<CategoryId> =

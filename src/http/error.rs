@@ -74,7 +74,13 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after_seconds: u64,
     },
-    /// A dependency is down or load is shed.
+    /// Load is shed on purpose; counted in `requests_shed_total`, not logged per request.
+    #[error("the service is overloaded; retry later")]
+    Shed {
+        /// Seconds to wait.
+        retry_after_seconds: u64,
+    },
+    /// A dependency is down.
     #[error("the service is unavailable; retry later")]
     Unavailable {
         /// Seconds to wait.
@@ -140,7 +146,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Shed { .. } | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -167,7 +173,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Shed { .. } | Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -179,7 +185,7 @@ impl ApiError {
     /// The problem document of this error. 5xx details are generic.
     pub fn problem(&self) -> Problem {
         let detail = match self {
-            Self::Internal(_) | Self::Unavailable { .. } => self.generic_detail(),
+            Self::Internal(_) | Self::Unavailable { .. } | Self::Shed { .. } => self.generic_detail(),
             other => other.to_string(),
         };
         Problem {
@@ -218,7 +224,9 @@ impl ApiError {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(ALLOW, HeaderValue::from_str(allow).expect("allow lists are ASCII"));
             }
-            Self::RateLimited { retry_after_seconds } | Self::Unavailable { retry_after_seconds, .. } => {
+            Self::RateLimited { retry_after_seconds }
+            | Self::Shed { retry_after_seconds }
+            | Self::Unavailable { retry_after_seconds, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }
             _ => {}

@@ -22,11 +22,27 @@ pub struct Status {
 }
 
 /// `GET /health`: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Liveness",
+    description = "200 while the process runs; it checks no dependency.",
+    responses((status = 200, description = "The process runs.", body = Status, example = json!({"status": "ok"}))),
+)]
 pub async fn health(_state: &AppState, _request: RequestContext) -> HandlerResult {
     Ok(json::response(StatusCode::OK, &Status { status: "ok" }))
 }
 
 /// `GET /ready`: 200 when Redis and Postgres answer, else 503.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    summary = "Readiness",
+    description = "200 when Redis and Postgres answer within a second each, else 503 `unavailable`.",
+    responses((status = 200, description = "Ready to serve.", body = Status, example = json!({"status": "ready"}))),
+)]
 pub async fn ready(state: &AppState, _request: RequestContext) -> HandlerResult {
     let mut redis = state.redis.clone();
     let ping = redis::cmd("PING");

@@ -22,6 +22,26 @@ pub enum Operation {
     CreateCategory,
     /// `GET /events/{id}/availability`.
     Availability,
+    /// `POST /reserve`.
+    Reserve,
+    /// `POST /confirm`.
+    Confirm,
+    /// `POST /reservations/{id}/cancel`.
+    CancelReservation,
+    /// `GET /reservations/{id}`.
+    GetReservation,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /openapi.json`.
+    OpenApiDocument,
+    /// `GET /swagger-ui`: redirects to `/swagger-ui/`.
+    SwaggerUiRedirect,
+    /// `GET /swagger-ui/`.
+    SwaggerUiIndex,
+    /// `GET /swagger-ui/{*file}`.
+    SwaggerUiFile,
+    /// `GET /reservations`.
+    ListReservations,
 }
 
 /// One path pattern and what each method does there.
@@ -43,6 +63,17 @@ pub const ROUTES: &[Route] = &[
     Route { pattern: "/events/{id}", methods: &[(Method::GET, Operation::GetEvent)] },
     Route { pattern: "/events/{id}/ticket-category", methods: &[(Method::POST, Operation::CreateCategory)] },
     Route { pattern: "/events/{id}/availability", methods: &[(Method::GET, Operation::Availability)] },
+    Route { pattern: "/reserve", methods: &[(Method::POST, Operation::Reserve)] },
+    Route { pattern: "/confirm", methods: &[(Method::POST, Operation::Confirm)] },
+    Route { pattern: "/reservations/{id}/cancel", methods: &[(Method::POST, Operation::CancelReservation)] },
+    Route { pattern: "/reservations/{id}", methods: &[(Method::GET, Operation::GetReservation)] },
+    Route { pattern: "/metrics", methods: &[(Method::GET, Operation::Metrics)] },
+    Route { pattern: "/openapi.json", methods: &[(Method::GET, Operation::OpenApiDocument)] },
+    Route { pattern: "/swagger-ui", methods: &[(Method::GET, Operation::SwaggerUiRedirect)] },
+    // matchit's catch-all needs at least one character, so the index is its own route.
+    Route { pattern: "/swagger-ui/", methods: &[(Method::GET, Operation::SwaggerUiIndex)] },
+    Route { pattern: "/swagger-ui/{*file}", methods: &[(Method::GET, Operation::SwaggerUiFile)] },
+    Route { pattern: "/reservations", methods: &[(Method::GET, Operation::ListReservations)] },
 ];
 
 /// A matched request: the operation, its pattern and path parameters.

@@ -74,6 +74,8 @@ impl Isolation {
     }
 
     /// The API configuration of this isolation plus `extra` flags (`["--hold-ttl", "1s"]`).
+    /// The outbox relay is off unless `extra` sets `--relay-enabled true`, so tests that
+    /// do not need the broker do not depend on it.
     pub fn api_config(&self, extra: &[&str]) -> ApiConfig {
         let mut args: Vec<String> = [
             "api",
@@ -99,6 +101,9 @@ impl Isolation {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
+        if !extra.contains(&"--relay-enabled") {
+            args.extend(["--relay-enabled".to_owned(), "false".to_owned()]);
+        }
         args.extend(extra.iter().map(|arg| arg.to_string()));
         ApiConfig::parse_from(args)
     }
@@ -114,6 +119,7 @@ impl Isolation {
             ("KAFKA_BROKERS", kafka_brokers()),
             ("KAFKA_TOPIC", self.kafka_topic.clone()),
             ("JWT_SECRET", SECRET.to_owned()),
+            ("RELAY_ENABLED", "false".to_owned()),
         ]
     }
 }
@@ -147,8 +153,13 @@ impl TestApp {
 
     /// Starts another app on an existing isolation (a second process on the same stores).
     pub async fn spawn_in(isolation: Isolation, extra: &[&str]) -> Self {
-        let shutdown = CancellationToken::new();
         let config = isolation.api_config(extra);
+        Self::spawn_config(isolation, config).await
+    }
+
+    /// Starts an app with a configuration built by the test (e.g. a private broker).
+    pub async fn spawn_config(isolation: Isolation, config: ApiConfig) -> Self {
+        let shutdown = CancellationToken::new();
         let app = stampede::api::start(config, shutdown.clone()).await.expect("api starts");
         let redis = stampede::api::connect_redis(&redis_url()).await.expect("redis is up");
         Self {

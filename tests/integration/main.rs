@@ -5,4 +5,14 @@
 mod harness;
 
 mod catalog;
+mod deployment;
+mod documentation;
 mod operations;
+mod pipeline;
+mod pipeline_bench;
+mod pipeline_support;
+mod reservation;
+mod reservation_expiry;
+mod reservation_idempotency;
+mod reservation_random;
+mod reservation_support;

@@ -1,0 +1,47 @@
+//! The Stampede worker: consumes reservation events into Postgres, or with
+//! `reconcile [--repair]` compares Redis with Postgres (exit 0: no drift, 1: drift,
+//! 2: could not run).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use stampede::config::{WorkerCommand, WorkerConfig};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = WorkerConfig::parse();
+    stampede::telemetry::init();
+    match config.command.clone() {
+        Some(WorkerCommand::Reconcile(args)) => match stampede::worker::reconcile::run(&config, &args).await {
+            Ok(report) => {
+                print!("{report}");
+                if report.has_drift() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            }
+            Err(error) => {
+                eprintln!("error: {}", error_chain(&error));
+                ExitCode::from(2)
+            }
+        },
+        None => {
+            let shutdown = stampede::shutdown::on_signal();
+            match stampede::worker::run(config, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {}", error_chain(&error));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

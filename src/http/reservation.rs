@@ -1,0 +1,316 @@
+//! Handlers of reservations: reserve, confirm, cancel and read one.
+//!
+//! Each handler validates at the edge (token, `Idempotency-Key`, body, path id) and then
+//! makes one engine call; no Postgres on the reserve, confirm and cancel paths. Reserve
+//! and confirm pass admission control first (in-flight bound, optional per-IP limit).
+
+use hyper::StatusCode;
+use hyper::header::{HeaderValue, LOCATION};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::json::{self, RequestBody};
+use super::{HandlerResult, RequestContext};
+use crate::api::AppState;
+use crate::auth::Role;
+use crate::catalog::CategoryId;
+use crate::reservation::admission::{self, Admission};
+use crate::reservation::idempotency::IdempotencyKey;
+use crate::reservation::{
+    Confirmation, NewReservation, NotHeldReason, Refusal, Reservation, ReservationError, ReservationId,
+};
+use crate::validation::FieldError;
+
+/// The request header carrying an idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Body of `POST /reserve`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"category_id": 1, "quantity": 2, "event_id": 1}))]
+pub struct ReserveRequest {
+    /// The ticket category.
+    #[schema(required = true, nullable = false, minimum = 1)]
+    pub category_id: Option<i64>,
+    /// Tickets to hold, at least 1; more than the category's `max_per_user` is `limit_exceeded`.
+    #[schema(required = true, nullable = false, minimum = 1, maximum = 10_000_000)]
+    pub quantity: Option<i64>,
+    /// Optional; must be the category's event (422 otherwise).
+    #[schema(minimum = 1)]
+    pub event_id: Option<i64>,
+}
+
+impl RequestBody for ReserveRequest {
+    const FIELDS: &'static [&'static str] = &["category_id", "quantity", "event_id"];
+}
+
+/// Body of `POST /confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"reservation_id": "019a9f7c-1d2e-8abc-9def-000000000001", "payment": {"token": "tok_visa"}}))]
+pub struct ConfirmRequest {
+    /// The reservation to confirm (UUID).
+    #[schema(format = Uuid, required = true, nullable = false)]
+    pub reservation_id: Option<String>,
+    /// How to pay.
+    #[schema(required = true, nullable = false)]
+    pub payment: Option<PaymentRequest>,
+}
+
+/// The payment of a confirm request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PaymentRequest {
+    /// Simulated: `tok_decline` is declined (402), `tok_fail` fails (503), any other non-empty token pays.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 1024)]
+    pub token: Option<String>,
+}
+
+impl RequestBody for ConfirmRequest {
+    const FIELDS: &'static [&'static str] = &["reservation_id", "payment.token"];
+}
+
+fn shed(refusal: admission::Refusal) -> ApiError {
+    metrics::counter!("requests_shed_total", "reason" => refusal.reason()).increment(1);
+    match refusal {
+        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1 },
+        admission::Refusal::RateLimited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
+    }
+}
+
+fn check_rate(admission: &Admission, request: &RequestContext) -> Result<(), ApiError> {
+    admission.check_rate(request.peer.ip()).map_err(shed)
+}
+
+fn idempotency_key(request: &RequestContext) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = request.headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|message| ApiError::Validation(vec![FieldError { field: "Idempotency-Key".to_owned(), message }]))
+}
+
+/// A reservation id from the path; anything else names no reservation.
+fn path_id(request: &RequestContext) -> Result<ReservationId, ApiError> {
+    request.param("id").and_then(ReservationId::parse).ok_or(ApiError::NotFound("no such reservation"))
+}
+
+fn record_outcome(operation: &'static str, result: &Result<Reservation, ReservationError>, success: &'static str) {
+    let outcome = match result {
+        Ok(_) => success,
+        Err(error) => error.outcome(),
+    };
+    metrics::counter!("reservation_outcomes_total", "operation" => operation, "outcome" => outcome).increment(1);
+}
+
+fn field_error(field: &str, message: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError { field: field.to_owned(), message: message.to_owned() }])
+}
+
+/// Maps an engine error to the contract's answer.
+async fn reservation_error(state: &AppState, error: ReservationError) -> ApiError {
+    match error {
+        ReservationError::NotFound => ApiError::NotFound("no such reservation"),
+        ReservationError::NotHeld(NotHeldReason::Cancelled) => {
+            ApiError::ReservationNotHeld("the reservation was cancelled")
+        }
+        ReservationError::NotHeld(NotHeldReason::Confirmed) => {
+            ApiError::ReservationNotHeld("the reservation is confirmed")
+        }
+        ReservationError::NotHeld(NotHeldReason::PaymentInProgress) => {
+            ApiError::ReservationNotHeld("a payment for the reservation is in progress")
+        }
+        ReservationError::Expired => ApiError::ReservationExpired,
+        ReservationError::InProgress => ApiError::IdempotencyInProgress,
+        ReservationError::KeyReused => ApiError::IdempotencyKeyReused,
+        ReservationError::Refused(refusal) => refusal_error(refusal),
+        ReservationError::PaymentDeclined => ApiError::PaymentDeclined,
+        ReservationError::PaymentFailed(reason) => ApiError::unavailable(format!("payment failed: {reason}")),
+        ReservationError::StockMissing(category) => missing_stock_error(state, category).await,
+        ReservationError::OutboxBacklog(_) => {
+            // The relay logs why the outbox is not draining; per-request logs would flood.
+            metrics::counter!("requests_shed_total", "reason" => "outbox_backlog").increment(1);
+            ApiError::Shed { retry_after_seconds: 1 }
+        }
+        ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => ApiError::unavailable(&error),
+        ReservationError::UnexpectedReply { .. } => ApiError::internal(&error),
+    }
+}
+
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::SoldOut => ApiError::SoldOut,
+        Refusal::LimitExceeded => ApiError::LimitExceeded,
+        Refusal::SaleNotOpen => ApiError::SaleNotOpen,
+        Refusal::SaleClosed => ApiError::SaleClosed,
+        Refusal::EventMismatch => field_error("event_id", "is not the event of this ticket category"),
+        Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
+    }
+}
+
+/// Stock is missing: a category that never existed is 404; a real one whose stock is
+/// gone (a flushed Redis) is 503 until `worker reconcile --repair` rebuilds it. Only
+/// this failure path reads Postgres.
+async fn missing_stock_error(state: &AppState, category: CategoryId) -> ApiError {
+    let exists: Result<bool, sqlx::Error> =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ticket_categories WHERE id = $1)")
+            .bind(category.get())
+            .fetch_one(&state.database)
+            .await;
+    match exists {
+        Ok(false) => ApiError::NotFound("no such ticket category"),
+        Ok(true) => ApiError::unavailable(format!("stock of category {} is missing from redis", category.get())),
+        Err(error) => ApiError::unavailable(format!("postgres: {error}")),
+    }
+}
+
+fn created(reservation: &Reservation) -> HandlerResult {
+    let mut response = json::response(StatusCode::CREATED, reservation);
+    let location = HeaderValue::from_str(&format!("/reservations/{}", reservation.id)).expect("uuids are ASCII");
+    response.headers_mut().insert(LOCATION, location);
+    Ok(response)
+}
+
+/// `POST /reserve` (user).
+#[utoipa::path(
+    post,
+    path = "/reserve",
+    tag = "reservations",
+    summary = "Hold tickets",
+    description = "Holds `quantity` tickets of a category until `expires_at` (`created_at + HOLD_TTL`). \
+        Never more tickets held + sold than the quota, whatever the concurrency. With an `Idempotency-Key`, \
+        the same key and body from the same user within 24 h returns the first response again and creates \
+        nothing; the same key with another body is 422 `idempotency_key_reused`.",
+    security(("bearer_auth" = [])),
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
+    )),
+    request_body(content = ReserveRequest, description = "What to hold."),
+    responses((
+        status = 201,
+        description = "Held.",
+        body = Reservation,
+        headers(("Location" = String, description = "`/reservations/{id}` of the hold.")),
+    )),
+)]
+pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult {
+    check_rate(&state.admission, &request)?;
+    let _permit = state.admission.enter().map_err(shed)?;
+    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let key = idempotency_key(&request)?;
+    let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
+    let new = NewReservation::parse(body.category_id, body.quantity, body.event_id).map_err(ApiError::Validation)?;
+    let result = state.reservations.reserve(&caller.user_id, &new, key).await;
+    record_outcome("reserve", &result, "held");
+    match result {
+        Ok(reservation) => created(&reservation),
+        Err(error) => Err(reservation_error(state, error).await),
+    }
+}
+
+/// `POST /confirm` (user, owner).
+#[utoipa::path(
+    post,
+    path = "/confirm",
+    tag = "reservations",
+    summary = "Pay for a hold",
+    description = "Charges the payment and confirms the owner's hold. At or after `expires_at` it is 410, \
+        whether or not the hold was released yet. Confirming a confirmed reservation returns the same body \
+        and charges nothing. A declined payment (402) or a gateway failure (503) keeps the hold until it \
+        expires. Anyone but the owner gets 404.",
+    security(("bearer_auth" = [])),
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
+    )),
+    request_body(content = ConfirmRequest, description = "The reservation and the payment."),
+    responses((status = 200, description = "Confirmed.", body = Reservation)),
+)]
+pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult {
+    check_rate(&state.admission, &request)?;
+    let permit = state.admission.enter().map_err(shed)?;
+    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let key = idempotency_key(&request)?;
+    let body: ConfirmRequest = json::parse(&request.headers, &request.body)?;
+    let token = body.payment.as_ref().and_then(|payment| payment.token.as_deref());
+    let confirmation = Confirmation::parse(body.reservation_id.as_deref(), token).map_err(ApiError::Validation)?;
+    let id = ReservationId::from_uuid(confirmation.reservation_id).ok_or(ApiError::NotFound("no such reservation"))?;
+    // The payment runs in its own task: a client that hangs up must not cut it between
+    // the charge and recording it. The permit stays with it until it ends.
+    let engine = state.reservations.clone();
+    let user = caller.user_id;
+    let payment = tokio::spawn(async move {
+        let result = engine.confirm(&user, id, &confirmation, key).await;
+        drop(permit);
+        result
+    });
+    let result = payment.await.map_err(ApiError::internal)?;
+    record_outcome("confirm", &result, "confirmed");
+    match result {
+        Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
+        Err(error) => Err(reservation_error(state, error).await),
+    }
+}
+
+/// `POST /reservations/{id}/cancel` (user, owner).
+#[utoipa::path(
+    post,
+    path = "/reservations/{id}/cancel",
+    tag = "reservations",
+    summary = "Cancel a hold",
+    description = "Releases the owner's hold at once; its tickets are available again. Repeating it returns \
+        the same 200. A confirmed reservation is 409 `reservation_not_held`; at or after `expires_at` it is 410. \
+        Anyone but the owner gets 404.",
+    security(("bearer_auth" = [])),
+    params(("id" = String, Path, description = "Reservation id (UUID).", format = Uuid)),
+    responses((status = 200, description = "Cancelled.", body = Reservation)),
+)]
+pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
+    check_rate(&state.admission, &request)?;
+    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let id = path_id(&request)?;
+    let result = state.reservations.cancel(&caller.user_id, id).await;
+    record_outcome("cancel", &result, "cancelled");
+    match result {
+        Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
+        Err(error) => Err(reservation_error(state, error).await),
+    }
+}
+
+/// `GET /reservations/{id}` (owner or admin).
+#[utoipa::path(
+    get,
+    path = "/reservations/{id}",
+    tag = "reservations",
+    summary = "Read a reservation",
+    description = "One reservation with its current status (`held`, `confirmed`, `cancelled`, `expired`), \
+        readable by its owner as soon as `POST /reserve` has answered. Admins read any; others get 404.",
+    security(("bearer_auth" = [])),
+    params(("id" = String, Path, description = "Reservation id (UUID).", format = Uuid)),
+    responses((status = 200, description = "The reservation.", body = Reservation)),
+)]
+pub async fn get_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
+    check_rate(&state.admission, &request)?;
+    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let id = path_id(&request)?;
+    let live = state.reservations.get(id).await;
+    let reservation = match live {
+        Ok(Some(reservation)) => Some(reservation),
+        Ok(None) => archived_reservation(state, id).await?,
+        Err(error) => return Err(reservation_error(state, error).await),
+    };
+    match reservation {
+        Some(reservation) if caller.role == Role::Admin || reservation.user_id == caller.user_id.as_str() => {
+            Ok(json::response(StatusCode::OK, &reservation))
+        }
+        _ => Err(ApiError::NotFound("no such reservation")),
+    }
+}
+
+/// Where `GET /reservations/{id}` looks once the Redis record is gone (24 h after the
+/// reservation ended): the pipeline's Postgres copy.
+async fn archived_reservation(state: &AppState, id: ReservationId) -> Result<Option<Reservation>, ApiError> {
+    crate::persistence::reservations::find_reservation(&state.database, id.uuid())
+        .await
+        .map_err(|error| ApiError::unavailable(format!("postgres: {error}")))
+}

@@ -1,0 +1,23 @@
+-- abandon_payment: after a declined, failed or timed-out charge, returns the hold from
+-- `paying` to `held` under its own deadline (the reaper releases it if that has passed).
+-- KEYS: 1 hold record, 2 deadlines, 3 voids, 4 idempotency record (optional)
+-- ARGV: 1 reservation id, 2 attempt id, 3 reason (`declined`|`failed`), 4 '1' to queue the
+--       attempt for voiding (its outcome is unknown and voiding it failed), 5 fingerprint or '',
+--       6 idempotency ttl s
+-- Returns {'returned', 'held'} or {'lost', status} when the hold had moved on.
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+if KEYS[4] and ARGV[3] == 'declined' then
+  -- A 402 is a final answer for this key: replayed, never charged again.
+  redis.call('HSET', KEYS[4], 'fingerprint', ARGV[5], 'outcome', 'declined')
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'expires_at_ms')
+if current[1] ~= 'paying' or current[2] ~= ARGV[2] then
+  return {'lost', current[1] or ''}
+end
+redis.call('HSET', KEYS[1], 'status', 'held')
+redis.call('HDEL', KEYS[1], 'paying_until_ms')
+redis.call('ZADD', KEYS[2], current[3], ARGV[1])
+return {'returned', 'held'}

@@ -1,0 +1,748 @@
+//! The reservation engine: reserve, confirm (with payment), cancel and read, each
+//! transition one Lua script on the category's hash tag.
+//!
+//! # Confirm is safe against the reaper
+//! 1. `begin_payment` moves the hold to `paying` for one attempt, until
+//!    `paying_until_ms = now + payment window`; the reaper leaves it alone until then.
+//! 2. The gateway charges under a timeout shorter than the window.
+//! 3. `finish_payment` confirms only if the hold is still paying with this attempt.
+//!    Otherwise the reaper took it back; the same script queues the attempt in the
+//!    category's `voids` set, and it is voided (refunded) at the gateway.
+//! 4. On decline, failure or timeout `abandon_payment` returns the hold to `held`
+//!    under its own deadline; an attempt whose outcome is unknown is voided first.
+//!
+//! A crash at any point leaves the hold `paying` until the window ends; the reaper then
+//! queues the attempt for voiding and releases the hold (or returns it to `held`) in
+//! one script. So a hold is never both sold and released, and no charge stands for a
+//! released hold.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::ScriptInvocation;
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+use super::idempotency::{
+    Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
+};
+use super::{
+    Confirmation, NewReservation, RECORD_FIELDS, Reservation, ReservationId, ReservationStatus,
+    reservation_from_record, time_from_millis,
+};
+use crate::auth::UserId;
+use crate::catalog::CategoryId;
+use crate::keyspace::Keyspace;
+use crate::outbox::{MalformedEntry, ReservationEvent};
+use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
+use crate::script::LuaScript;
+
+/// Helpers every reservation script starts with.
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// A reservation script: the prelude followed by the script's own file.
+pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
+    LuaScript::new(name, &format!("{PRELUDE}{body}"))
+}
+
+static RESERVE: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("reserve", include_str!("reserve.lua")));
+static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("cancel", include_str!("cancel.lua")));
+static BEGIN_PAYMENT: LazyLock<LuaScript> =
+    LazyLock::new(|| with_prelude("begin_payment", include_str!("begin_payment.lua")));
+static FINISH_PAYMENT: LazyLock<LuaScript> =
+    LazyLock::new(|| with_prelude("finish_payment", include_str!("finish_payment.lua")));
+static ABANDON_PAYMENT: LazyLock<LuaScript> =
+    LazyLock::new(|| with_prelude("abandon_payment", include_str!("abandon_payment.lua")));
+
+/// How long a finished (confirmed, cancelled, expired) record stays readable in Redis.
+pub const FINAL_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a hold record outlives its deadline before Redis may collect it. Far longer
+/// than any reaper delay, so the reaper can always read what it releases.
+pub const HOLD_RECORD_GRACE: Duration = Duration::from_secs(25 * 3600);
+
+/// Added to the payment timeout to get the payment window: time to record the outcome
+/// of a charge that answered just before its timeout.
+pub const PAYMENT_WINDOW_MARGIN: Duration = Duration::from_secs(5);
+
+/// Attempts of an idempotent follow-up script (finish, abandon) on a Redis error.
+const FOLLOW_UP_ATTEMPTS: u32 = 3;
+
+/// Outbox entries read per round trip by [`ReservationEngine::outbox_events`].
+const OUTBOX_PAGE_ENTRIES: usize = 1000;
+
+/// Options of the engine, passed explicitly.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// How long a hold lasts (`HOLD_TTL`).
+    pub hold_ttl: Duration,
+    /// Reserve is shed (503) while the category's outbox holds this many entries.
+    pub outbox_backlog_max: u64,
+    /// Longest wait for the gateway's answer to a charge.
+    pub payment_timeout: Duration,
+    /// How long a hold may stay `paying`; longer than `payment_timeout`.
+    pub payment_window: Duration,
+}
+
+/// Why a reserve was refused: 4xx outcomes that are stored for idempotent requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `event_id` does not match the category's event.
+    EventMismatch,
+    /// Before the sale window.
+    SaleNotOpen,
+    /// After the sale window.
+    SaleClosed,
+    /// Fewer tickets left than asked for.
+    SoldOut,
+    /// The user's held + confirmed tickets would pass `max_per_user`.
+    LimitExceeded,
+    /// `price * quantity` is too large to represent exactly.
+    AmountTooLarge,
+}
+
+impl Refusal {
+    /// The code the script returns and the outcome metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::EventMismatch => "event_mismatch",
+            Self::SaleNotOpen => "sale_not_open",
+            Self::SaleClosed => "sale_closed",
+            Self::SoldOut => "sold_out",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::AmountTooLarge => "amount_too_large",
+        }
+    }
+
+    fn parse(code: &str) -> Option<Self> {
+        [
+            Self::EventMismatch,
+            Self::SaleNotOpen,
+            Self::SaleClosed,
+            Self::SoldOut,
+            Self::LimitExceeded,
+            Self::AmountTooLarge,
+        ]
+        .into_iter()
+        .find(|refusal| refusal.code() == code)
+    }
+}
+
+/// Why a reservation is not in a state that allows the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHeldReason {
+    /// It was cancelled.
+    Cancelled,
+    /// It is confirmed.
+    Confirmed,
+    /// A payment for it is running.
+    PaymentInProgress,
+}
+
+/// Every way a reservation operation can fail; the HTTP layer maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ReservationError {
+    /// No such reservation, or someone else's.
+    #[error("no such reservation")]
+    NotFound,
+    /// Not in a state that allows this.
+    #[error("the reservation is not held: {0:?}")]
+    NotHeld(NotHeldReason),
+    /// At or after the hold's deadline.
+    #[error("the hold expired")]
+    Expired,
+    /// The same request (or another payment for the reservation) is still running.
+    #[error("a request with this key, or a payment for this reservation, is still running")]
+    InProgress,
+    /// The Idempotency-Key was used with another request body.
+    #[error("the idempotency key was used with another request")]
+    KeyReused,
+    /// Reserve refused.
+    #[error("reserve refused: {}", .0.code())]
+    Refused(Refusal),
+    /// The gateway declined the payment; the hold stays.
+    #[error("the payment was declined")]
+    PaymentDeclined,
+    /// The gateway failed or did not answer in time; the hold stays.
+    #[error("the payment failed: {0}")]
+    PaymentFailed(String),
+    /// The category's stock is not in Redis.
+    #[error("stock of category {} is missing", .0.get())]
+    StockMissing(CategoryId),
+    /// The category's stock exists but is not open yet (provisioning in progress).
+    #[error("stock of category {} is not open", .0.get())]
+    StockNotOpen(CategoryId),
+    /// The category's outbox is too far behind; reserve is shed.
+    #[error("outbox of category {} is over its backlog bound", .0.get())]
+    OutboxBacklog(CategoryId),
+    /// Redis failed.
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+    /// A script answered something it never should.
+    #[error("unexpected reply from script {script}: {reply}")]
+    UnexpectedReply {
+        /// The script.
+        script: &'static str,
+        /// What it returned.
+        reply: String,
+    },
+}
+
+impl ReservationError {
+    /// The `outcome` label of `reservation_outcomes_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::NotHeld(_) => "reservation_not_held",
+            Self::Expired => "reservation_expired",
+            Self::InProgress => "idempotency_in_progress",
+            Self::KeyReused => "idempotency_key_reused",
+            Self::Refused(refusal) => refusal.code(),
+            Self::PaymentDeclined => "payment_declined",
+            Self::PaymentFailed(_) => "payment_failed",
+            Self::OutboxBacklog(_) => "outbox_backlog",
+            Self::StockMissing(_) | Self::StockNotOpen(_) | Self::Redis(_) => "unavailable",
+            Self::UnexpectedReply { .. } => "internal_error",
+        }
+    }
+}
+
+fn unexpected(script: &'static str, reply: &[Option<String>]) -> ReservationError {
+    ReservationError::UnexpectedReply { script, reply: format!("{reply:?}") }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn count_replay(operation: IdempotentOperation) {
+    metrics::counter!("idempotent_replays_total", "operation" => operation.as_str()).increment(1);
+}
+
+/// What `begin_payment` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentStart {
+    /// The hold is now paying with the attempt; charge it (the record as held).
+    Pay(Reservation),
+    /// Already confirmed: the confirmed record, nothing to charge.
+    Confirmed(Reservation),
+}
+
+/// Why a payment is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandon {
+    /// Declined: nothing was charged.
+    Declined,
+    /// Failed or timed out: the attempt is voided first; `void_pending` when that
+    /// failed, so the reaper retries it.
+    Failed {
+        /// Queue the attempt in the category's `voids` set.
+        void_pending: bool,
+    },
+}
+
+/// What `abandon_payment` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbandonOutcome {
+    /// The hold is held again.
+    Returned,
+    /// The hold had already moved on; its stored status now.
+    Lost(String),
+}
+
+/// The engine. Cheap to clone; every clone shares the Redis connection and gateway.
+#[derive(Clone)]
+pub struct ReservationEngine {
+    redis: ConnectionManager,
+    keys: Keyspace,
+    gateway: Arc<dyn PaymentGateway>,
+    options: EngineOptions,
+}
+
+impl ReservationEngine {
+    /// An engine on a Redis connection, keyspace and payment gateway.
+    pub fn new(
+        redis: ConnectionManager,
+        keys: Keyspace,
+        gateway: Arc<dyn PaymentGateway>,
+        options: EngineOptions,
+    ) -> Self {
+        Self { redis, keys, gateway, options }
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keyspace {
+        &self.keys
+    }
+
+    /// The payment gateway.
+    pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
+        &self.gateway
+    }
+
+    /// A handle on the Redis connection.
+    pub fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// Binds `user`'s key to this request's fingerprint for 24 h (see [`super::idempotency`]).
+    async fn bind(
+        &self,
+        operation: IdempotentOperation,
+        user: &UserId,
+        idempotency: &Idempotency,
+    ) -> Result<(), ReservationError> {
+        let binding = self.keys.idempotency_binding(operation.as_str(), user, idempotency.key.as_str());
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(binding)
+            .arg(idempotency.fingerprint.as_str())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL_SECONDS)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        match previous {
+            Some(previous) if previous != idempotency.fingerprint.as_str() => Err(ReservationError::KeyReused),
+            _ => Ok(()),
+        }
+    }
+
+    /// Holds tickets: one script round trip, plus one for the key binding when the
+    /// request carries an `Idempotency-Key`.
+    pub async fn reserve(
+        &self,
+        user: &UserId,
+        request: &NewReservation,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Reservation, ReservationError> {
+        let idempotency = key.map(|key| Idempotency { key, fingerprint: Fingerprint::of_reserve(request) });
+        if let Some(idempotency) = &idempotency {
+            self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
+        }
+        let category = request.category;
+        let id = ReservationId::generate(category);
+        let mut invocation = RESERVE.prepare();
+        invocation
+            .key(self.keys.stock(category))
+            .key(self.keys.hold(category, id.uuid()))
+            .key(self.keys.deadlines(category))
+            .key(self.keys.holders(category))
+            .key(self.keys.outbox(category));
+        if let Some(idempotency) = &idempotency {
+            invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Reserve, user, &idempotency.key));
+        }
+        invocation
+            .arg(id.to_string())
+            .arg(user.as_str())
+            .arg(category.get())
+            .arg(request.quantity.get())
+            .arg(millis(self.options.hold_ttl))
+            .arg(millis(self.options.hold_ttl + HOLD_RECORD_GRACE))
+            .arg(self.options.outbox_backlog_max)
+            .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
+            .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
+            .arg(IDEMPOTENCY_TTL_SECONDS);
+        let reply: Vec<Option<String>> = RESERVE.run(&invocation, &mut self.redis.clone()).await?;
+        reserve_reply(user, request, &reply)
+    }
+
+    /// Confirms a hold with a payment (see the module docs for the steps).
+    pub async fn confirm(
+        &self,
+        user: &UserId,
+        id: ReservationId,
+        request: &Confirmation,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Reservation, ReservationError> {
+        let idempotency = key.map(|key| Idempotency { key, fingerprint: Fingerprint::of_confirm(request) });
+        if let Some(idempotency) = &idempotency {
+            self.bind(IdempotentOperation::Confirm, user, idempotency).await?;
+        }
+        let attempt = AttemptId::generate();
+        match self.begin_payment(user, id, attempt, idempotency.as_ref()).await? {
+            PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, &request.token, idempotency.as_ref()).await,
+            PaymentStart::Confirmed(confirmed) => {
+                if idempotency.is_some() {
+                    count_replay(IdempotentOperation::Confirm);
+                }
+                Ok(confirmed)
+            }
+        }
+    }
+
+    async fn pay(
+        &self,
+        user: &UserId,
+        id: ReservationId,
+        attempt: AttemptId,
+        held: &Reservation,
+        token: &PaymentToken,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Reservation, ReservationError> {
+        let reference = id.to_string();
+        let charge = Charge { attempt, amount: held.amount, currency: &held.currency, token, reference: &reference };
+        let timeout = self.options.payment_timeout;
+        let charged = tokio::time::timeout(timeout, self.gateway.charge(&charge))
+            .await
+            .unwrap_or_else(|_| Err(PaymentError::Failed(format!("no answer within {timeout:?}"))));
+        match charged {
+            Ok(payment_id) => self.finish_payment(id, attempt, &payment_id).await,
+            Err(PaymentError::Declined) => {
+                self.abandon_payment(user, id, attempt, Abandon::Declined, idempotency).await?;
+                Err(ReservationError::PaymentDeclined)
+            }
+            Err(PaymentError::Failed(reason)) => {
+                // The outcome is unknown: void before the hold can be paid again, so two
+                // charges never stand for one hold.
+                let voided = self.void_attempt(attempt).await;
+                let abandon = Abandon::Failed { void_pending: !voided };
+                match self.abandon_payment(user, id, attempt, abandon, idempotency).await? {
+                    AbandonOutcome::Lost(status) if status == "expired" => Err(ReservationError::Expired),
+                    _ => Err(ReservationError::PaymentFailed(reason)),
+                }
+            }
+        }
+    }
+
+    /// Voids an attempt at the gateway; `false` (logged) when the gateway failed.
+    pub async fn void_attempt(&self, attempt: AttemptId) -> bool {
+        match self.gateway.void(attempt).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%attempt, %error, "voiding a payment attempt failed; the reaper retries it");
+                false
+            }
+        }
+    }
+
+    /// Step 1 of confirm: moves the owner's unexpired hold to `paying` with `attempt`.
+    pub async fn begin_payment(
+        &self,
+        user: &UserId,
+        id: ReservationId,
+        attempt: AttemptId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<PaymentStart, ReservationError> {
+        let category = id.category();
+        let mut invocation = BEGIN_PAYMENT.prepare();
+        invocation.key(self.keys.hold(category, id.uuid())).key(self.keys.deadlines(category));
+        if let Some(idempotency) = idempotency {
+            invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Confirm, user, &idempotency.key));
+        }
+        invocation
+            .arg(id.to_string())
+            .arg(user.as_str())
+            .arg(attempt.to_string())
+            .arg(millis(self.options.payment_window))
+            .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()));
+        let reply: Vec<Option<String>> = BEGIN_PAYMENT.run(&invocation, &mut self.redis.clone()).await?;
+        let record = |reply: &[Option<String>]| {
+            reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("begin_payment", reply))
+        };
+        match outcome(&reply) {
+            Some("pay") => Ok(PaymentStart::Pay(record(&reply)?)),
+            Some("confirmed") => Ok(PaymentStart::Confirmed(record(&reply)?)),
+            Some("declined") => {
+                count_replay(IdempotentOperation::Confirm);
+                Err(ReservationError::PaymentDeclined)
+            }
+            Some("key_reused") => Err(ReservationError::KeyReused),
+            Some("not_found") => Err(ReservationError::NotFound),
+            Some("cancelled") => Err(ReservationError::NotHeld(NotHeldReason::Cancelled)),
+            Some("expired") => Err(ReservationError::Expired),
+            Some("paying") => Err(ReservationError::InProgress),
+            _ => Err(unexpected("begin_payment", &reply)),
+        }
+    }
+
+    /// Step 3 of confirm: records a successful charge, or voids it when the hold has
+    /// moved on. Idempotent, so it is retried on Redis errors.
+    pub async fn finish_payment(
+        &self,
+        id: ReservationId,
+        attempt: AttemptId,
+        payment_id: &PaymentId,
+    ) -> Result<Reservation, ReservationError> {
+        let category = id.category();
+        let mut invocation = FINISH_PAYMENT.prepare();
+        invocation
+            .key(self.keys.stock(category))
+            .key(self.keys.hold(category, id.uuid()))
+            .key(self.keys.deadlines(category))
+            .key(self.keys.outbox(category))
+            .key(self.keys.voids(category))
+            .arg(id.to_string())
+            .arg(attempt.to_string())
+            .arg(payment_id.as_str())
+            .arg(millis(FINAL_RECORD_TTL));
+        let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
+        match outcome(&reply) {
+            Some("confirmed") => {
+                reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("finish_payment", &reply))
+            }
+            Some("lost") => {
+                // The reaper took the hold back while the charge ran; the script queued
+                // the attempt for voiding. Void it now; the reaper retries on failure.
+                if self.void_attempt(attempt).await {
+                    self.forget_void(category, attempt).await;
+                }
+                match reply.get(1).and_then(Option::as_deref) {
+                    Some("expired") => Err(ReservationError::Expired),
+                    // Confirmed by a later attempt after this one's window lapsed.
+                    Some("confirmed") => self.get(id).await?.ok_or(ReservationError::NotFound),
+                    _ => Err(ReservationError::PaymentFailed("the payment window lapsed".to_owned())),
+                }
+            }
+            _ => Err(unexpected("finish_payment", &reply)),
+        }
+    }
+
+    /// Step 4 of confirm: gives the payment up and returns the hold to `held`; a decline
+    /// is stored as the answer to `user`'s key.
+    pub async fn abandon_payment(
+        &self,
+        user: &UserId,
+        id: ReservationId,
+        attempt: AttemptId,
+        abandon: Abandon,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<AbandonOutcome, ReservationError> {
+        let category = id.category();
+        let (reason, void_pending) = match abandon {
+            Abandon::Declined => ("declined", false),
+            Abandon::Failed { void_pending } => ("failed", void_pending),
+        };
+        let mut invocation = ABANDON_PAYMENT.prepare();
+        invocation
+            .key(self.keys.hold(category, id.uuid()))
+            .key(self.keys.deadlines(category))
+            .key(self.keys.voids(category));
+        if let Some(idempotency) = idempotency {
+            invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Confirm, user, &idempotency.key));
+        }
+        invocation
+            .arg(id.to_string())
+            .arg(attempt.to_string())
+            .arg(reason)
+            .arg(if void_pending { "1" } else { "0" })
+            .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()))
+            .arg(IDEMPOTENCY_TTL_SECONDS);
+        let reply = self.run_follow_up(&ABANDON_PAYMENT, &invocation).await?;
+        match (outcome(&reply), reply.get(1).and_then(Option::as_deref)) {
+            (Some("returned"), _) => Ok(AbandonOutcome::Returned),
+            (Some("lost"), Some(status)) => Ok(AbandonOutcome::Lost(status.to_owned())),
+            _ => Err(unexpected("abandon_payment", &reply)),
+        }
+    }
+
+    /// Removes an attempt from the category's `voids` set once the gateway voided it.
+    pub async fn forget_void(&self, category: CategoryId, attempt: AttemptId) {
+        let removed: Result<i64, _> = redis::cmd("SREM")
+            .arg(self.keys.voids(category))
+            .arg(attempt.to_string())
+            .query_async(&mut self.redis.clone())
+            .await;
+        if let Err(error) = removed {
+            tracing::debug!(%attempt, %error, "could not forget a voided attempt; the reaper voids it again");
+        }
+    }
+
+    async fn run_follow_up(
+        &self,
+        script: &LuaScript,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<Vec<Option<String>>, ReservationError> {
+        let mut attempt = 1;
+        loop {
+            match script.run(invocation, &mut self.redis.clone()).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) if attempt < FOLLOW_UP_ATTEMPTS => {
+                    tracing::warn!(script = script.name(), %error, attempt, "retrying an idempotent script");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Cancels the owner's hold; repeating it answers the same cancelled record.
+    pub async fn cancel(&self, user: &UserId, id: ReservationId) -> Result<Reservation, ReservationError> {
+        let category = id.category();
+        let mut invocation = CANCEL.prepare();
+        invocation
+            .key(self.keys.stock(category))
+            .key(self.keys.hold(category, id.uuid()))
+            .key(self.keys.deadlines(category))
+            .key(self.keys.holders(category))
+            .key(self.keys.outbox(category))
+            .arg(id.to_string())
+            .arg(user.as_str())
+            .arg(millis(FINAL_RECORD_TTL));
+        let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
+        match outcome(&reply) {
+            Some("cancelled") => reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("cancel", &reply)),
+            Some("not_found") => Err(ReservationError::NotFound),
+            Some("confirmed") => Err(ReservationError::NotHeld(NotHeldReason::Confirmed)),
+            Some("paying") => Err(ReservationError::NotHeld(NotHeldReason::PaymentInProgress)),
+            Some("expired") => Err(ReservationError::Expired),
+            _ => Err(unexpected("cancel", &reply)),
+        }
+    }
+
+    /// The reservation as Redis holds it now, while its record exists.
+    pub async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.hold(id.category(), id.uuid()))
+            .arg(&RECORD_FIELDS)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if fields.first().is_none_or(Option::is_none) {
+            return Ok(None);
+        }
+        reservation_from_record(id, &fields).map(Some).ok_or_else(|| unexpected("get", &fields))
+    }
+
+    /// Every event in a category's outbox, oldest first (for tests and tools; the
+    /// relay reads the stream itself).
+    pub async fn outbox_events(&self, category: CategoryId) -> Result<Vec<ReservationEvent>, ReservationError> {
+        let stream = self.keys.outbox(category);
+        let mut events = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let page: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(OUTBOX_PAGE_ENTRIES)
+                .query_async(&mut self.redis.clone())
+                .await?;
+            for (_, fields) in &page {
+                let fields: HashMap<String, String> =
+                    fields.chunks(2).filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.clone()))).collect();
+                let event = ReservationEvent::from_fields(&fields).map_err(|MalformedEntry { field }| {
+                    ReservationError::UnexpectedReply { script: "outbox", reply: format!("malformed field {field}") }
+                })?;
+                events.push(event);
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == OUTBOX_PAGE_ENTRIES => start = format!("({last}"),
+                _ => return Ok(events),
+            }
+        }
+    }
+}
+
+fn outcome(reply: &[Option<String>]) -> Option<&str> {
+    reply.first().and_then(Option::as_deref)
+}
+
+fn reserve_reply(
+    user: &UserId,
+    request: &NewReservation,
+    reply: &[Option<String>],
+) -> Result<Reservation, ReservationError> {
+    if reply.get(1).and_then(Option::as_deref) == Some("1") {
+        count_replay(IdempotentOperation::Reserve);
+    }
+    let category = request.category;
+    match outcome(reply) {
+        Some("held") => held_reservation(user, request, reply).ok_or_else(|| unexpected("reserve", reply)),
+        Some("key_reused") => Err(ReservationError::KeyReused),
+        Some("stock_missing") => Err(ReservationError::StockMissing(category)),
+        Some("stock_pending") => Err(ReservationError::StockNotOpen(category)),
+        Some("outbox_backlog") => Err(ReservationError::OutboxBacklog(category)),
+        Some(code) => Err(Refusal::parse(code).map_or_else(|| unexpected("reserve", reply), ReservationError::Refused)),
+        None => Err(unexpected("reserve", reply)),
+    }
+}
+
+/// The 201 body of a hold, built the same way for the first answer and every replay, so
+/// a replay is byte for byte the first response.
+fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<String>]) -> Option<Reservation> {
+    let [_, _, Some(id), Some(event_id), Some(amount), Some(currency), Some(created), Some(expires)] = reply else {
+        return None;
+    };
+    Some(Reservation {
+        id: Uuid::try_parse(id).ok()?,
+        status: ReservationStatus::Held,
+        event_id: event_id.parse().ok()?,
+        category_id: request.category.get(),
+        user_id: user.as_str().to_owned(),
+        quantity: request.quantity.get(),
+        amount: amount.parse().ok()?,
+        currency: currency.clone(),
+        created_at: time_from_millis(created.parse().ok()?),
+        expires_at: time_from_millis(expires.parse().ok()?),
+        confirmed_at: None,
+        payment_id: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::EVENT_NAMESPACE;
+
+    fn namespace_in_prelude() -> Vec<u8> {
+        let line = PRELUDE.lines().find(|line| line.starts_with("local EVENT_NAMESPACE")).unwrap();
+        let quoted = line.split('\'').nth(1).unwrap();
+        quoted.split('\\').filter(|part| !part.is_empty()).map(|digits| digits.parse::<u8>().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_prelude_uses_the_event_namespace() {
+        assert_eq!(namespace_in_prelude(), EVENT_NAMESPACE.as_bytes());
+    }
+
+    #[test]
+    fn refusal_codes_round_trip() {
+        for refusal in [Refusal::SoldOut, Refusal::LimitExceeded, Refusal::SaleClosed, Refusal::EventMismatch] {
+            assert_eq!(Refusal::parse(refusal.code()), Some(refusal));
+        }
+        assert_eq!(Refusal::parse("held"), None);
+    }
+
+    #[test]
+    fn replies_of_a_hold_render_identically() {
+        let user = UserId::parse("alice").unwrap();
+        let request = NewReservation::parse(Some(7), Some(2), None).unwrap();
+        let id = ReservationId::generate(request.category).to_string();
+        let reply = |replayed: &str| -> Vec<Option<String>> {
+            ["held", replayed, &id, "3", "2000", "USD", "1700000000000", "1700000001000"]
+                .iter()
+                .map(|field| Some(field.to_string()))
+                .collect()
+        };
+        let first = reserve_reply(&user, &request, &reply("0")).unwrap();
+        let replay = reserve_reply(&user, &request, &reply("1")).unwrap();
+        assert_eq!(serde_json::to_vec(&first).unwrap(), serde_json::to_vec(&replay).unwrap());
+        assert_eq!((first.event_id, first.category_id, first.amount), (3, 7, 2000));
+    }
+
+    #[test]
+    fn refusals_and_shedding_are_told_apart() {
+        let user = UserId::parse("alice").unwrap();
+        let request = NewReservation::parse(Some(7), Some(2), None).unwrap();
+        let reply = |code: &str| vec![Some(code.to_owned()), Some("0".to_owned())];
+        assert!(matches!(
+            reserve_reply(&user, &request, &reply("sold_out")),
+            Err(ReservationError::Refused(Refusal::SoldOut))
+        ));
+        assert!(matches!(
+            reserve_reply(&user, &request, &reply("outbox_backlog")),
+            Err(ReservationError::OutboxBacklog(_))
+        ));
+        assert!(matches!(
+            reserve_reply(&user, &request, &reply("stock_missing")),
+            Err(ReservationError::StockMissing(_))
+        ));
+        assert!(matches!(
+            reserve_reply(&user, &request, &reply("nonsense")),
+            Err(ReservationError::UnexpectedReply { .. })
+        ));
+    }
+}

@@ -1,0 +1,61 @@
+-- expire: the reaper's write step for one batch of one category. Re-checks each hold
+-- against Redis time, so any number of reapers may run it on the same ids: a hold is
+-- released once, because the first run takes it out of the deadlines.
+-- - held, deadline passed: expired, tickets back to available, `expired` event;
+-- - paying, payment window passed: the attempt is queued for voiding; expired as above
+--   if the hold's own deadline has passed too, otherwise back to held under that deadline;
+-- - held or paying but not due: re-indexed under its true deadline;
+-- - final or missing record: dropped from the deadlines.
+-- KEYS: 1 stock, 2 deadlines, 3 holders, 4 outbox, 5 voids, 6.. hold records (same hash tag)
+-- ARGV: 1 final record ttl ms, 2.. reservation ids (ARGV[i - 4] belongs to KEYS[i])
+-- Returns {delays in ms past the indexed deadline of each released hold, holds returned
+-- to held, stale ids dropped, ids dropped whose record was missing, attempts queued for
+-- voiding (so the caller can void them at once)}.
+local now = now_ms()
+local delays = {}
+local returned, stale, missing = 0, 0, 0
+local queued = {}
+for index = 6, #KEYS do
+  local hold = KEYS[index]
+  local reservation_id = ARGV[index - 4]
+  local deadline = redis.call('ZSCORE', KEYS[2], reservation_id)
+  if deadline and tonumber(deadline) <= now then
+    local current = redis.call('HMGET', hold, 'status', 'user_id', 'quantity', 'expires_at_ms',
+      'paying_until_ms', 'attempt')
+    local status = current[1]
+    if status == 'held' or status == 'paying' then
+      local expires_at = tonumber(current[4])
+      local due_at = expires_at
+      if status == 'paying' then
+        due_at = tonumber(current[5])
+      end
+      if due_at > now then
+        redis.call('ZADD', KEYS[2], int(due_at), reservation_id)
+      elseif status == 'paying' and expires_at > now then
+        redis.call('SADD', KEYS[5], current[6])
+        queued[#queued + 1] = current[6]
+        redis.call('HSET', hold, 'status', 'held')
+        redis.call('HDEL', hold, 'paying_until_ms')
+        redis.call('ZADD', KEYS[2], current[4], reservation_id)
+        returned = returned + 1
+      else
+        if status == 'paying' then
+          redis.call('SADD', KEYS[5], current[6])
+          queued[#queued + 1] = current[6]
+        end
+        release(KEYS[1], KEYS[3], KEYS[2], hold, reservation_id, current[2], tonumber(current[3]), 'expired',
+          ARGV[1])
+        append_event(KEYS[4], hold, reservation_id, 'expired', now)
+        delays[#delays + 1] = int(now - tonumber(deadline))
+      end
+    else
+      redis.call('ZREM', KEYS[2], reservation_id)
+      if status then
+        stale = stale + 1
+      else
+        missing = missing + 1
+      end
+    end
+  end
+end
+return {delays, returned, stale, missing, queued}

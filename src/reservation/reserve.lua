@@ -1,0 +1,88 @@
+-- reserve: holds tickets for a user. Checks the idempotency record, the stock, the
+-- event, the sale window, the outbox backlog, the stock level and the per-user cap
+-- before the first write (Redis scripts do not roll back), then writes the hold, its
+-- deadline, its `reserved` event and the idempotency record together.
+-- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 idempotency record (optional)
+-- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms, 6 hold record ttl ms,
+--       7 outbox backlog max, 8 event id or '', 9 request fingerprint or '', 10 idempotency ttl s
+-- Returns {outcome, replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
+-- expires_at_ms}: outcome `held` (with the fields) or a refusal code (without them), both stored
+-- for idempotent requests; `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog`,
+-- which are 503s and are never stored, so a retry runs again.
+local idempotency = KEYS[6]
+if idempotency then
+  local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
+    'amount', 'currency', 'created_at_ms', 'expires_at_ms')
+  if stored[1] then
+    if stored[1] ~= ARGV[9] then
+      return {'key_reused', '0'}
+    end
+    return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8]}
+  end
+end
+
+local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',
+  'sale_starts_at_ms', 'sale_ends_at_ms')
+if not stock[1] then
+  return {'stock_missing', '0'}
+end
+if stock[1] ~= 'open' then
+  return {'stock_pending', '0'}
+end
+
+local now = now_ms()
+local user = ARGV[2]
+local quantity = tonumber(ARGV[4])
+local refusal
+if ARGV[8] ~= '' and ARGV[8] ~= stock[2] then
+  refusal = 'event_mismatch'
+elseif stock[7] ~= '' and now < tonumber(stock[7]) then
+  refusal = 'sale_not_open'
+elseif stock[8] ~= '' and now >= tonumber(stock[8]) then
+  refusal = 'sale_closed'
+end
+local amount = tonumber(stock[5]) * quantity
+if not refusal then
+  if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
+    return {'outbox_backlog', '0'}
+  end
+  if tonumber(stock[3]) < quantity then
+    refusal = 'sold_out'
+  elseif tonumber(redis.call('HGET', KEYS[4], user) or '0') + quantity > tonumber(stock[4]) then
+    refusal = 'limit_exceeded'
+  elseif amount > 9007199254740991 then
+    -- Beyond 2^53 a Lua number no longer holds the exact amount.
+    refusal = 'amount_too_large'
+  end
+end
+if refusal then
+  if idempotency then
+    redis.call('HSET', idempotency, 'fingerprint', ARGV[9], 'outcome', refusal)
+    redis.call('EXPIRE', idempotency, ARGV[10])
+  end
+  return {refusal, '0'}
+end
+
+local reservation_id = ARGV[1]
+local created = int(now)
+local expires = int(now + tonumber(ARGV[5]))
+local amount_text = int(amount)
+redis.call('HINCRBY', KEYS[1], 'available', -quantity)
+redis.call('HINCRBY', KEYS[1], 'held', quantity)
+redis.call('HINCRBY', KEYS[4], user, quantity)
+redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock[2], 'category_id', ARGV[3],
+  'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
+  'expires_at_ms', expires)
+-- Garbage collection only: the record outlives its deadline by far, so the reaper can
+-- always read what it releases.
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], expires, reservation_id)
+append_record_event(KEYS[5], reservation_id, 'reserved', now,
+  {'held', user, stock[2], ARGV[3], ARGV[4], amount_text, stock[6], created, expires, false, false})
+if idempotency then
+  redis.call('HSET', idempotency, 'fingerprint', ARGV[9], 'outcome', 'held', 'reservation_id', reservation_id,
+    'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
+    'expires_at_ms', expires)
+  redis.call('EXPIRE', idempotency, ARGV[10])
+end
+return {'held', '0', reservation_id, stock[2], amount_text, stock[6], created, expires}

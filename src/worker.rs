@@ -1,0 +1,170 @@
+//! The `worker` process: turns the Kafka topic of reservation events into Postgres
+//! rows with exactly-once effect, and `worker reconcile` (see [`reconcile`]).
+//!
+//! # Exactly-once effect
+//! Each owned partition has one task. It reads from the next offset stored in
+//! `consumer_offsets` (never the broker's `Latest` offset, and never a broker-side
+//! commit) and applies each batch in one transaction together with the new offset
+//! (see [`apply`]). A crash before the commit replays the batch; a crash after it
+//! never does. A batch is one whole fetch (whole record batches, bounded by
+//! `WORKER_FETCH_BYTES_MAX`), so a stored offset is always a record-batch boundary:
+//! tansu skips to the next record batch when asked to fetch from inside one. Copies of an event (the relay publishes again after a crash) keep
+//! their id and are dropped by the event log's unique key; statuses only move forward.
+//!
+//! # Running N workers over P partitions
+//! rskafka has no consumer groups, so partitions are assigned statically:
+//! - one worker: `WORKER_PARTITIONS=all` (the default) consumes every partition;
+//! - N workers: give each a disjoint list covering `0..P`, e.g. for P = 6 and N = 3:
+//!   `WORKER_PARTITIONS=0,3`, `1,4` and `2,5`;
+//! - each partition must be owned by exactly one running worker. Offsets live in
+//!   Postgres, so moving a partition is safe: stop the worker that owns it, then start
+//!   one that lists it; it resumes from the stored offset.
+//!
+//! If two workers are started on the same partition by mistake, the offset update
+//! (first statement of each batch, `WHERE next_offset = <expected>`) lets only one
+//! commit a given batch; the other rolls back, logs an error and resumes from the
+//! stored offset, so rows stay correct and only work is wasted.
+//!
+//! # Failures
+//! Broker or Postgres down: each partition task retries with capped exponential
+//! backoff (`WORKER_BACKOFF_MAX`) and catches up afterwards. Shutdown (SIGTERM) is
+//! checked between batches: a batch being applied is committed first.
+
+pub mod apply;
+pub mod consumer;
+pub mod metrics_endpoint;
+pub mod reconcile;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{PartitionSelection, WorkerConfig};
+use crate::kafka;
+use crate::persistence;
+use crate::retry::{Backoff, sleep_unless_stopped};
+use consumer::{ConsumerOptions, PartitionConsumer};
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr}")]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `WORKER_PARTITIONS` names partitions the topic does not have.
+    #[error("WORKER_PARTITIONS lists {requested:?} but topic {topic} has partitions 0..{count}")]
+    UnknownPartitions {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        count: i32,
+        /// The configured list.
+        requested: Vec<i32>,
+    },
+}
+
+/// Runs the worker until `shutdown` fires: migrates, serves metrics, consumes the
+/// owned partitions. Dependencies that are down at start are waited for.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let handle = crate::telemetry::install_metrics();
+    let listener = metrics_endpoint::bind(config.metrics_addr)
+        .await
+        .map_err(|source| WorkerError::MetricsBind { addr: config.metrics_addr, source })?;
+    let metrics_addr =
+        listener.local_addr().map_err(|source| WorkerError::MetricsBind { addr: config.metrics_addr, source })?;
+    println!("metrics on http://{metrics_addr}/metrics");
+    tokio::spawn(crate::telemetry::sampler::upkeep(handle.clone(), shutdown.clone()));
+    tokio::spawn(metrics_endpoint::serve(listener, handle, shutdown.clone()));
+    let Some(database) = connect_database(&config, &shutdown).await else { return Ok(()) };
+    let Some((client, count)) = connect_broker(&config, &shutdown).await else { return Ok(()) };
+    let owned = owned_partitions(&config, count)?;
+    tracing::info!(topic = %config.kafka_topic, ?owned, "worker starting");
+    let options = Arc::new(ConsumerOptions {
+        topic: config.kafka_topic.clone(),
+        fetch_bytes_max: config.worker_fetch_bytes_max,
+        fetch_wait: config.worker_fetch_wait,
+        kafka_timeout: config.kafka_timeout,
+        backoff_max: config.worker_backoff_max,
+    });
+    let tasks = TaskTracker::new();
+    for partition in owned {
+        let mut backoff = Backoff::new(config.worker_backoff_max);
+        let client = loop {
+            match kafka::partition_client(&client, &config.kafka_topic, partition, config.kafka_timeout).await {
+                Ok(client) => break client,
+                Err(error) => tracing::warn!(partition, %error, "cannot reach the partition leader; retrying"),
+            }
+            if !sleep_unless_stopped(backoff.next_pause(), &shutdown).await {
+                return Ok(());
+            }
+        };
+        let consumer = PartitionConsumer { client, database: database.clone(), options: options.clone() };
+        tasks.spawn(consumer.run(shutdown.clone()));
+    }
+    tasks.close();
+    shutdown.cancelled().await;
+    if tokio::time::timeout(config.shutdown_timeout, tasks.wait()).await.is_err() {
+        tracing::warn!("partition consumers did not stop before the shutdown deadline");
+    }
+    database.close().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Connects to Postgres and migrates, retrying until it works or `shutdown` fires.
+async fn connect_database(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<PgPool> {
+    let mut backoff = Backoff::new(config.worker_backoff_max);
+    loop {
+        match persistence::connect_and_migrate(&config.database_url, config.database_connections_max).await {
+            Ok(database) => return Some(database),
+            Err(error) => tracing::warn!(error = ?error, "postgres not ready; retrying"),
+        }
+        if !sleep_unless_stopped(backoff.next_pause(), shutdown).await {
+            return None;
+        }
+    }
+}
+
+/// Connects to the broker and makes sure the topic exists; returns its partition count.
+async fn connect_broker(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<(rskafka::client::Client, i32)> {
+    let mut backoff = Backoff::new(config.worker_backoff_max);
+    loop {
+        let connected = async {
+            let client = kafka::connect(&config.kafka_brokers, "stampede-worker", config.kafka_timeout).await?;
+            let count =
+                kafka::ensure_topic(&client, &config.kafka_topic, config.kafka_partitions, config.kafka_timeout)
+                    .await?;
+            Ok::<_, kafka::KafkaError>((client, count))
+        };
+        match connected.await {
+            Ok(connected) => return Some(connected),
+            Err(error) => tracing::warn!(%error, "broker not ready; retrying"),
+        }
+        if !sleep_unless_stopped(backoff.next_pause(), shutdown).await {
+            return None;
+        }
+    }
+}
+
+fn owned_partitions(config: &WorkerConfig, count: i32) -> Result<Vec<i32>, WorkerError> {
+    match &config.worker_partitions {
+        PartitionSelection::All => Ok((0..count).collect()),
+        PartitionSelection::Only(requested) if requested.iter().all(|partition| *partition < count) => {
+            Ok(requested.clone())
+        }
+        PartitionSelection::Only(requested) => Err(WorkerError::UnknownPartitions {
+            topic: config.kafka_topic.clone(),
+            count,
+            requested: requested.clone(),
+        }),
+    }
+}

@@ -1,0 +1,537 @@
+//! `worker reconcile [--repair]`: compares, per category, the live stock in Redis
+//! with the reservations in Postgres, once the pipeline has drained: it waits (up to
+//! `RECONCILE_DRAIN_TIMEOUT`) until every entry that was in an outbox when it started
+//! has been relayed, and then until the worker has consumed every record the topic
+//! held at that point (high watermarks from fetch responses). Sales may go on meanwhile;
+//! changes after that point can show as transient drift.
+//!
+//! # What counts as drift
+//! For a category with stock: Redis `sold` against the confirmed tickets in Postgres,
+//! Redis `held` against the held tickets in Postgres, and `available + held + sold ==
+//! quota`. Entries still in the category's outbox mean Postgres trails; such a row is
+//! reported as `pending`, not drift. A provisioned category without stock is `missing`.
+//! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
+//!
+//! # What `--repair` restores, and what it cannot
+//! Only a *missing* stock is rebuilt (an existing one is live truth and is never
+//! overwritten), and only after the drain check passed. From Postgres it recreates,
+//! in one script: the stock hash (`state open`, the category's terms, `sold` =
+//! confirmed tickets, `held` = tickets of reservations still held, `available = quota
+//! - sold - held`), the per-user counts (held + confirmed), and each held
+//! reservation's record and deadline, so the owner can still confirm or cancel it and
+//! the reaper expires it at its deadline (at once if it has passed) with an `expired`
+//! event. Records of confirmed reservations are restored too, so a repeated confirm
+//! still answers 200. Available never exceeds `quota - sold - active holds`.
+//!
+//! It cannot restore what only Redis knew:
+//! - events still in the flushed outbox (they share the category's hash tag): a hold,
+//!   confirm or cancel in the last moments before the loss that the relay had not yet
+//!   published is unknown to Postgres, so its tickets come back as it was before;
+//! - idempotency records (a retried request with an old key runs again), payment
+//!   attempts waiting to be voided, records of cancelled and expired reservations
+//!   (reads of those fall back to Postgres), and the `paying` state (restored as held).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::catalog::CategoryId;
+use crate::config::{ReconcileArgs, WorkerConfig};
+use crate::keyspace::Keyspace;
+use crate::lua_script;
+use crate::persistence::{self, PersistenceError};
+use crate::stock::{Levels, Stock, StockError};
+use crate::{api, kafka};
+
+lua_script!(REPAIR_STOCK, "repair_stock", "repair_stock.lua");
+
+/// How long restored records of confirmed reservations (and held ones past their
+/// deadline) are kept: they only serve replays and reads.
+const RESTORED_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Confirmed records written per pipeline.
+const RESTORE_CHUNK_RECORDS: usize = 500;
+/// Pause between drain checks.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Deadline of each broker call of the drain check.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why reconcile could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Postgres could not be reached or migrated.
+    #[error(transparent)]
+    Persistence(#[from] PersistenceError),
+    /// A query failed.
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Whether Postgres has caught up with the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drain {
+    /// Every partition's stored offset reached the high watermark seen at the start.
+    Drained,
+    /// Records still unconsumed when the drain timeout passed.
+    Behind {
+        /// Unconsumed records, all partitions; -1 when outbox entries were not even relayed.
+        records: i64,
+    },
+    /// The broker could not be asked.
+    Unknown(String),
+}
+
+/// The Postgres side of a category.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct PostgresTotals {
+    /// Reservations held.
+    pub held_reservations: i64,
+    /// Tickets in them.
+    pub held_tickets: i64,
+    /// Reservations confirmed.
+    pub confirmed_reservations: i64,
+    /// Tickets in them.
+    pub confirmed_tickets: i64,
+}
+
+/// The outcome for one category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Redis and Postgres agree.
+    Ok,
+    /// The outbox still holds events; Postgres trails.
+    Pending,
+    /// Redis and Postgres disagree, or conservation is broken.
+    Drift,
+    /// The stock is missing from Redis.
+    Missing,
+    /// The stock was missing and has been rebuilt.
+    Repaired,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Pending => "pending",
+            Self::Drift => "drift",
+            Self::Missing => "missing",
+            Self::Repaired => "repaired",
+        }
+    }
+}
+
+/// One category's comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryReport {
+    /// The category.
+    pub category_id: i64,
+    /// Its quota (Postgres).
+    pub quota: i64,
+    /// Redis levels, if the stock exists (after a repair: the rebuilt levels).
+    pub redis: Option<Levels>,
+    /// Entries waiting in the category's outbox.
+    pub outbox_entries: i64,
+    /// Postgres totals.
+    pub postgres: PostgresTotals,
+    /// The outcome.
+    pub verdict: Verdict,
+}
+
+impl CategoryReport {
+    /// Redis held minus Postgres held tickets.
+    pub fn held_drift(&self) -> Option<i64> {
+        self.redis.map(|levels| levels.held - self.postgres.held_tickets)
+    }
+
+    /// Redis sold minus Postgres confirmed tickets.
+    pub fn sold_drift(&self) -> Option<i64> {
+        self.redis.map(|levels| levels.sold - self.postgres.confirmed_tickets)
+    }
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Whether the pipeline had drained.
+    pub drain: Drain,
+    /// Per category, in id order.
+    pub categories: Vec<CategoryReport>,
+}
+
+impl ReconcileReport {
+    /// Whether anything is not `ok` or `repaired`, or the pipeline had not drained.
+    pub fn has_drift(&self) -> bool {
+        self.drain != Drain::Drained
+            || self.categories.iter().any(|category| !matches!(category.verdict, Verdict::Ok | Verdict::Repaired))
+    }
+}
+
+impl fmt::Display for ReconcileReport {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.drain {
+            Drain::Drained => writeln!(out, "pipeline: drained")?,
+            Drain::Behind { records: -1 } => {
+                writeln!(out, "pipeline: outbox entries not yet relayed (drift may be transient)")?
+            }
+            Drain::Behind { records } => {
+                writeln!(out, "pipeline: {records} records not yet consumed (drift may be transient)")?
+            }
+            Drain::Unknown(reason) => writeln!(out, "pipeline: drain unknown ({reason})")?,
+        }
+        writeln!(
+            out,
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8}",
+            "category",
+            "quota",
+            "available",
+            "held",
+            "sold",
+            "outbox",
+            "pg_held",
+            "pg_sold",
+            "held_drift",
+            "sold_drift",
+            "status"
+        )?;
+        for row in &self.categories {
+            let level =
+                |pick: fn(&Levels) -> i64| row.redis.as_ref().map_or("-".to_owned(), |levels| pick(levels).to_string());
+            let drift = |value: Option<i64>| value.map_or("-".to_owned(), |value| format!("{value:+}"));
+            writeln!(
+                out,
+                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8}",
+                row.category_id,
+                row.quota,
+                level(|levels| levels.available),
+                level(|levels| levels.held),
+                level(|levels| levels.sold),
+                row.outbox_entries,
+                row.postgres.held_tickets,
+                row.postgres.confirmed_tickets,
+                drift(row.held_drift()),
+                drift(row.sold_drift()),
+                row.verdict.as_str()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A category's terms, as a rebuilt stock needs them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct CategoryTerms {
+    id: i64,
+    event_id: i64,
+    price: i64,
+    currency: String,
+    quota: i64,
+    max_per_user: i64,
+    sale_starts_at: Option<DateTime<Utc>>,
+    sale_ends_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct OpenReservation {
+    id: Uuid,
+    user_id: String,
+    status: String,
+    quantity: i64,
+    amount: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    confirmed_at: Option<DateTime<Utc>>,
+    payment_id: Option<String>,
+}
+
+/// Runs reconcile (and the repair, if asked) and returns the report to print.
+pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<ReconcileReport, ReconcileError> {
+    let database = persistence::connect_and_migrate(&config.database_url, 2).await?;
+    let redis = api::connect_redis(&config.redis_url).await?;
+    let keys = Keyspace::new(config.redis_key_prefix.clone());
+    let terms: Vec<CategoryTerms> =
+        sqlx::query_as(include_str!("provisioned_categories.sql")).fetch_all(&database).await?;
+    let started = Instant::now();
+    let drain = if relayed_outboxes(&redis, &keys, &terms, args.drain_timeout).await? {
+        wait_for_drain(config, &database, args.drain_timeout.saturating_sub(started.elapsed())).await
+    } else {
+        Drain::Behind { records: -1 }
+    };
+    let mut categories = Vec::with_capacity(terms.len());
+    for category in &terms {
+        let mut report = compare(&database, &redis, &keys, category).await?;
+        if args.repair && report.verdict == Verdict::Missing {
+            if drain == Drain::Drained {
+                if repair(&database, &redis, &keys, category).await? {
+                    report = compare(&database, &redis, &keys, category).await?;
+                    report.verdict = Verdict::Repaired;
+                }
+            } else {
+                tracing::warn!(category = category.id, "not repairing: the pipeline has not drained");
+            }
+        }
+        categories.push(report);
+    }
+    database.close().await;
+    Ok(ReconcileReport { drain, categories })
+}
+
+async fn compare(
+    database: &PgPool,
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+) -> Result<CategoryReport, ReconcileError> {
+    let category = CategoryId::new(terms.id).expect("stored category ids are valid");
+    let stock = Stock::new(redis.clone(), keys.clone());
+    let levels = match stock.levels(&[category]).await {
+        Ok(levels) => Some(levels[0]),
+        Err(StockError::Missing(_)) => None,
+        Err(StockError::Redis(error)) => return Err(error.into()),
+    };
+    let outbox_entries: i64 = redis::cmd("XLEN").arg(keys.outbox(category)).query_async(&mut redis.clone()).await?;
+    let postgres: Option<(i64, PostgresTotals)> = sqlx::query_as::<_, TotalsRow>(include_str!("category_totals.sql"))
+        .bind(vec![terms.id])
+        .fetch_optional(database)
+        .await?
+        .map(TotalsRow::split);
+    let postgres = postgres.map(|(_, totals)| totals).unwrap_or_default();
+    let verdict = match levels {
+        None => Verdict::Missing,
+        Some(levels) if !levels.is_conserved() => Verdict::Drift,
+        Some(_) if outbox_entries > 0 => Verdict::Pending,
+        Some(levels) if levels.held == postgres.held_tickets && levels.sold == postgres.confirmed_tickets => {
+            Verdict::Ok
+        }
+        Some(_) => Verdict::Drift,
+    };
+    Ok(CategoryReport { category_id: terms.id, quota: terms.quota, redis: levels, outbox_entries, postgres, verdict })
+}
+
+#[derive(sqlx::FromRow)]
+struct TotalsRow {
+    category_id: i64,
+    #[sqlx(flatten)]
+    totals: PostgresTotals,
+}
+
+impl TotalsRow {
+    fn split(self) -> (i64, PostgresTotals) {
+        (self.category_id, self.totals)
+    }
+}
+
+/// Waits until every entry that is in a category's outbox now has been relayed (the
+/// stream may have newer entries by then); `false` after `timeout`.
+async fn relayed_outboxes(
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    terms: &[CategoryTerms],
+    timeout: Duration,
+) -> Result<bool, redis::RedisError> {
+    let mut redis = redis.clone();
+    let mut waiting = Vec::new();
+    for category in terms {
+        let stream = keys.outbox(CategoryId::new(category.id).expect("stored category ids are valid"));
+        let last: Vec<(String, Vec<String>)> =
+            redis::cmd("XREVRANGE").arg(&stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut redis).await?;
+        if let Some((last_id, _)) = last.into_iter().next() {
+            waiting.push((stream, last_id));
+        }
+    }
+    let started = Instant::now();
+    while !waiting.is_empty() {
+        if started.elapsed() >= timeout {
+            return Ok(false);
+        }
+        tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+        let mut still = Vec::new();
+        for (stream, last_id) in waiting {
+            let left: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg(&last_id)
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut redis)
+                .await?;
+            if !left.is_empty() {
+                still.push((stream, last_id));
+            }
+        }
+        waiting = still;
+    }
+    Ok(true)
+}
+
+/// Snapshots each partition's high watermark, then waits until the stored offsets
+/// reach it (events published later do not matter for what was there before).
+async fn wait_for_drain(config: &WorkerConfig, database: &PgPool, timeout: Duration) -> Drain {
+    let watermarks = match high_watermarks(config, database).await {
+        Ok(watermarks) => watermarks,
+        Err(error) => return Drain::Unknown(error.to_string()),
+    };
+    let started = Instant::now();
+    loop {
+        let stored: Vec<(i32, i64)> =
+            match sqlx::query_as(include_str!("topic_offsets.sql")).bind(&config.kafka_topic).fetch_all(database).await
+            {
+                Ok(stored) => stored,
+                Err(error) => return Drain::Unknown(error.to_string()),
+            };
+        let stored: HashMap<i32, i64> = stored.into_iter().collect();
+        let behind: i64 = watermarks
+            .iter()
+            .map(|(partition, watermark)| (watermark - stored.get(partition).copied().unwrap_or(0)).max(0))
+            .sum();
+        if behind == 0 {
+            return Drain::Drained;
+        }
+        if started.elapsed() >= timeout {
+            return Drain::Behind { records: behind };
+        }
+        tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+    }
+}
+
+/// The high watermark of every partition, from fetch responses (tansu's `Latest`
+/// offset is not reliable after batched produces).
+async fn high_watermarks(config: &WorkerConfig, database: &PgPool) -> Result<BTreeMap<i32, i64>, kafka::KafkaError> {
+    let client = kafka::connect(&config.kafka_brokers, "stampede-reconcile", BROKER_TIMEOUT).await?;
+    let topics = kafka::within(BROKER_TIMEOUT, client.list_topics()).await?;
+    let Some(topic) = topics.into_iter().find(|topic| topic.name == config.kafka_topic) else {
+        return Ok(BTreeMap::new());
+    };
+    let stored: Vec<(i32, i64)> = sqlx::query_as(include_str!("topic_offsets.sql"))
+        .bind(&config.kafka_topic)
+        .fetch_all(database)
+        .await
+        .unwrap_or_default();
+    let stored: HashMap<i32, i64> = stored.into_iter().collect();
+    let mut watermarks = BTreeMap::new();
+    for partition in topic.partitions {
+        let partition_client = kafka::partition_client(&client, &config.kafka_topic, partition, BROKER_TIMEOUT).await?;
+        let from = stored.get(&partition).copied().unwrap_or(0);
+        let fetched = kafka::within(BROKER_TIMEOUT, partition_client.fetch_records(from, 1..2, 0)).await;
+        let watermark = match fetched {
+            Ok((_, watermark)) => watermark,
+            // The stored offset is past the log (topic recreated): nothing to wait for.
+            Err(error) if error.is_offset_out_of_range() => from,
+            Err(error) => return Err(error),
+        };
+        watermarks.insert(partition, watermark);
+    }
+    Ok(watermarks)
+}
+
+fn millis(time: Option<DateTime<Utc>>) -> String {
+    time.map(|time| time.timestamp_millis().to_string()).unwrap_or_default()
+}
+
+/// Rebuilds a missing stock; `false` if a stock appeared meanwhile (nothing written).
+async fn repair(
+    database: &PgPool,
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+) -> Result<bool, ReconcileError> {
+    let category = CategoryId::new(terms.id).expect("stored category ids are valid");
+    let open: Vec<OpenReservation> =
+        sqlx::query_as(include_str!("open_reservations.sql")).bind(terms.id).fetch_all(database).await?;
+    let mut redis = redis.clone();
+    restore_confirmed_records(&mut redis, keys, terms, &open).await?;
+    let mut holders: BTreeMap<&str, i64> = BTreeMap::new();
+    for reservation in &open {
+        *holders.entry(reservation.user_id.as_str()).or_default() += reservation.quantity;
+    }
+    let sold: i64 = open.iter().filter(|reservation| reservation.status == "confirmed").map(|r| r.quantity).sum();
+    let held: Vec<&OpenReservation> = open.iter().filter(|reservation| reservation.status == "held").collect();
+    let mut invocation = REPAIR_STOCK.prepare();
+    invocation.key(keys.stock(category)).key(keys.holders(category)).key(keys.deadlines(category));
+    invocation
+        .arg(terms.event_id)
+        .arg(terms.quota)
+        .arg(terms.max_per_user)
+        .arg(terms.price)
+        .arg(&terms.currency)
+        .arg(millis(terms.sale_starts_at))
+        .arg(millis(terms.sale_ends_at))
+        .arg(sold)
+        .arg(holders.len());
+    for (user, tickets) in &holders {
+        invocation.arg(*user).arg(*tickets);
+    }
+    let now = Utc::now();
+    for reservation in &held {
+        let remaining = (reservation.expires_at - now).to_std().unwrap_or_default();
+        invocation.key(keys.hold(category, reservation.id));
+        invocation
+            .arg(reservation.id.to_string())
+            .arg(&reservation.user_id)
+            .arg(reservation.quantity)
+            .arg(reservation.amount)
+            .arg(&reservation.currency)
+            .arg(reservation.created_at.timestamp_millis())
+            .arg(reservation.expires_at.timestamp_millis())
+            .arg((remaining + RESTORED_RECORD_TTL).as_millis() as u64);
+    }
+    let outcome: Vec<i64> = REPAIR_STOCK.run(&invocation, &mut redis).await?;
+    let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id).query_async(&mut redis).await?;
+    if outcome.first() == Some(&1) {
+        tracing::warn!(
+            category = terms.id,
+            sold,
+            held = outcome.get(2),
+            available = outcome.get(1),
+            "stock rebuilt from postgres"
+        );
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
+/// Writes the records of confirmed reservations (only read by confirm replays,
+/// cancels and reads, so they may land before the stock).
+async fn restore_confirmed_records(
+    redis: &mut ConnectionManager,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+    open: &[OpenReservation],
+) -> Result<(), ReconcileError> {
+    let category = CategoryId::new(terms.id).expect("stored category ids are valid");
+    let confirmed: Vec<&OpenReservation> =
+        open.iter().filter(|reservation| reservation.status == "confirmed").collect();
+    for chunk in confirmed.chunks(RESTORE_CHUNK_RECORDS) {
+        let mut pipe = redis::pipe();
+        for reservation in chunk {
+            let key = keys.hold(category, reservation.id);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(&[("status", "confirmed"), ("user_id", reservation.user_id.as_str())])
+                .arg(&[("event_id", terms.event_id), ("category_id", terms.id), ("quantity", reservation.quantity)])
+                .arg(&[("amount", reservation.amount)])
+                .arg(&[("currency", reservation.currency.as_str())])
+                .arg("created_at_ms")
+                .arg(reservation.created_at.timestamp_millis())
+                .arg("expires_at_ms")
+                .arg(reservation.expires_at.timestamp_millis())
+                .arg("confirmed_at_ms")
+                .arg(millis(reservation.confirmed_at))
+                .arg("payment_id")
+                .arg(reservation.payment_id.as_deref().unwrap_or(""))
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(RESTORED_RECORD_TTL.as_millis() as u64).ignore();
+        }
+        let () = pipe.query_async(redis).await?;
+    }
+    Ok(())
+}
