@@ -199,6 +199,30 @@ fn record_request(method: &Method, pattern: &'static str, status: u16, started: 
     ::metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
 }
 
+/// Default page size of list endpoints.
+pub const PAGE_LIMIT_DEFAULT: i64 = 20;
+/// The page of a list endpoint: `limit` (1..=100, default 20) and, where the endpoint
+/// has a cursor (`accepts_after`), `after` (an id, default 0). Anything else is a 422.
+pub fn page_query(query: Option<&str>, accepts_after: bool) -> Result<crate::catalog::PageRequest, ApiError> {
+    use crate::catalog::PAGE_LIMIT_MAX;
+    let mut errors = crate::validation::FieldErrors::new();
+    let mut page = crate::catalog::PageRequest { limit: PAGE_LIMIT_DEFAULT, after: 0 };
+    for (key, value) in query_pairs(query) {
+        match key.as_str() {
+            "limit" => match value.parse::<i64>() {
+                Ok(limit) if (1..=PAGE_LIMIT_MAX).contains(&limit) => page.limit = limit,
+                _ => errors.add("limit", format!("must be an integer from 1 to {PAGE_LIMIT_MAX}")),
+            },
+            "after" if accepts_after => match value.parse::<i64>() {
+                Ok(after) if after >= 0 => page.after = after,
+                _ => errors.add("after", "must be a non-negative integer id"),
+            },
+            _ => errors.add(&key, "unknown query parameter"),
+        }
+    }
+    errors.finish(|| page).map_err(ApiError::Validation)
+}
+
 /// Splits a query string into raw pairs. Every query parameter of the API is an
 /// integer, so no percent-decoding is needed.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -211,4 +235,21 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
             (key.to_owned(), value.to_owned())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_default_and_are_bounded() {
+        let page = page_query(None, true).unwrap();
+        assert_eq!((page.limit, page.after), (PAGE_LIMIT_DEFAULT, 0));
+        let page = page_query(Some("limit=100&after=7"), true).unwrap();
+        assert_eq!((page.limit, page.after), (100, 7));
+        assert!(page_query(Some("limit=0"), true).is_err());
+        assert!(page_query(Some("limit=101"), false).is_err());
+        assert!(page_query(Some("after=-1"), true).is_err());
+        assert!(page_query(Some("after=3"), false).is_err(), "a list without a cursor refuses `after`");
+    }
 }

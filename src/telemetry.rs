@@ -52,3 +52,16 @@ pub fn install_metrics() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// An error and its chain of causes on one line (`outer: cause: root cause`), for the
+/// one place a binary reports why it stopped.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

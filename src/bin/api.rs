@@ -11,20 +11,8 @@ async fn main() -> std::process::ExitCode {
     match stampede::api::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = ?anyhow_chain(&error), "api failed to start");
-            eprintln!("error: {}", anyhow_chain(&error));
+            eprintln!("error: {}", stampede::telemetry::error_chain(&error));
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn anyhow_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

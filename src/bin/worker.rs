@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
                 if report.has_drift() { ExitCode::from(1) } else { ExitCode::SUCCESS }
             }
             Err(error) => {
-                eprintln!("error: {}", error_chain(&error));
+                eprintln!("error: {}", stampede::telemetry::error_chain(&error));
                 ExitCode::from(2)
             }
         },
@@ -27,21 +27,10 @@ async fn main() -> ExitCode {
             match stampede::worker::run(config, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("error: {}", error_chain(&error));
+                    eprintln!("error: {}", stampede::telemetry::error_chain(&error));
                     ExitCode::FAILURE
                 }
             }
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -8,16 +8,11 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::json::{self, RequestBody};
-use super::{HandlerResult, RequestContext, query_pairs};
+use super::{HandlerResult, RequestContext, page_query};
 use crate::api::AppState;
-use crate::catalog::{
-    CatalogError, Category, CategoryId, Event, EventId, NewCategory, NewEvent, PAGE_LIMIT_MAX, PageRequest, SaleWindow,
-};
+use crate::catalog::{CatalogError, Category, CategoryId, Event, EventId, NewCategory, NewEvent, SaleWindow};
 use crate::stock::StockError;
 use crate::validation::FieldErrors;
-
-/// Default page size of `GET /events`.
-const PAGE_LIMIT_DEFAULT: i64 = 20;
 
 /// Body of `POST /events`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -195,25 +190,6 @@ pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerR
     Ok(response)
 }
 
-fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
-    let mut errors = FieldErrors::new();
-    let mut page = PageRequest { limit: PAGE_LIMIT_DEFAULT, after: 0 };
-    for (key, value) in query_pairs(query) {
-        match key.as_str() {
-            "limit" => match value.parse::<i64>() {
-                Ok(limit) if (1..=PAGE_LIMIT_MAX).contains(&limit) => page.limit = limit,
-                _ => errors.add("limit", format!("must be an integer from 1 to {PAGE_LIMIT_MAX}")),
-            },
-            "after" => match value.parse::<i64>() {
-                Ok(after) if after >= 0 => page.after = after,
-                _ => errors.add("after", "must be a non-negative integer id"),
-            },
-            _ => errors.add(&key, "unknown query parameter"),
-        }
-    }
-    errors.finish(|| page).map_err(ApiError::Validation)
-}
-
 /// `GET /events` (public).
 #[utoipa::path(
     get,
@@ -229,7 +205,7 @@ fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
     responses((status = 200, description = "One page of events.", body = EventPage)),
 )]
 pub async fn list_events(state: &AppState, request: RequestContext) -> HandlerResult {
-    let page = page_request(request.query.as_deref())?;
+    let page = page_query(request.query.as_deref(), true)?;
     let (events, next_after) = state.catalog.list_events(page).await.map_err(catalog_error)?;
     Ok(json::response(StatusCode::OK, &EventPage { events, next_after }))
 }

@@ -6,10 +6,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::UserId;
+use crate::catalog::PAGE_LIMIT_MAX;
 use crate::reservation::{Reservation, ReservationStatus};
-
-/// Largest page of `GET /reservations`.
-pub const PAGE_LIMIT_MAX: i64 = 100;
 
 #[derive(sqlx::FromRow)]
 struct ReservationRow {
