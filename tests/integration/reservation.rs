@@ -353,3 +353,33 @@ async fn reserve_is_shed_while_the_outbox_is_too_far_behind() {
     assert!(metrics.contains(r#"reservation_outcomes_total{operation="reserve",outcome="held"}"#));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn reservations_read_from_postgres_once_redis_forgot_them() {
+    // Goal: after the Redis record is garbage-collected, GET /reservations/{id} answers the owner and admins from Postgres, and others still get 404.
+    let app = TestApp::spawn().await;
+    let event = app.create_event().await;
+    let category = app.create_category(event, 5, 5).await;
+    let id = stampede::reservation::ReservationId::generate(stampede::catalog::CategoryId::new(category).unwrap());
+    let database = sqlx::PgPool::connect(&app.isolation.database_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO reservations (id, user_id, event_id, category_id, quantity, amount, currency, status, \
+         created_at, expires_at, confirmed_at, payment_id, last_event_id, last_event_at) \
+         VALUES ($1, 'archived-owner', $2, $3, 2, 2000, 'USD', 'confirmed', now() - interval '2 days', \
+         now() - interval '2 days' + interval '10 minutes', now() - interval '2 days', 'pay_old', $1, now())",
+    )
+    .bind(id.uuid())
+    .bind(event)
+    .bind(category)
+    .execute(&database)
+    .await
+    .unwrap();
+    let path = format!("/reservations/{id}");
+    let owner = app.get(&path, Some(&user_token("archived-owner"))).await;
+    assert_eq!(owner.status(), 200);
+    let body: Value = owner.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["payment_id"].as_str()), (Some("confirmed"), Some("pay_old")));
+    assert_eq!(app.get(&path, Some(&admin_token())).await.status(), 200);
+    assert_problem(app.get(&path, Some(&user_token("someone-else"))).await, 404, "not_found").await;
+    app.stop().await;
+}
