@@ -3,6 +3,11 @@
 use clap::Parser;
 use stampede::config::ApiConfig;
 
+// mimalloc: the request path allocates many small short-lived objects, where glibc's
+// malloc showed up at ~12% of the api's profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = ApiConfig::parse();

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use stampede::config::{WorkerCommand, WorkerConfig};
 
+// mimalloc: the request path allocates many small short-lived objects, where glibc's
+// malloc showed up at ~12% of the api's profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WorkerConfig::parse();

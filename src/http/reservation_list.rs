@@ -13,6 +13,10 @@ use crate::reservation::Reservation;
 
 /// The caller's reservations.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"reservations": [{"id": "019a9f7c-1d2e-8abc-9def-000000000001", "status": "confirmed",
+    "event_id": 1, "category_id": 1, "user_id": "alice", "quantity": 2, "amount": 300000, "currency": "IDR",
+    "created_at": "2026-11-21T10:00:00.123Z", "expires_at": "2026-11-21T10:10:00.123Z",
+    "confirmed_at": "2026-11-21T10:01:30.456Z", "payment_id": "pay_5f2c9a"}]}))]
 pub struct ReservationList {
     /// Newest first.
     pub reservations: Vec<Reservation>,
