@@ -22,10 +22,13 @@ pub const DELAY_BUCKETS_SECONDS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.
 pub const BATCH_BUCKETS_RECORDS: &[f64] =
     &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
 
+/// The filter when `RUST_LOG` is unset: rskafka logs every connection at INFO.
+const DEFAULT_LOG_FILTER: &str = "info,rskafka=warn";
+
 /// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`
-/// (default `info`). Safe to call more than once; later calls do nothing.
+/// (default `info`, rskafka at `warn`). Safe to call more than once; later calls do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
