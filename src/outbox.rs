@@ -12,8 +12,8 @@
 //! # Event ids
 //! A reservation has at most one event of each type, so the event id is the
 //! name-based UUID (version 5) of `"<reservation_id>:<type>"` in [`EVENT_NAMESPACE`].
-//! Scripts compute it with `redis.sha1hex`; [`event_id`] is the same function in Rust.
-//! A copy delivered twice therefore keeps its id.
+//! [`event_id`] computes it in Rust and the caller passes it to the script that writes
+//! the event. A copy delivered twice therefore keeps its id.
 
 use std::collections::HashMap;
 

@@ -5,6 +5,7 @@
 --       attempt for voiding (its outcome is unknown and voiding it failed), 5 fingerprint or '',
 --       6 idempotency ttl s
 -- Returns {'returned', 'held'} or {'lost', status} when the hold had moved on.
+-- Runs without the prelude (it needs none of its helpers).
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[3], ARGV[2])
 end

@@ -1,6 +1,6 @@
 -- cancel: the owner releases a hold at once. Repeating it changes nothing.
 -- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox
--- ARGV: 1 reservation id, 2 user id, 3 final record ttl ms
+-- ARGV: 1 reservation id, 2 user id, 3 final record ttl ms, 4 id of the `cancelled` outbox event
 -- Returns {'cancelled', record...} (now or before), or {code}: `not_found` (absent or
 -- someone else's), `confirmed`, `paying`, `expired` (also when held at or after its deadline).
 local record = read_record(KEYS[2])
@@ -22,5 +22,5 @@ if status ~= 'held' then
   return {status}
 end
 release(KEYS[1], KEYS[4], KEYS[3], KEYS[2], ARGV[1], ARGV[2], tonumber(record[5]), 'cancelled', ARGV[3])
-record = append_event(KEYS[5], KEYS[2], ARGV[1], 'cancelled', now)
+record = append_event(KEYS[5], KEYS[2], ARGV[1], ARGV[4], 'cancelled', now)
 return {'cancelled', unpack(record)}

@@ -34,11 +34,11 @@ use super::{
 use crate::auth::UserId;
 use crate::catalog::CategoryId;
 use crate::keyspace::Keyspace;
-use crate::outbox::{MalformedEntry, ReservationEvent};
+use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
 use crate::script::LuaScript;
 
-/// Helpers every reservation script starts with.
+/// Helpers the reservation scripts start with.
 const PRELUDE: &str = include_str!("prelude.lua");
 
 /// A reservation script: the prelude followed by the script's own file.
@@ -46,14 +46,16 @@ pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
     LuaScript::new(name, &format!("{PRELUDE}{body}"))
 }
 
-static RESERVE: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("reserve", include_str!("reserve.lua")));
+// The hot path runs without the prelude, whose top level Redis would run on every call.
+static RESERVE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new("reserve", include_str!("reserve.lua")));
 static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("cancel", include_str!("cancel.lua")));
 static BEGIN_PAYMENT: LazyLock<LuaScript> =
     LazyLock::new(|| with_prelude("begin_payment", include_str!("begin_payment.lua")));
 static FINISH_PAYMENT: LazyLock<LuaScript> =
     LazyLock::new(|| with_prelude("finish_payment", include_str!("finish_payment.lua")));
+// Uses none of the prelude's helpers, so it does not pay for building them.
 static ABANDON_PAYMENT: LazyLock<LuaScript> =
-    LazyLock::new(|| with_prelude("abandon_payment", include_str!("abandon_payment.lua")));
+    LazyLock::new(|| LuaScript::new("abandon_payment", include_str!("abandon_payment.lua")));
 
 /// How long a finished (confirmed, cancelled, expired) record stays readable in Redis.
 pub const FINAL_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -343,7 +345,8 @@ impl ReservationEngine {
             .arg(self.options.outbox_backlog_max)
             .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
             .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
-            .arg(IDEMPOTENCY_TTL_SECONDS);
+            .arg(IDEMPOTENCY_TTL_SECONDS)
+            .arg(outbox::event_id(id.uuid(), EventType::Reserved).to_string());
         let reply: Vec<Option<String>> = RESERVE.run(&invocation, &mut self.redis.clone()).await?;
         reserve_reply(user, request, &reply)
     }
@@ -476,7 +479,8 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(attempt.to_string())
             .arg(payment_id.as_str())
-            .arg(millis(FINAL_RECORD_TTL));
+            .arg(millis(FINAL_RECORD_TTL))
+            .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string());
         let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
         match outcome(&reply) {
             Some("confirmed") => {
@@ -580,7 +584,8 @@ impl ReservationEngine {
             .key(self.keys.outbox(category))
             .arg(id.to_string())
             .arg(user.as_str())
-            .arg(millis(FINAL_RECORD_TTL));
+            .arg(millis(FINAL_RECORD_TTL))
+            .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
         let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
             Some("cancelled") => reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("cancel", &reply)),
@@ -685,17 +690,20 @@ fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::EVENT_NAMESPACE;
 
-    fn namespace_in_prelude() -> Vec<u8> {
-        let line = PRELUDE.lines().find(|line| line.starts_with("local EVENT_NAMESPACE")).unwrap();
-        let quoted = line.split('\'').nth(1).unwrap();
-        quoted.split('\\').filter(|part| !part.is_empty()).map(|digits| digits.parse::<u8>().unwrap()).collect()
+    /// The field names of a script's outbox XADD, in order.
+    fn outbox_fields(script: &str) -> Vec<String> {
+        let call = script.split("redis.call('XADD',").nth(1).unwrap().split(")\n").next().unwrap();
+        let arguments: Vec<&str> = call.split(',').map(str::trim).skip(2).collect();
+        arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect()
     }
 
     #[test]
-    fn the_prelude_uses_the_event_namespace() {
-        assert_eq!(namespace_in_prelude(), EVENT_NAMESPACE.as_bytes());
+    fn reserve_writes_the_outbox_entry_of_the_prelude() {
+        let expected: Vec<&str> =
+            ["id", "type", "occurred_at_ms", "reservation_id"].into_iter().chain(RECORD_FIELDS).collect();
+        assert_eq!(outbox_fields(PRELUDE), expected);
+        assert_eq!(outbox_fields(include_str!("reserve.lua")), expected);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 -- - held or paying but not due: re-indexed under its true deadline;
 -- - final or missing record: dropped from the deadlines.
 -- KEYS: 1 stock, 2 deadlines, 3 holders, 4 outbox, 5 voids, 6.. hold records (same hash tag)
--- ARGV: 1 final record ttl ms, 2.. reservation ids (ARGV[i - 4] belongs to KEYS[i])
+-- ARGV: 1 final record ttl ms, 2.. pairs of reservation id and the id of its `expired` outbox
+--       event (ARGV[2i - 10] and ARGV[2i - 9] belong to KEYS[i])
 -- Returns {delays in ms past the indexed deadline of each released hold, holds returned
 -- to held, stale ids dropped, ids dropped whose record was missing, attempts queued for
 -- voiding (so the caller can void them at once)}.
@@ -17,7 +18,7 @@ local returned, stale, missing = 0, 0, 0
 local queued = {}
 for index = 6, #KEYS do
   local hold = KEYS[index]
-  local reservation_id = ARGV[index - 4]
+  local reservation_id = ARGV[2 * index - 10]
   local deadline = redis.call('ZSCORE', KEYS[2], reservation_id)
   if deadline and tonumber(deadline) <= now then
     local current = redis.call('HMGET', hold, 'status', 'user_id', 'quantity', 'expires_at_ms',
@@ -45,7 +46,7 @@ for index = 6, #KEYS do
         end
         release(KEYS[1], KEYS[3], KEYS[2], hold, reservation_id, current[2], tonumber(current[3]), 'expired',
           ARGV[1])
-        append_event(KEYS[4], hold, reservation_id, 'expired', now)
+        append_event(KEYS[4], hold, reservation_id, ARGV[2 * index - 9], 'expired', now)
         delays[#delays + 1] = int(now - tonumber(deadline))
       end
     else

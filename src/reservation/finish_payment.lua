@@ -2,7 +2,8 @@
 -- with this attempt; otherwise (the reaper took it back after `paying_until_ms`) the
 -- attempt is queued for voiding in the same script, so the charge cannot stand.
 -- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 outbox, 5 voids
--- ARGV: 1 reservation id, 2 attempt id, 3 payment id, 4 final record ttl ms
+-- ARGV: 1 reservation id, 2 attempt id, 3 payment id, 4 final record ttl ms, 5 id of the
+--       `confirmed` outbox event
 -- Returns {'confirmed', record...} (also when this attempt already confirmed it: a
 -- retried call) or {'lost', status}.
 local current = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'quantity')
@@ -21,4 +22,4 @@ redis.call('HSET', KEYS[2], 'status', 'confirmed', 'confirmed_at_ms', int(now), 
 redis.call('HDEL', KEYS[2], 'paying_until_ms')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
-return {'confirmed', unpack(append_event(KEYS[4], KEYS[2], ARGV[1], 'confirmed', now))}
+return {'confirmed', unpack(append_event(KEYS[4], KEYS[2], ARGV[1], ARGV[5], 'confirmed', now))}

@@ -1,5 +1,7 @@
--- prelude: helpers shared by every reservation script; concatenated before each one
--- at compile time, so a script stays one EVALSHA.
+-- prelude: helpers shared by the reservation scripts; concatenated before each one
+-- that uses them at compile time, so a script stays one EVALSHA. Redis runs this top
+-- level on every call, so it only defines what is cheap to build; `reserve`, the hot
+-- path, does without it.
 --
 -- A hold record (P:{c:C}:hold:R) has the fields of RECORD_FIELDS, plus `attempt` and
 -- `paying_until_ms` while a payment runs. Stored statuses: held, paying, confirmed,
@@ -24,33 +26,21 @@ local function read_record(hold)
   return redis.call('HMGET', hold, unpack(RECORD_FIELDS))
 end
 
--- The 16 bytes of outbox::EVENT_NAMESPACE (a unit test keeps them in step).
-local EVENT_NAMESPACE = '\111\028\043\126\093\074\076\059\154\143\030\045\060\075\090\105'
-
--- UUID version 5 of "<reservation id>:<kind>" in EVENT_NAMESPACE, as outbox::event_id.
-local function event_id(reservation_id, kind)
-  local hex = redis.sha1hex(EVENT_NAMESPACE .. reservation_id .. ':' .. kind)
-  local variant = string.format('%x', 8 + tonumber(string.sub(hex, 17, 17), 16) % 4)
-  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-5' .. string.sub(hex, 14, 16) .. '-'
-    .. variant .. string.sub(hex, 18, 20) .. '-' .. string.sub(hex, 21, 32)
-end
-
--- Appends the event of a state change that this script has just written; `record`
--- holds the reservation as it is now, in RECORD_FIELDS order. Same script, so the
--- change and its event exist together or not at all.
-local function append_record_event(outbox, reservation_id, kind, now, record)
+-- Appends the event of a state change that this script has just written, with the
+-- reservation as the hold now holds it (the field list of src/outbox.rs; reserve.lua
+-- writes the same entry inline). Same script, so the change and its event exist
+-- together or not at all. `event_id` is outbox::event_id of the reservation and
+-- `kind`, computed by the caller in Rust and passed in ARGV. Returns the record, in
+-- RECORD_FIELDS order.
+local function append_event(outbox, hold, reservation_id, event_id, kind, now)
+  local record = read_record(hold)
   redis.call('XADD', outbox, '*',
-    'id', event_id(reservation_id, kind), 'type', kind, 'occurred_at_ms', int(now),
+    'id', event_id, 'type', kind, 'occurred_at_ms', int(now),
     'reservation_id', reservation_id, 'status', record[1], 'user_id', record[2], 'event_id', record[3],
     'category_id', record[4], 'quantity', record[5], 'amount', record[6], 'currency', record[7],
     'created_at_ms', record[8], 'expires_at_ms', record[9],
     'confirmed_at_ms', record[10] or '', 'payment_id', record[11] or '')
   return record
-end
-
--- As append_record_event, reading the record from the hold; returns it.
-local function append_event(outbox, hold, reservation_id, kind, now)
-  return append_record_event(outbox, reservation_id, kind, now, read_record(hold))
 end
 
 -- Returns a hold's tickets to `available` and ends it with `status` (cancelled or

@@ -21,10 +21,12 @@ use redis::aio::ConnectionManager;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::engine::{FINAL_RECORD_TTL, ReservationEngine, ReservationError, with_prelude};
 use crate::catalog::CategoryId;
 use crate::keyspace::Keyspace;
+use crate::outbox::{self, EventType};
 use crate::payment::{AttemptId, PaymentGateway};
 use crate::script::LuaScript;
 
@@ -230,7 +232,10 @@ impl Reaper {
         }
         invocation.arg(FINAL_RECORD_TTL.as_millis() as u64);
         for id in due {
-            invocation.arg(id);
+            // An id that is not a UUID has no hold record to release, so its event id is
+            // never written.
+            let event = Uuid::try_parse(id).map(|uuid| outbox::event_id(uuid, EventType::Expired).to_string());
+            invocation.arg(id).arg(event.unwrap_or_default());
         }
         let (delays, returned, stale, missing, queued): (Vec<i64>, usize, usize, usize, Vec<String>) =
             EXPIRE.run(&invocation, &mut self.redis.clone()).await?;

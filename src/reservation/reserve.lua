@@ -2,9 +2,12 @@
 -- event, the sale window, the outbox backlog, the stock level and the per-user cap
 -- before the first write (Redis scripts do not roll back), then writes the hold, its
 -- deadline, its `reserved` event and the idempotency record together.
+-- The hot path: it runs without the prelude (whose top level Redis would run on every
+-- call) and keeps its redis.call count and garbage low.
 -- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 idempotency record (optional)
 -- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms, 6 hold record ttl ms,
---       7 outbox backlog max, 8 event id or '', 9 request fingerprint or '', 10 idempotency ttl s
+--       7 outbox backlog max, 8 event id or '', 9 request fingerprint or '', 10 idempotency ttl s,
+--       11 id of the `reserved` outbox event (outbox::event_id)
 -- Returns {outcome, replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms}: outcome `held` (with the fields) or a refusal code (without them), both stored
 -- for idempotent requests; `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog`,
@@ -22,7 +25,7 @@ if idempotency then
 end
 
 local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',
-  'sale_starts_at_ms', 'sale_ends_at_ms')
+  'sale_starts_at_ms', 'sale_ends_at_ms', 'held')
 if not stock[1] then
   return {'stock_missing', '0'}
 end
@@ -30,7 +33,9 @@ if stock[1] ~= 'open' then
   return {'stock_pending', '0'}
 end
 
-local now = now_ms()
+-- Redis server time in ms: the only clock any expiry decision uses.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local user = ARGV[2]
 local quantity = tonumber(ARGV[4])
 local refusal
@@ -42,11 +47,12 @@ elseif stock[8] ~= '' and now >= tonumber(stock[8]) then
   refusal = 'sale_closed'
 end
 local amount = tonumber(stock[5]) * quantity
+local available = tonumber(stock[3])
 if not refusal then
   if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
     return {'outbox_backlog', '0'}
   end
-  if tonumber(stock[3]) < quantity then
+  if available < quantity then
     refusal = 'sold_out'
   elseif tonumber(redis.call('HGET', KEYS[4], user) or '0') + quantity > tonumber(stock[4]) then
     refusal = 'limit_exceeded'
@@ -64,11 +70,13 @@ if refusal then
 end
 
 local reservation_id = ARGV[1]
-local created = int(now)
-local expires = int(now + tonumber(ARGV[5]))
-local amount_text = int(amount)
-redis.call('HINCRBY', KEYS[1], 'available', -quantity)
-redis.call('HINCRBY', KEYS[1], 'held', quantity)
+-- string.format('%d'): Lua's own number formatting switches to exponents past 14 digits.
+local created = string.format('%d', now)
+local expires = string.format('%d', now + tonumber(ARGV[5]))
+local amount_text = string.format('%d', amount)
+-- One HSET for both levels: the script reads and writes them atomically.
+redis.call('HSET', KEYS[1], 'available', string.format('%d', available - quantity),
+  'held', string.format('%d', (tonumber(stock[9]) or 0) + quantity))
 redis.call('HINCRBY', KEYS[4], user, quantity)
 redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock[2], 'category_id', ARGV[3],
   'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
@@ -77,8 +85,13 @@ redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock
 -- always read what it releases.
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], expires, reservation_id)
-append_record_event(KEYS[5], reservation_id, 'reserved', now,
-  {'held', user, stock[2], ARGV[3], ARGV[4], amount_text, stock[6], created, expires, false, false})
+-- The outbox entry of src/outbox.rs, as the prelude's append_event writes it.
+redis.call('XADD', KEYS[5], '*',
+  'id', ARGV[11], 'type', 'reserved', 'occurred_at_ms', created,
+  'reservation_id', reservation_id, 'status', 'held', 'user_id', user, 'event_id', stock[2],
+  'category_id', ARGV[3], 'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6],
+  'created_at_ms', created, 'expires_at_ms', expires,
+  'confirmed_at_ms', '', 'payment_id', '')
 if idempotency then
   redis.call('HSET', idempotency, 'fingerprint', ARGV[9], 'outcome', 'held', 'reservation_id', reservation_id,
     'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
