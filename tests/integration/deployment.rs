@@ -233,20 +233,7 @@ fn compose_ports_and_addresses_are_consistent() {
     assert!(nginx.contains(&format!("listen {gateway_port};")), "nginx listens on the published port");
     assert!(healthcheck(gateway).contains(&format!("127.0.0.1:{gateway_port}/")));
 
-    let prometheus = yaml("prometheus/prometheus.yml");
-    let mut scraped = BTreeMap::new();
-    for job in prometheus["scrape_configs"].as_array().expect("scrape_configs") {
-        for discovery in job["dns_sd_configs"].as_array().into_iter().flatten() {
-            for name in discovery["names"].as_array().unwrap() {
-                scraped.insert(scalar(name), discovery["port"].as_u64().unwrap() as u16);
-            }
-        }
-        for group in job["static_configs"].as_array().into_iter().flatten() {
-            for target in group["targets"].as_array().unwrap() {
-                scraped.insert(host_of(&scalar(target)), port_of(&scalar(target)));
-            }
-        }
-    }
+    let scraped = scrape_targets(&yaml("prometheus/prometheus.yml"));
     assert_eq!(scraped.get("api"), Some(&api_port), "prometheus scrapes every api replica on LISTEN_ADDR's port");
     assert_eq!(scraped.get("worker"), Some(&worker_port), "prometheus scrapes the worker on METRICS_ADDR's port");
     for host in scraped.keys() {
@@ -283,6 +270,24 @@ fn compose_ports_and_addresses_are_consistent() {
             assert!(published.insert(host_port.clone()), "host port {host_port} published twice");
         }
     }
+}
+
+/// Every host Prometheus scrapes, with its port (static targets and DNS discovery).
+fn scrape_targets(prometheus: &Value) -> BTreeMap<String, u16> {
+    let mut scraped = BTreeMap::new();
+    for job in prometheus["scrape_configs"].as_array().expect("scrape_configs") {
+        for discovery in job["dns_sd_configs"].as_array().into_iter().flatten() {
+            for name in discovery["names"].as_array().unwrap() {
+                scraped.insert(scalar(name), discovery["port"].as_u64().unwrap() as u16);
+            }
+        }
+        for group in job["static_configs"].as_array().into_iter().flatten() {
+            for target in group["targets"].as_array().unwrap() {
+                scraped.insert(host_of(&scalar(target)), port_of(&scalar(target)));
+            }
+        }
+    }
+    scraped
 }
 
 fn environment_of(compose: &Value, name: &str) -> BTreeMap<String, String> {
@@ -413,7 +418,34 @@ fn exported_metrics() -> BTreeSet<String> {
 
 /// Metric names in a PromQL expression: identifiers that are not functions, keywords,
 /// grouping labels, label matchers, ranges, strings or numbers.
-fn promql_metrics(expression: &str) -> BTreeSet<String> {
+// Aggregations may put `by (...)` between their name and their parentheses.
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+];
+const GROUPING: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+
+/// The expression with label matchers, ranges and strings blanked out, so only names remain.
+fn strip_matchers_and_strings(expression: &str) -> String {
     let mut stripped = String::new();
     let mut closing: Option<char> = None;
     for character in expression.chars() {
@@ -432,31 +464,11 @@ fn promql_metrics(expression: &str) -> BTreeSet<String> {
         }
         stripped.push(' ');
     }
-    // Aggregations may put `by (...)` between their name and their parentheses.
-    const KEYWORDS: &[&str] = &[
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "inf",
-        "nan",
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "group",
-        "stddev",
-        "stdvar",
-        "count",
-        "count_values",
-        "bottomk",
-        "topk",
-        "quantile",
-        "limitk",
-        "limit_ratio",
-    ];
-    const GROUPING: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+    stripped
+}
+
+fn promql_metrics(expression: &str) -> BTreeSet<String> {
+    let stripped = strip_matchers_and_strings(expression);
     let characters: Vec<char> = stripped.chars().collect();
     let mut names = BTreeSet::new();
     let mut index = 0;
