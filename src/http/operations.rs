@@ -46,17 +46,19 @@ pub async fn health(_state: &AppState, _request: RequestContext) -> HandlerResul
 pub async fn ready(state: &AppState, _request: RequestContext) -> HandlerResult {
     let mut redis = state.redis.clone();
     let ping = redis::cmd("PING");
-    let redis_probe = tokio::time::timeout(READY_PROBE_TIMEOUT, ping.query_async::<String>(&mut redis));
-    match redis_probe.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => return Err(ApiError::unavailable(format!("redis: {error}"))),
-        Err(_) => return Err(ApiError::unavailable("redis did not answer in time")),
-    }
-    let postgres_probe = tokio::time::timeout(READY_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.database));
-    match postgres_probe.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => return Err(ApiError::unavailable(format!("postgres: {error}"))),
-        Err(_) => return Err(ApiError::unavailable("postgres did not answer in time")),
-    }
+    probe("redis", ping.query_async::<String>(&mut redis)).await?;
+    probe("postgres", sqlx::query("SELECT 1").execute(&state.database)).await?;
     Ok(json::response(StatusCode::OK, &Status { status: "ready" }))
+}
+
+/// Waits at most [`READY_PROBE_TIMEOUT`] for one dependency's answer; 503 otherwise.
+async fn probe<T, E: std::fmt::Display>(
+    dependency: &str,
+    check: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(), ApiError> {
+    match tokio::time::timeout(READY_PROBE_TIMEOUT, check).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(ApiError::unavailable(format!("{dependency}: {error}"))),
+        Err(_) => Err(ApiError::unavailable(format!("{dependency} did not answer in time"))),
+    }
 }

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::UserId;
-use crate::catalog::PAGE_LIMIT_MAX;
+use crate::catalog::{CategoryId, PAGE_LIMIT_MAX};
 use crate::reservation::{Reservation, ReservationStatus};
 
 #[derive(sqlx::FromRow)]
@@ -61,4 +61,12 @@ pub async fn find_reservation(database: &PgPool, id: Uuid) -> Result<Option<Rese
     let row: Option<ReservationRow> =
         sqlx::query_as(include_str!("select_reservation.sql")).bind(id).fetch_optional(database).await?;
     row.map(ReservationRow::into_reservation).transpose()
+}
+
+/// The held and confirmed reservations of a category, oldest id first: what a rebuilt
+/// stock must account for (`worker reconcile --repair`).
+pub async fn open_reservations(database: &PgPool, category: CategoryId) -> Result<Vec<Reservation>, sqlx::Error> {
+    let rows: Vec<ReservationRow> =
+        sqlx::query_as(include_str!("open_reservations.sql")).bind(category.get()).fetch_all(database).await?;
+    rows.into_iter().map(ReservationRow::into_reservation).collect()
 }

@@ -38,13 +38,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::catalog::CategoryId;
 use crate::config::{ReconcileArgs, WorkerConfig};
 use crate::keyspace::Keyspace;
 use crate::lua_script;
 use crate::persistence::{self, PersistenceError};
+use crate::reservation::{Reservation, ReservationStatus};
 use crate::stock::{Levels, Stock, StockError};
 use crate::{api, kafka};
 
@@ -236,20 +236,6 @@ struct CategoryTerms {
     max_per_user: i64,
     sale_starts_at: Option<DateTime<Utc>>,
     sale_ends_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct OpenReservation {
-    id: Uuid,
-    user_id: String,
-    status: String,
-    quantity: i64,
-    amount: i64,
-    currency: String,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    confirmed_at: Option<DateTime<Utc>>,
-    payment_id: Option<String>,
 }
 
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
@@ -444,16 +430,17 @@ async fn repair(
     terms: &CategoryTerms,
 ) -> Result<bool, ReconcileError> {
     let category = CategoryId::new(terms.id).expect("stored category ids are valid");
-    let open: Vec<OpenReservation> =
-        sqlx::query_as(include_str!("open_reservations.sql")).bind(terms.id).fetch_all(database).await?;
+    let open = persistence::reservations::open_reservations(database, category).await?;
     let mut redis = redis.clone();
     restore_confirmed_records(&mut redis, keys, terms, &open).await?;
     let mut holders: BTreeMap<&str, i64> = BTreeMap::new();
     for reservation in &open {
         *holders.entry(reservation.user_id.as_str()).or_default() += reservation.quantity;
     }
-    let sold: i64 = open.iter().filter(|reservation| reservation.status == "confirmed").map(|r| r.quantity).sum();
-    let held: Vec<&OpenReservation> = open.iter().filter(|reservation| reservation.status == "held").collect();
+    let sold: i64 =
+        open.iter().filter(|reservation| reservation.status == ReservationStatus::Confirmed).map(|r| r.quantity).sum();
+    let held: Vec<&Reservation> =
+        open.iter().filter(|reservation| reservation.status == ReservationStatus::Held).collect();
     let mut invocation = REPAIR_STOCK.prepare();
     invocation.key(keys.stock(category)).key(keys.holders(category)).key(keys.deadlines(category));
     invocation
@@ -505,11 +492,11 @@ async fn restore_confirmed_records(
     redis: &mut ConnectionManager,
     keys: &Keyspace,
     terms: &CategoryTerms,
-    open: &[OpenReservation],
+    open: &[Reservation],
 ) -> Result<(), ReconcileError> {
     let category = CategoryId::new(terms.id).expect("stored category ids are valid");
-    let confirmed: Vec<&OpenReservation> =
-        open.iter().filter(|reservation| reservation.status == "confirmed").collect();
+    let confirmed: Vec<&Reservation> =
+        open.iter().filter(|reservation| reservation.status == ReservationStatus::Confirmed).collect();
     for chunk in confirmed.chunks(RESTORE_CHUNK_RECORDS) {
         let mut pipe = redis::pipe();
         for reservation in chunk {
