@@ -116,9 +116,15 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisE
 pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<RunningApi, StartError> {
     let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
     let jwt = Jwt::new(&secret);
-    let relay = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
+    let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
     let database = persistence::connect_and_migrate(&config.database_url, config.database_connections_max).await?;
     let redis = connect_redis(&config.redis_url).await?;
+    // The relay's large stream reads get a connection of their own, so parsing them
+    // never holds up the replies of the request path.
+    let relay = match relay_options {
+        Some(options) => Some((connect_redis(&config.redis_url).await?, options)),
+        None => None,
+    };
     let keys = Keyspace::new(config.redis_key_prefix.clone());
     let stock = Stock::new(redis.clone(), keys.clone());
     let catalog = Catalog::new(database.clone(), stock.clone());
@@ -149,7 +155,7 @@ async fn serve_until_shutdown(
     state: Arc<AppState>,
     listener: TcpListener,
     options: ServerOptions,
-    relay: Option<RelayOptions>,
+    relay: Option<(ConnectionManager, RelayOptions)>,
     reaper: Option<Reaper>,
     shutdown: CancellationToken,
 ) {
@@ -160,8 +166,8 @@ async fn serve_until_shutdown(
     // The relay stops after the HTTP server has drained, so it flushes the events of
     // the last requests; anything it cannot flush stays in the outbox for the next relay.
     let relay_stop = CancellationToken::new();
-    if let Some(relay) = relay {
-        background.spawn(relay::run(state.redis.clone(), state.keys.clone(), relay, relay_stop.clone()));
+    if let Some((redis, relay)) = relay {
+        background.spawn(relay::run(redis, state.keys.clone(), relay, relay_stop.clone()));
     }
     background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
     background.spawn(telemetry::sampler::run(

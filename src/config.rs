@@ -124,7 +124,7 @@ pub struct ApiConfig {
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub kafka_partitions: i32,
 
-    /// Most outbox entries the relay reads and publishes per category in one batch.
+    /// Most outbox entries the relay reads per category in one round (a round publishes all its categories together).
     #[arg(long, env = "RELAY_BATCH_RECORDS_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub relay_batch_records_max: u32,
 

@@ -4,15 +4,21 @@
 //! # How an entry travels
 //! 1. A Lua script appends the event to the category's stream in the same script as
 //!    the state change, so an event exists for every change a client was told about.
-//! 2. The relay that holds the category's [`lease`] reads the oldest entries
-//!    (`XRANGE - + COUNT RELAY_BATCH_RECORDS_MAX`), keys each record by reservation id
-//!    and produces each partition's records in one LZ4-compressed request, in stream order.
-//! 3. Only entries whose produce the broker acknowledged are deleted (`XDEL`). A crash
-//!    before that leaves them in the stream; the next lease holder publishes them again
-//!    with the same event ids (duplicates are allowed; the worker drops them).
+//! 2. Each process runs one relay loop over the categories whose [`lease`] it holds.
+//!    A round reads the oldest entries of every such stream in one pipelined round
+//!    trip (`XRANGE - + COUNT RELAY_BATCH_RECORDS_MAX` each), keys each record by
+//!    reservation id and produces each partition's records of all categories in one
+//!    LZ4-compressed request, each stream's records in stream order. One round makes
+//!    at most one produce request per partition, however many categories are on sale.
+//! 3. Then each stream is trimmed (`XTRIM MINID`) up to its first entry whose produce
+//!    failed, or past the last entry read when all were acknowledged; whole stream
+//!    nodes are freed at once, where deleting id by id (`XDEL`) seeks each entry. A
+//!    crash before the trim leaves the entries in the stream; the next lease holder
+//!    publishes them again with the same event ids (duplicates are allowed; the
+//!    worker drops them), as it does with acknowledged entries that sat behind a failed one.
 //!
 //! Per-reservation order holds because a reservation's events are all in one stream
-//! (its category's), one relay at a time reads that stream oldest first, a batch is
+//! (its category's), one relay at a time reads that stream oldest first, a round is
 //! finished before the next is read, and all of a reservation's records go to one
 //! partition. After a partial failure the unacknowledged entries stay at the head of
 //! the stream and go out before anything newer.
@@ -25,13 +31,12 @@
 pub mod lease;
 pub mod publisher;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::catalog::CategoryId;
 use crate::config::ApiConfig;
@@ -40,7 +45,7 @@ use crate::keyspace::Keyspace;
 use crate::outbox::ReservationEvent;
 use crate::retry::{Backoff, sleep_unless_stopped};
 use lease::Lease;
-use publisher::{Broker, Outgoing, PublisherOptions};
+use publisher::{Broker, EncodedBatch, Origin, Outgoing, PublisherOptions};
 
 /// How often the relay looks for categories whose outbox nobody relays.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,9 +71,9 @@ pub enum RelayError {
 pub struct RelayOptions {
     /// Where to publish.
     pub publisher: PublisherOptions,
-    /// Most entries per category per batch.
+    /// Most entries read per category per round.
     pub batch_records_max: usize,
-    /// Pause after a batch that was not full.
+    /// Pause after a round in which no stream was full.
     pub linger: Duration,
     /// Longest pause between reads of an empty stream.
     pub idle_interval: Duration,
@@ -124,97 +129,67 @@ pub async fn run(redis: ConnectionManager, keys: Keyspace, options: RelayOptions
         }
     }
     let token = uuid::Uuid::new_v4().to_string();
-    let active: Arc<Mutex<HashSet<i64>>> = Arc::default();
-    let tasks = TaskTracker::new();
-    let mut ticker = tokio::time::interval(DISCOVERY_INTERVAL);
-    let mut discovery_redis = redis.clone();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        let categories: Vec<i64> =
-            match redis::cmd("SMEMBERS").arg(keys.categories()).query_async(&mut discovery_redis).await {
-                Ok(categories) => categories,
-                Err(error) => {
-                    tracing::warn!(%error, "relay cannot list categories; retrying");
-                    continue;
-                }
-            };
-        for category in categories.into_iter().filter_map(CategoryId::new) {
-            if active.lock().expect("not poisoned").contains(&category.get()) {
-                continue;
-            }
-            let lease = Lease::new(keys.relay_lease(category), token.clone(), options.lease_ttl);
-            match lease.acquire(&mut discovery_redis).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, "relay cannot take a lease; retrying");
-                    break;
-                }
-            }
-            active.lock().expect("not poisoned").insert(category.get());
-            let relay = CategoryRelay {
-                category,
-                stream: keys.outbox(category),
-                lease,
-                redis: redis.clone(),
-                broker: broker.clone(),
-                options: options.clone(),
-            };
-            let (active, stop) = (active.clone(), stop.clone());
-            tasks.spawn(async move {
-                relay.run(&stop).await;
-                active.lock().expect("not poisoned").remove(&category.get());
-            });
-        }
-    }
-    tasks.close();
-    tasks.wait().await;
+    let mut relay = Relay { redis, keys, options, broker, token, streams: Vec::new() };
+    relay.run(&stop).await;
     tracing::info!("relay stopped");
 }
 
-/// The relay of one category's stream, while this process holds its lease.
-struct CategoryRelay {
+/// A category's outbox stream while this process holds its lease.
+struct LeasedStream {
     category: CategoryId,
-    stream: String,
+    key: String,
     lease: Lease,
-    redis: ConnectionManager,
-    broker: Arc<Broker>,
-    options: RelayOptions,
+    renewed_at: Instant,
 }
 
-impl CategoryRelay {
-    async fn run(mut self, stop: &CancellationToken) {
-        tracing::info!(category = self.category.get(), "relaying outbox");
-        let mut renewed_at = Instant::now();
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Round {
+    /// Entries read from all streams.
+    read: usize,
+    /// Whether some stream had at least a full batch, so there is more to read at once.
+    full: bool,
+}
+
+/// The entries a round read from one stream, oldest first.
+struct StreamEntries {
+    ids: Vec<String>,
+}
+
+/// This process's relay: the streams it holds leases on and the broker connection.
+struct Relay {
+    redis: ConnectionManager,
+    keys: Keyspace,
+    options: RelayOptions,
+    broker: Arc<Broker>,
+    token: String,
+    streams: Vec<LeasedStream>,
+}
+
+impl Relay {
+    async fn run(&mut self, stop: &CancellationToken) {
+        let mut discovered_at: Option<Instant> = None;
         let mut idle_pause = self.options.linger;
         let mut backoff = Backoff::new(self.options.backoff_max);
         while !stop.is_cancelled() {
-            if renewed_at.elapsed() >= self.lease.renew_interval() {
-                match self.lease.renew(&mut self.redis).await {
-                    Ok(true) => renewed_at = Instant::now(),
-                    Ok(false) => {
-                        tracing::warn!(category = self.category.get(), "relay lease taken over; stopping");
-                        return;
-                    }
-                    Err(error) => tracing::warn!(%error, "relay cannot renew its lease; retrying"),
-                }
+            if discovered_at.is_none_or(|at| at.elapsed() >= DISCOVERY_INTERVAL) {
+                self.discover().await;
+                discovered_at = Some(Instant::now());
             }
-            let pause = match self.relay_batch().await {
-                Ok(0) => {
+            self.renew_leases().await;
+            let pause = match self.relay_round().await {
+                Ok(round) if round.read == 0 => {
                     let pause = idle_pause;
                     idle_pause = (idle_pause * 2).min(self.options.idle_interval);
                     pause
                 }
-                Ok(published) => {
+                Ok(round) => {
                     backoff.reset();
                     idle_pause = self.options.linger;
-                    if published >= self.options.batch_records_max { Duration::ZERO } else { self.options.linger }
+                    if round.full { Duration::ZERO } else { self.options.linger }
                 }
                 Err(error) => {
-                    tracing::warn!(category = self.category.get(), %error, "relay round failed; backing off");
+                    tracing::warn!(%error, "relay round failed; backing off");
                     backoff.next_pause()
                 }
             };
@@ -225,94 +200,158 @@ impl CategoryRelay {
         self.flush_and_release().await;
     }
 
-    /// On shutdown: publish what is in the stream while rounds succeed and stay full,
-    /// then release the lease so another process takes over at once. Whatever is left
-    /// stays in the stream for the next lease holder.
+    /// Takes the lease of every category whose outbox nobody relays.
+    async fn discover(&mut self) {
+        let categories: Vec<i64> =
+            match redis::cmd("SMEMBERS").arg(self.keys.categories()).query_async(&mut self.redis).await {
+                Ok(categories) => categories,
+                Err(error) => {
+                    tracing::warn!(%error, "relay cannot list categories; retrying");
+                    return;
+                }
+            };
+        for category in categories.into_iter().filter_map(CategoryId::new) {
+            if self.streams.iter().any(|stream| stream.category == category) {
+                continue;
+            }
+            let lease = Lease::new(self.keys.relay_lease(category), self.token.clone(), self.options.lease_ttl);
+            match lease.acquire(&mut self.redis).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "relay cannot take a lease; retrying");
+                    return;
+                }
+            }
+            tracing::info!(category = category.get(), "relaying outbox");
+            let key = self.keys.outbox(category);
+            self.streams.push(LeasedStream { category, key, lease, renewed_at: Instant::now() });
+        }
+    }
+
+    /// Renews the leases that are due; drops the streams whose lease another process took.
+    async fn renew_leases(&mut self) {
+        let mut index = 0;
+        while index < self.streams.len() {
+            let stream = &mut self.streams[index];
+            if stream.renewed_at.elapsed() >= stream.lease.renew_interval() {
+                match stream.lease.renew(&mut self.redis).await {
+                    Ok(true) => stream.renewed_at = Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!(category = stream.category.get(), "relay lease taken over; stopping");
+                        self.streams.swap_remove(index);
+                        continue;
+                    }
+                    Err(error) => tracing::warn!(%error, "relay cannot renew its lease; retrying"),
+                }
+            }
+            index += 1;
+        }
+    }
+
+    /// On shutdown: publish what is in the streams while rounds succeed and some stream
+    /// stays full, then release the leases so another process takes over at once.
+    /// Whatever is left stays in the streams for the next lease holder.
     async fn flush_and_release(&mut self) {
         loop {
-            match self.relay_batch().await {
-                Ok(published) if published >= self.options.batch_records_max => continue,
+            match self.relay_round().await {
+                Ok(round) if round.full => continue,
                 Ok(_) => break,
                 Err(error) => {
-                    tracing::warn!(category = self.category.get(), %error, "relay flush on shutdown failed");
+                    tracing::warn!(%error, "relay flush on shutdown failed");
                     break;
                 }
             }
         }
-        if let Err(error) = self.lease.release(&mut self.redis).await {
-            tracing::warn!(%error, "relay cannot release its lease; it lapses by itself");
+        for stream in &self.streams {
+            if let Err(error) = stream.lease.release(&mut self.redis).await {
+                tracing::warn!(%error, "relay cannot release its lease; it lapses by itself");
+            }
         }
     }
 
-    /// One round: read the oldest entries, publish, delete what was acknowledged.
-    /// Returns how many entries were read and published.
-    async fn relay_batch(&mut self) -> Result<usize, RelayError> {
-        let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-            .arg(&self.stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(self.options.batch_records_max)
-            .query_async(&mut self.redis)
-            .await?;
-        if entries.is_empty() {
-            return Ok(0);
+    /// One round: read the oldest entries of every leased stream, publish them, trim
+    /// what was acknowledged.
+    async fn relay_round(&mut self) -> Result<Round, RelayError> {
+        if self.streams.is_empty() {
+            return Ok(Round::default());
         }
-        let read = entries.len();
+        let mut pipe = redis::pipe();
+        for stream in &self.streams {
+            pipe.cmd("XRANGE").arg(&stream.key).arg("-").arg("+").arg("COUNT").arg(self.options.batch_records_max);
+        }
+        let replies: Vec<Vec<(String, Vec<String>)>> = pipe.query_async(&mut self.redis).await?;
+        let read: usize = replies.iter().map(Vec::len).sum();
+        let full = replies.iter().any(|entries| entries.len() >= self.options.batch_records_max);
+        if read == 0 {
+            return Ok(Round { read, full });
+        }
         let publisher = self.broker.publisher().await?;
-        let mut batch = Vec::with_capacity(read);
-        for (entry_id, flat) in entries {
-            let fields = field_map(flat);
-            match ReservationEvent::from_fields(&fields) {
-                Ok(event) => batch.push(Outgoing { entry_id, event }),
-                Err(error) => self.dead_letter(&entry_id, &fields, &error.to_string()).await?,
-            }
+        let partition_count = publisher.partition_count();
+        // Parsing and encoding a round is the relay's CPU work; a blocking thread keeps
+        // it from delaying the requests queued on the async workers.
+        let prepared = tokio::task::spawn_blocking(move || prepare(replies, partition_count))
+            .await
+            .expect("preparing a round does not panic");
+        for malformed in &prepared.malformed {
+            self.dead_letter(malformed).await?;
         }
+        let (batch, read_entries) = (prepared.batch, prepared.read_entries);
         metrics::histogram!("relay_batch_records").record(batch.len() as f64);
         let started = Instant::now();
         let outcomes = publisher.publish(batch).await;
         metrics::histogram!("relay_publish_duration_seconds").record(started.elapsed().as_secs_f64());
-        let mut acknowledged = Vec::new();
+        let mut first_failed: Vec<Option<usize>> = vec![None; read_entries.len()];
+        let mut acknowledged = 0;
         let mut failure = None;
         for outcome in outcomes {
             match outcome.result {
-                Ok(()) => acknowledged.extend(outcome.entry_ids),
+                Ok(()) => acknowledged += outcome.origins.len(),
                 Err(error) => {
                     metrics::counter!("relay_publish_errors_total").increment(1);
                     tracing::debug!(partition = outcome.partition, %error, "produce failed");
+                    for origin in outcome.origins {
+                        let first = &mut first_failed[origin.stream];
+                        *first = Some(first.map_or(origin.position, |first| first.min(origin.position)));
+                    }
                     failure = Some(error);
                 }
             }
         }
-        self.delete_acknowledged(&acknowledged).await?;
-        if let Some(error) = failure {
+        if failure.is_some() {
             self.broker.discard(&publisher).await;
+        }
+        self.trim(&read_entries, &first_failed).await?;
+        metrics::counter!("relay_events_published_total").increment(acknowledged as u64);
+        if let Some(error) = failure {
             return Err(error.into());
         }
-        Ok(read)
+        Ok(Round { read, full })
     }
 
-    /// Deletes published entries (the telemetry sampler reports the backlog).
-    async fn delete_acknowledged(&mut self, entry_ids: &[String]) -> Result<(), RelayError> {
-        if entry_ids.is_empty() {
-            return Ok(());
+    /// Trims each stream up to its first failed entry, or past its last entry read.
+    async fn trim(&mut self, read_entries: &[StreamEntries], first_failed: &[Option<usize>]) -> Result<(), RelayError> {
+        let mut pipe = redis::pipe();
+        let mut trims = 0;
+        for (stream, entries) in read_entries.iter().enumerate() {
+            let Some(threshold) = trim_threshold(&entries.ids, first_failed[stream]) else { continue };
+            pipe.cmd("XTRIM").arg(&self.streams[stream].key).arg("MINID").arg(threshold).ignore();
+            trims += 1;
         }
-        let _: i64 = redis::cmd("XDEL").arg(&self.stream).arg(entry_ids).query_async(&mut self.redis).await?;
-        metrics::counter!("relay_events_published_total").increment(entry_ids.len() as u64);
+        if trims > 0 {
+            let () = pipe.query_async(&mut self.redis).await?;
+        }
         Ok(())
     }
 
     /// Moves an entry that is not a valid event (a bug in a script) to the category's
     /// dead-letter stream `…:outbox:dead`, atomically, so it neither blocks the stream
     /// nor disappears.
-    async fn dead_letter(
-        &mut self,
-        entry_id: &str,
-        fields: &HashMap<String, String>,
-        reason: &str,
-    ) -> Result<(), RelayError> {
+    async fn dead_letter(&mut self, malformed: &Malformed) -> Result<(), RelayError> {
+        let Malformed { stream, entry_id, fields, reason } = malformed;
+        let stream = &self.streams[*stream];
         tracing::error!(
-            category = self.category.get(),
+            category = stream.category.get(),
             entry_id,
             reason,
             ?fields,
@@ -321,14 +360,75 @@ impl CategoryRelay {
         metrics::counter!("relay_malformed_entries_total").increment(1);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let add = pipe.cmd("XADD").arg(format!("{}:dead", self.stream)).arg("*");
+        let add = pipe.cmd("XADD").arg(format!("{}:dead", stream.key)).arg("*");
         add.arg("entry_id").arg(entry_id).arg("reason").arg(reason);
         for (field, value) in fields {
             add.arg(field).arg(value);
         }
-        pipe.ignore().cmd("XDEL").arg(&self.stream).arg(entry_id).ignore();
+        pipe.ignore().cmd("XDEL").arg(&stream.key).arg(entry_id).ignore();
         let () = pipe.query_async(&mut self.redis).await?;
         Ok(())
+    }
+}
+
+/// A stream entry that is not a valid event.
+struct Malformed {
+    stream: usize,
+    entry_id: String,
+    fields: HashMap<String, String>,
+    reason: String,
+}
+
+/// A round's replies turned into records, with the ids read from each stream and the
+/// malformed entries.
+struct Prepared {
+    batch: EncodedBatch,
+    read_entries: Vec<StreamEntries>,
+    malformed: Vec<Malformed>,
+}
+
+/// Turns a round's replies into records for a topic of `partition_count` partitions.
+fn prepare(replies: Vec<Vec<(String, Vec<String>)>>, partition_count: i32) -> Prepared {
+    let mut batch = Vec::with_capacity(replies.iter().map(Vec::len).sum());
+    let mut read_entries = Vec::with_capacity(replies.len());
+    let mut malformed = Vec::new();
+    for (stream, entries) in replies.into_iter().enumerate() {
+        let mut ids = Vec::with_capacity(entries.len());
+        for (position, (entry_id, flat)) in entries.into_iter().enumerate() {
+            let fields = field_map(flat);
+            match ReservationEvent::from_fields(&fields) {
+                Ok(event) => batch.push(Outgoing { origin: Origin { stream, position }, event }),
+                Err(error) => {
+                    malformed.push(Malformed { stream, entry_id: entry_id.clone(), fields, reason: error.to_string() })
+                }
+            }
+            ids.push(entry_id);
+        }
+        read_entries.push(StreamEntries { ids });
+    }
+    Prepared { batch: EncodedBatch::encode(batch, partition_count), read_entries, malformed }
+}
+
+/// Where to trim a stream whose entries `ids` (oldest first) a round read: below its
+/// first entry whose produce failed, or past the last one when all were acknowledged;
+/// `None` when nothing may go.
+fn trim_threshold(ids: &[String], first_failed: Option<usize>) -> Option<String> {
+    match first_failed {
+        Some(0) => None,
+        Some(position) => ids.get(position).cloned(),
+        None => ids.last().map(|last| next_entry_id(last)),
+    }
+}
+
+/// The smallest stream id after `id` (`ms-seq`): trimming below it removes `id` and
+/// everything older, and nothing appended later (stream ids only grow).
+fn next_entry_id(id: &str) -> String {
+    let parsed = id.split_once('-').and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)));
+    match parsed {
+        Some((ms, u64::MAX)) => format!("{}-0", ms + 1),
+        Some((ms, seq)) => format!("{ms}-{}", seq + 1),
+        // Redis only makes `ms-seq` ids; anything else trims nothing.
+        None => "0-1".to_owned(),
     }
 }
 
@@ -351,6 +451,23 @@ mod tests {
         let fields = field_map(vec!["a".into(), "1".into(), "b".into(), "2".into()]);
         assert_eq!(fields["a"], "1");
         assert_eq!(fields["b"], "2");
+    }
+
+    #[test]
+    fn a_failed_entry_and_everything_after_it_stay() {
+        let ids: Vec<String> = ["1-0", "1-1", "2-0"].map(String::from).to_vec();
+        assert_eq!(trim_threshold(&ids, None), Some("2-1".to_owned()));
+        assert_eq!(trim_threshold(&ids, Some(1)), Some("1-1".to_owned()));
+        assert_eq!(trim_threshold(&ids, Some(0)), None);
+        assert_eq!(trim_threshold(&[], None), None);
+    }
+
+    #[test]
+    fn trimming_below_the_next_id_removes_exactly_what_was_read() {
+        assert_eq!(next_entry_id("1700000000000-0"), "1700000000000-1");
+        assert_eq!(next_entry_id("1700000000000-41"), "1700000000000-42");
+        assert_eq!(next_entry_id(&format!("5-{}", u64::MAX)), "6-0");
+        assert_eq!(next_entry_id("garbage"), "0-1");
     }
 
     #[test]

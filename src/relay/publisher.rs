@@ -27,11 +27,21 @@ pub struct PublisherOptions {
     pub timeout: Duration,
 }
 
+/// Where an outgoing event came from: the index of its stream in the round and its
+/// position among the entries read from that stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index of the stream in the relay round.
+    pub stream: usize,
+    /// Position of the entry among those read from the stream (0 = oldest).
+    pub position: usize,
+}
+
 /// An event ready to publish, with the stream entry it came from.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// The stream entry id, deleted once the broker acknowledged the record.
-    pub entry_id: String,
+    /// The stream entry, trimmed once the broker acknowledged the record.
+    pub origin: Origin,
     /// The event.
     pub event: ReservationEvent,
 }
@@ -41,8 +51,8 @@ pub struct Outgoing {
 pub struct PartitionOutcome {
     /// The partition.
     pub partition: i32,
-    /// Stream entry ids of its records, in order.
-    pub entry_ids: Vec<String>,
+    /// Stream entries of its records, in order.
+    pub origins: Vec<Origin>,
     /// Acknowledged, or why not.
     pub result: Result<(), KafkaError>,
 }
@@ -65,31 +75,21 @@ impl Publisher {
         Ok(Self { partitions, timeout: options.timeout })
     }
 
-    /// Publishes `batch` (in stream order) and reports per partition. Records of one
-    /// partition go in one produce request, so they are acknowledged together.
-    pub async fn publish(&self, batch: Vec<Outgoing>) -> Vec<PartitionOutcome> {
-        let count = i32::try_from(self.partitions.len()).expect("partition counts fit in i32");
-        let mut by_partition: BTreeMap<i32, (Vec<String>, Vec<Record>)> = BTreeMap::new();
-        for outgoing in batch {
-            let key = outgoing.event.reservation.id.to_string().into_bytes();
-            let partition = kafka::partition_for_key(&key, count);
-            let record = Record {
-                key: Some(key),
-                value: Some(serde_json::to_vec(&outgoing.event).expect("events serialize")),
-                headers: BTreeMap::new(),
-                timestamp: outgoing.event.occurred_at,
-            };
-            let (ids, records) = by_partition.entry(partition).or_default();
-            ids.push(outgoing.entry_id);
-            records.push(record);
-        }
+    /// How many partitions the topic has.
+    pub fn partition_count(&self) -> i32 {
+        i32::try_from(self.partitions.len()).expect("partition counts fit in i32")
+    }
+
+    /// Produces each partition's records in one request, all partitions concurrently,
+    /// and reports per partition.
+    pub async fn publish(&self, batch: EncodedBatch) -> Vec<PartitionOutcome> {
         let mut produces = JoinSet::new();
-        for (partition, (entry_ids, records)) in by_partition {
+        for (partition, (origins, records)) in batch.by_partition {
             let client = self.partitions[partition as usize].clone();
             let timeout = self.timeout;
             produces.spawn(async move {
                 let result = kafka::within(timeout, client.produce(records, Compression::Lz4)).await.map(|_| ());
-                PartitionOutcome { partition, entry_ids, result }
+                PartitionOutcome { partition, origins, result }
             });
         }
         let mut outcomes = Vec::new();
@@ -97,6 +97,45 @@ impl Publisher {
             outcomes.push(joined.expect("produce tasks do not panic"));
         }
         outcomes
+    }
+}
+
+/// Records ready to produce, grouped by partition, each stream's records in stream order.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    by_partition: BTreeMap<i32, (Vec<Origin>, Vec<Record>)>,
+}
+
+impl EncodedBatch {
+    /// Encodes `batch` (each stream's entries in stream order) as records keyed by
+    /// reservation id, for a topic of `partition_count` partitions. CPU-bound: run it
+    /// off the async workers.
+    pub fn encode(batch: Vec<Outgoing>, partition_count: i32) -> Self {
+        let mut by_partition: BTreeMap<i32, (Vec<Origin>, Vec<Record>)> = BTreeMap::new();
+        for outgoing in batch {
+            let key = outgoing.event.reservation.id.to_string().into_bytes();
+            let partition = kafka::partition_for_key(&key, partition_count);
+            let record = Record {
+                key: Some(key),
+                value: Some(serde_json::to_vec(&outgoing.event).expect("events serialize")),
+                headers: BTreeMap::new(),
+                timestamp: outgoing.event.occurred_at,
+            };
+            let (origins, records) = by_partition.entry(partition).or_default();
+            origins.push(outgoing.origin);
+            records.push(record);
+        }
+        Self { by_partition }
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.by_partition.values().map(|(origins, _)| origins.len()).sum()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.by_partition.is_empty()
     }
 }
 
