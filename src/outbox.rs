@@ -3,11 +3,17 @@
 //! turns stream entries into the contract's Kafka events.
 //!
 //! # Stream entry fields
-//! `id` (event UUID), `type` (`reserved|confirmed|cancelled|expired`),
-//! `occurred_at_ms`, and the reservation as it is after the change:
-//! `reservation_id`, `status`, `user_id`, `event_id`, `category_id`, `quantity`,
-//! `amount`, `currency`, `created_at_ms`, `expires_at_ms`, `confirmed_at_ms` (empty
-//! when unset), `payment_id` (empty when unset).
+//! Three fields, so a script's `XADD` and the relay's `XRANGE` move few values:
+//! - `event`: `|`-separated, in this order: `id` (event UUID), `type`
+//!   (`reserved|confirmed|cancelled|expired`), `occurred_at_ms`, and the reservation
+//!   as it is after the change: `reservation_id`, `status`, `event_id`, `category_id`,
+//!   `quantity`, `amount`, `currency`, `created_at_ms`, `expires_at_ms`,
+//!   `confirmed_at_ms` (empty when unset). None of these can contain `|`: they are
+//!   UUIDs, names, integers and an ISO 4217 code.
+//! - `user_id` and `payment_id` (empty when unset): free text, so fields of their own.
+//!
+//! [`entry_fields`] writes this entry in Rust (for tests and tools); the Lua scripts
+//! write the same (`prelude.lua` `append_event`, and `reserve.lua` inline).
 //!
 //! # Event ids
 //! A reservation has at most one event of each type, so the event id is the
@@ -92,44 +98,113 @@ pub struct MalformedEntry {
     pub field: &'static str,
 }
 
+/// Fields of the packed `event` value, in order.
+const PACKED_FIELDS: [&str; 13] = [
+    "id",
+    "type",
+    "occurred_at_ms",
+    "reservation_id",
+    "status",
+    "event_id",
+    "category_id",
+    "quantity",
+    "amount",
+    "currency",
+    "created_at_ms",
+    "expires_at_ms",
+    "confirmed_at_ms",
+];
+
+fn millis(time: DateTime<Utc>) -> String {
+    time.timestamp_millis().to_string()
+}
+
+/// The stream entry of `event`, as the scripts write it.
+pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
+    let reservation = &event.reservation;
+    let packed = [
+        event.id.to_string(),
+        event.event_type.as_str().to_owned(),
+        millis(event.occurred_at),
+        reservation.id.to_string(),
+        reservation.status.as_str().to_owned(),
+        reservation.event_id.to_string(),
+        reservation.category_id.to_string(),
+        reservation.quantity.to_string(),
+        reservation.amount.to_string(),
+        reservation.currency.clone(),
+        millis(reservation.created_at),
+        millis(reservation.expires_at),
+        reservation.confirmed_at.map(millis).unwrap_or_default(),
+    ];
+    vec![
+        ("event", packed.join("|")),
+        ("user_id", reservation.user_id.clone()),
+        ("payment_id", reservation.payment_id.clone().unwrap_or_default()),
+    ]
+}
+
+/// The packed `event` value split into its [`PACKED_FIELDS`].
+struct Packed<'a> {
+    parts: Vec<&'a str>,
+}
+
+impl<'a> Packed<'a> {
+    fn parse(fields: &'a HashMap<String, String>) -> Result<Self, MalformedEntry> {
+        let parts: Vec<&str> = text(fields, "event")?.split('|').collect();
+        if parts.len() != PACKED_FIELDS.len() {
+            return Err(MalformedEntry { field: "event" });
+        }
+        Ok(Self { parts })
+    }
+
+    fn text(&self, index: usize) -> &'a str {
+        self.parts[index]
+    }
+
+    fn number(&self, index: usize) -> Result<i64, MalformedEntry> {
+        self.parts[index].parse().map_err(|_| MalformedEntry { field: PACKED_FIELDS[index] })
+    }
+
+    fn optional_number(&self, index: usize) -> Result<Option<i64>, MalformedEntry> {
+        match self.parts[index] {
+            "" => Ok(None),
+            _ => self.number(index).map(Some),
+        }
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, MalformedEntry> {
+        Uuid::try_parse(self.parts[index]).map_err(|_| MalformedEntry { field: PACKED_FIELDS[index] })
+    }
+}
+
 fn text<'a>(fields: &'a HashMap<String, String>, field: &'static str) -> Result<&'a str, MalformedEntry> {
     fields.get(field).map(String::as_str).ok_or(MalformedEntry { field })
-}
-
-fn number(fields: &HashMap<String, String>, field: &'static str) -> Result<i64, MalformedEntry> {
-    text(fields, field)?.parse().map_err(|_| MalformedEntry { field })
-}
-
-fn optional_number(fields: &HashMap<String, String>, field: &'static str) -> Result<Option<i64>, MalformedEntry> {
-    match fields.get(field).map(String::as_str) {
-        None | Some("") => Ok(None),
-        Some(value) => value.parse().map(Some).map_err(|_| MalformedEntry { field }),
-    }
 }
 
 impl ReservationEvent {
     /// Builds the event from a stream entry's fields.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, MalformedEntry> {
-        let uuid = |field| Uuid::try_parse(text(fields, field)?).map_err(|_| MalformedEntry { field });
-        let status = ReservationStatus::parse(text(fields, "status")?).ok_or(MalformedEntry { field: "status" })?;
+        let packed = Packed::parse(fields)?;
+        let status = ReservationStatus::parse(packed.text(4)).ok_or(MalformedEntry { field: "status" })?;
         let reservation = Reservation {
-            id: uuid("reservation_id")?,
+            id: packed.uuid(3)?,
             status,
-            event_id: number(fields, "event_id")?,
-            category_id: number(fields, "category_id")?,
+            event_id: packed.number(5)?,
+            category_id: packed.number(6)?,
             user_id: text(fields, "user_id")?.to_owned(),
-            quantity: number(fields, "quantity")?,
-            amount: number(fields, "amount")?,
-            currency: text(fields, "currency")?.to_owned(),
-            created_at: time_from_millis(number(fields, "created_at_ms")?),
-            expires_at: time_from_millis(number(fields, "expires_at_ms")?),
-            confirmed_at: optional_number(fields, "confirmed_at_ms")?.map(time_from_millis),
+            quantity: packed.number(7)?,
+            amount: packed.number(8)?,
+            currency: packed.text(9).to_owned(),
+            created_at: time_from_millis(packed.number(10)?),
+            expires_at: time_from_millis(packed.number(11)?),
+            confirmed_at: packed.optional_number(12)?.map(time_from_millis),
             payment_id: fields.get("payment_id").filter(|value| !value.is_empty()).cloned(),
         };
         Ok(Self {
-            id: uuid("id")?,
-            event_type: EventType::parse(text(fields, "type")?).ok_or(MalformedEntry { field: "type" })?,
-            occurred_at: time_from_millis(number(fields, "occurred_at_ms")?),
+            id: packed.uuid(0)?,
+            event_type: EventType::parse(packed.text(1)).ok_or(MalformedEntry { field: "type" })?,
+            occurred_at: time_from_millis(packed.number(2)?),
             reservation,
         })
     }
@@ -139,28 +214,36 @@ impl ReservationEvent {
 mod tests {
     use super::*;
 
+    fn event() -> ReservationEvent {
+        let reservation = Uuid::parse_str("019a9f7c-1d2e-8abc-9def-000000000001").unwrap();
+        ReservationEvent {
+            id: event_id(reservation, EventType::Confirmed),
+            event_type: EventType::Confirmed,
+            occurred_at: time_from_millis(1_700_000_005_000),
+            reservation: Reservation {
+                id: reservation,
+                status: ReservationStatus::Confirmed,
+                event_id: 1,
+                category_id: 1,
+                user_id: "alice|with a bar".into(),
+                quantity: 2,
+                amount: 300,
+                currency: "USD".into(),
+                created_at: time_from_millis(1_700_000_000_000),
+                expires_at: time_from_millis(1_700_000_600_000),
+                confirmed_at: Some(time_from_millis(1_700_000_005_000)),
+                payment_id: Some("pay_1".into()),
+            },
+        }
+    }
+
     fn entry() -> HashMap<String, String> {
-        let reservation = "019a9f7c-1d2e-8abc-9def-000000000001";
-        [
-            ("id", event_id(Uuid::parse_str(reservation).unwrap(), EventType::Confirmed).to_string()),
-            ("type", "confirmed".into()),
-            ("occurred_at_ms", "1700000005000".into()),
-            ("reservation_id", reservation.into()),
-            ("status", "confirmed".into()),
-            ("user_id", "alice".into()),
-            ("event_id", "1".into()),
-            ("category_id", "1".into()),
-            ("quantity", "2".into()),
-            ("amount", "300".into()),
-            ("currency", "USD".into()),
-            ("created_at_ms", "1700000000000".into()),
-            ("expires_at_ms", "1700000600000".into()),
-            ("confirmed_at_ms", "1700000005000".into()),
-            ("payment_id", "pay_1".into()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect()
+        entry_fields(&event()).into_iter().map(|(field, value)| (field.to_owned(), value)).collect()
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        assert_eq!(ReservationEvent::from_fields(&entry()), Ok(event()));
     }
 
     #[test]
@@ -176,9 +259,10 @@ mod tests {
 
     #[test]
     fn held_entries_omit_payment_fields() {
-        let mut fields = entry();
-        fields.insert("confirmed_at_ms".into(), String::new());
-        fields.insert("payment_id".into(), String::new());
+        let mut held = event();
+        held.reservation.confirmed_at = None;
+        held.reservation.payment_id = None;
+        let fields = entry_fields(&held).into_iter().map(|(field, value)| (field.to_owned(), value)).collect();
         let event = ReservationEvent::from_fields(&fields).unwrap();
         let json = serde_json::to_value(&event.reservation).unwrap();
         assert!(json.get("payment_id").is_none() && json.get("confirmed_at").is_none());
@@ -187,8 +271,13 @@ mod tests {
     #[test]
     fn malformed_entries_name_the_field() {
         let mut fields = entry();
-        fields.remove("quantity");
+        let packed = fields["event"].replace("|2|300|", "|two|300|");
+        fields.insert("event".into(), packed);
         assert_eq!(ReservationEvent::from_fields(&fields), Err(MalformedEntry { field: "quantity" }));
+        fields.insert("event".into(), "a|b".into());
+        assert_eq!(ReservationEvent::from_fields(&fields), Err(MalformedEntry { field: "event" }));
+        fields.remove("user_id");
+        assert_eq!(ReservationEvent::from_fields(&fields), Err(MalformedEntry { field: "event" }));
     }
 
     #[test]

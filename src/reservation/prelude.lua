@@ -27,7 +27,7 @@ local function read_record(hold)
 end
 
 -- Appends the event of a state change that this script has just written, with the
--- reservation as the hold now holds it (the field list of src/outbox.rs; reserve.lua
+-- reservation as the hold now holds it (the entry format of src/outbox.rs; reserve.lua
 -- writes the same entry inline). Same script, so the change and its event exist
 -- together or not at all. `event_id` is outbox::event_id of the reservation and
 -- `kind`, computed by the caller in Rust and passed in ARGV. Returns the record, in
@@ -35,11 +35,10 @@ end
 local function append_event(outbox, hold, reservation_id, event_id, kind, now)
   local record = read_record(hold)
   redis.call('XADD', outbox, '*',
-    'id', event_id, 'type', kind, 'occurred_at_ms', int(now),
-    'reservation_id', reservation_id, 'status', record[1], 'user_id', record[2], 'event_id', record[3],
-    'category_id', record[4], 'quantity', record[5], 'amount', record[6], 'currency', record[7],
-    'created_at_ms', record[8], 'expires_at_ms', record[9],
-    'confirmed_at_ms', record[10] or '', 'payment_id', record[11] or '')
+    'event', event_id .. '|' .. kind .. '|' .. int(now) .. '|' .. reservation_id .. '|' .. record[1] .. '|' ..
+      record[3] .. '|' .. record[4] .. '|' .. record[5] .. '|' .. record[6] .. '|' .. record[7] .. '|' ..
+      record[8] .. '|' .. record[9] .. '|' .. (record[10] or ''),
+    'user_id', record[2], 'payment_id', record[11] or '')
   return record
 end
 

@@ -1,7 +1,8 @@
 -- reserve: holds tickets for a user. Checks the idempotency record, the stock, the
 -- event, the sale window, the outbox backlog, the stock level and the per-user cap
--- before the first write (Redis scripts do not roll back), then writes the hold, its
--- deadline, its `reserved` event and the idempotency record together.
+-- before any other write (Redis scripts do not roll back; the cap check's increment
+-- is undone on refusal), then writes the hold, its deadline, its `reserved` event and
+-- the idempotency record together.
 -- The hot path: it runs without the prelude (whose top level Redis would run on every
 -- call) and keeps its redis.call count and garbage low.
 -- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 idempotency record (optional)
@@ -54,11 +55,22 @@ if not refusal then
   end
   if available < quantity then
     refusal = 'sold_out'
-  elseif tonumber(redis.call('HGET', KEYS[4], user) or '0') + quantity > tonumber(stock[4]) then
-    refusal = 'limit_exceeded'
   elseif amount > 9007199254740991 then
     -- Beyond 2^53 a Lua number no longer holds the exact amount.
     refusal = 'amount_too_large'
+  else
+    -- The cap check is the one write before a refusal: the increment tells the user's
+    -- new total in one call (a separate read cost as much again on the hot path), and
+    -- a refusal takes it back in this same atomic script, so no one sees it.
+    local holding = redis.call('HINCRBY', KEYS[4], user, quantity)
+    if holding > tonumber(stock[4]) then
+      if holding == quantity then
+        redis.call('HDEL', KEYS[4], user)
+      else
+        redis.call('HINCRBY', KEYS[4], user, -quantity)
+      end
+      refusal = 'limit_exceeded'
+    end
   end
 end
 if refusal then
@@ -77,7 +89,6 @@ local amount_text = string.format('%d', amount)
 -- One HSET for both levels: the script reads and writes them atomically.
 redis.call('HSET', KEYS[1], 'available', string.format('%d', available - quantity),
   'held', string.format('%d', (tonumber(stock[9]) or 0) + quantity))
-redis.call('HINCRBY', KEYS[4], user, quantity)
 redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock[2], 'category_id', ARGV[3],
   'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
   'expires_at_ms', expires)
@@ -87,11 +98,9 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], expires, reservation_id)
 -- The outbox entry of src/outbox.rs, as the prelude's append_event writes it.
 redis.call('XADD', KEYS[5], '*',
-  'id', ARGV[11], 'type', 'reserved', 'occurred_at_ms', created,
-  'reservation_id', reservation_id, 'status', 'held', 'user_id', user, 'event_id', stock[2],
-  'category_id', ARGV[3], 'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6],
-  'created_at_ms', created, 'expires_at_ms', expires,
-  'confirmed_at_ms', '', 'payment_id', '')
+  'event', ARGV[11] .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
+    ARGV[3] .. '|' .. ARGV[4] .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires .. '|',
+  'user_id', user, 'payment_id', '')
 if idempotency then
   redis.call('HSET', idempotency, 'fingerprint', ARGV[9], 'outcome', 'held', 'reservation_id', reservation_id,
     'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,

@@ -12,8 +12,8 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use stampede::catalog::CategoryId;
 use stampede::keyspace::Keyspace;
-use stampede::outbox::{EventType, event_id};
-use stampede::reservation::ReservationId;
+use stampede::outbox::{EventType, ReservationEvent, entry_fields, event_id};
+use stampede::reservation::{Reservation, ReservationId, ReservationStatus, time_from_millis};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -282,23 +282,26 @@ impl Synthetic {
         let occurred = self.created_at_ms + if event_type == EventType::Reserved { 0 } else { 1_000 };
         let status = if event_type == EventType::Reserved { "held" } else { self.final_status() };
         let confirmed = event_type == EventType::Confirmed;
-        vec![
-            ("id", event_id(self.id, event_type).to_string()),
-            ("type", event_type.as_str().to_owned()),
-            ("occurred_at_ms", occurred.to_string()),
-            ("reservation_id", self.id.to_string()),
-            ("status", status.to_owned()),
-            ("user_id", self.user.clone()),
-            ("event_id", "1".to_owned()),
-            ("category_id", self.category.to_string()),
-            ("quantity", self.quantity.to_string()),
-            ("amount", (self.quantity * 1000).to_string()),
-            ("currency", "USD".to_owned()),
-            ("created_at_ms", self.created_at_ms.to_string()),
-            ("expires_at_ms", (self.created_at_ms + 600_000).to_string()),
-            ("confirmed_at_ms", if confirmed { occurred.to_string() } else { String::new() }),
-            ("payment_id", if confirmed { format!("pay_{}", self.id.simple()) } else { String::new() }),
-        ]
+        let event = ReservationEvent {
+            id: event_id(self.id, event_type),
+            event_type,
+            occurred_at: time_from_millis(occurred),
+            reservation: Reservation {
+                id: self.id,
+                status: ReservationStatus::parse(status).unwrap(),
+                event_id: 1,
+                category_id: self.category,
+                user_id: self.user.clone(),
+                quantity: self.quantity,
+                amount: self.quantity * 1000,
+                currency: "USD".to_owned(),
+                created_at: time_from_millis(self.created_at_ms),
+                expires_at: time_from_millis(self.created_at_ms + 600_000),
+                confirmed_at: confirmed.then(|| time_from_millis(occurred)),
+                payment_id: confirmed.then(|| format!("pay_{}", self.id.simple())),
+            },
+        };
+        entry_fields(&event)
     }
 }
 
