@@ -211,7 +211,8 @@ impl PartitionConsumer {
                         partition = self.partition(),
                         expected = batch.from_offset,
                         stored = stored.next_offset,
-                        "another worker consumes this partition; check WORKER_PARTITIONS"
+                        "the stored offset moved: another worker consumes this partition (check WORKER_PARTITIONS), \
+                         or Postgres lost its last commits in a crash; resuming from the stored offset"
                     );
                     return Some(stored);
                 }
