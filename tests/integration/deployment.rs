@@ -164,7 +164,12 @@ fn compose_runs_every_service_with_healthchecks_and_named_volumes() {
 
     let redis = service(&compose, "redis")["command"].as_array().expect("redis command").iter().map(scalar);
     let redis = redis.collect::<Vec<_>>().join(" ");
-    for setting in ["--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"] {
+    for setting in [
+        "--appendonly yes",
+        "--appendfsync everysec",
+        "--maxmemory-policy noeviction",
+        "--hash-max-listpack-entries 128",
+    ] {
         assert!(redis.contains(setting), "redis runs with {setting}: {redis}");
     }
 
