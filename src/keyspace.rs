@@ -39,48 +39,57 @@ impl Keyspace {
         &self.prefix
     }
 
-    fn category_tag(&self, category: CategoryId) -> String {
-        format!("{}:{{c:{}}}", self.prefix, category.get())
+    /// `P:{c:C}:<suffix>` built in one allocation: these keys are made on every request.
+    fn category_key(&self, category: CategoryId, suffix: &str, extra: usize) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 25 + suffix.len() + extra);
+        key.push_str(&self.prefix);
+        key.push_str(":{c:");
+        key.push_str(itoa::Buffer::new().format(category.get()));
+        key.push_str("}:");
+        key.push_str(suffix);
+        key
     }
 
     /// Stock levels and sale terms of a category.
     pub fn stock(&self, category: CategoryId) -> String {
-        format!("{}:stock", self.category_tag(category))
+        self.category_key(category, "stock", 0)
     }
 
     /// Prefix of hold records of a category; the reservation id follows.
     pub fn hold_prefix(&self, category: CategoryId) -> String {
-        format!("{}:hold:", self.category_tag(category))
+        self.category_key(category, "hold:", 0)
     }
 
     /// The record of one reservation.
     pub fn hold(&self, category: CategoryId, reservation: Uuid) -> String {
-        format!("{}{}", self.hold_prefix(category), reservation)
+        let mut key = self.category_key(category, "hold:", uuid::fmt::Hyphenated::LENGTH);
+        key.push_str(reservation.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        key
     }
 
     /// Reservations that can still lapse, scored by deadline in ms.
     pub fn deadlines(&self, category: CategoryId) -> String {
-        format!("{}:deadlines", self.category_tag(category))
+        self.category_key(category, "deadlines", 0)
     }
 
     /// Tickets held + confirmed per user.
     pub fn holders(&self, category: CategoryId) -> String {
-        format!("{}:holders", self.category_tag(category))
+        self.category_key(category, "holders", 0)
     }
 
     /// Prefix of idempotency records of a category.
     pub fn idempotency_prefix(&self, category: CategoryId) -> String {
-        format!("{}:idem:", self.category_tag(category))
+        self.category_key(category, "idem:", 0)
     }
 
     /// Payment attempts that must be voided at the gateway.
     pub fn voids(&self, category: CategoryId) -> String {
-        format!("{}:voids", self.category_tag(category))
+        self.category_key(category, "voids", 0)
     }
 
     /// The outbox stream of a category.
     pub fn outbox(&self, category: CategoryId) -> String {
-        format!("{}:outbox", self.category_tag(category))
+        self.category_key(category, "outbox", 0)
     }
 
     /// Category ids that have stock.
@@ -128,6 +137,15 @@ mod tests {
             assert_eq!(hash_tag(key), "c:42", "{key}");
             assert!(key.starts_with("t:"));
         }
+    }
+
+    #[test]
+    fn keys_read_as_documented() {
+        let keys = Keyspace::new("t");
+        let category = CategoryId::new(42).unwrap();
+        assert_eq!(keys.stock(category), "t:{c:42}:stock");
+        assert_eq!(keys.outbox(category), "t:{c:42}:outbox");
+        assert_eq!(keys.hold(category, Uuid::nil()), "t:{c:42}:hold:00000000-0000-0000-0000-000000000000");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! not JSON at all is 400 `invalid_json`; an unknown field is 422 `validation_failed`
 //! naming the field; a wrong type is 400 `invalid_json`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -45,12 +47,13 @@ fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 fn unknown_fields(object: &Map<String, Value>, path: &str, fields: &[&str], errors: &mut FieldErrors) {
     for (key, value) in object {
-        let name = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-        let nested_prefix = format!("{name}.");
-        if fields.contains(&name.as_str()) {
+        // Borrowed on the hot path (top-level fields of a valid body): no allocation.
+        let name: Cow<'_, str> = if path.is_empty() { Cow::Borrowed(key) } else { Cow::Owned(format!("{path}.{key}")) };
+        if fields.contains(&name.as_ref()) {
             continue;
         }
-        if fields.iter().any(|field| field.starts_with(&nested_prefix)) {
+        let is_parent = |field: &&str| field.strip_prefix(name.as_ref()).is_some_and(|rest| rest.starts_with('.'));
+        if fields.iter().any(is_parent) {
             if let Value::Object(inner) = value {
                 unknown_fields(inner, &name, fields, errors);
             }
