@@ -178,6 +178,16 @@ impl<'a> Packed<'a> {
     }
 }
 
+/// A stream entry's flat `[field, value, …]` reply as a map (a trailing odd item is dropped).
+pub fn field_map(flat: Vec<String>) -> HashMap<String, String> {
+    let mut fields = HashMap::with_capacity(flat.len() / 2);
+    let mut items = flat.into_iter();
+    while let (Some(field), Some(value)) = (items.next(), items.next()) {
+        fields.insert(field, value);
+    }
+    fields
+}
+
 fn text<'a>(fields: &'a HashMap<String, String>, field: &'static str) -> Result<&'a str, MalformedEntry> {
     fields.get(field).map(String::as_str).ok_or(MalformedEntry { field })
 }
@@ -239,6 +249,13 @@ mod tests {
 
     fn entry() -> HashMap<String, String> {
         entry_fields(&event()).into_iter().map(|(field, value)| (field.to_owned(), value)).collect()
+    }
+
+    #[test]
+    fn flat_fields_pair_up() {
+        let fields = field_map(vec!["a".into(), "1".into(), "b".into(), "2".into()]);
+        assert_eq!(fields["a"], "1");
+        assert_eq!(fields["b"], "2");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::catalog::CategoryId;
 use crate::config::ApiConfig;
 use crate::kafka::KafkaError;
 use crate::keyspace::Keyspace;
-use crate::outbox::ReservationEvent;
+use crate::outbox::{self, ReservationEvent};
 use crate::retry::{Backoff, sleep_unless_stopped};
 use lease::Lease;
 use publisher::{Broker, EncodedBatch, Origin, Outgoing, PublisherOptions};
@@ -395,7 +395,7 @@ fn prepare(replies: Vec<Vec<(String, Vec<String>)>>, partition_count: i32) -> Pr
     for (stream, entries) in replies.into_iter().enumerate() {
         let mut ids = Vec::with_capacity(entries.len());
         for (position, (entry_id, flat)) in entries.into_iter().enumerate() {
-            let fields = field_map(flat);
+            let fields = outbox::field_map(flat);
             match ReservationEvent::from_fields(&fields) {
                 Ok(event) => batch.push(Outgoing { origin: Origin { stream, position }, event }),
                 Err(error) => {
@@ -432,26 +432,10 @@ fn next_entry_id(id: &str) -> String {
     }
 }
 
-fn field_map(flat: Vec<String>) -> HashMap<String, String> {
-    let mut fields = HashMap::with_capacity(flat.len() / 2);
-    let mut items = flat.into_iter();
-    while let (Some(field), Some(value)) = (items.next(), items.next()) {
-        fields.insert(field, value);
-    }
-    fields
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-
-    #[test]
-    fn flat_fields_pair_up() {
-        let fields = field_map(vec!["a".into(), "1".into(), "b".into(), "2".into()]);
-        assert_eq!(fields["a"], "1");
-        assert_eq!(fields["b"], "2");
-    }
 
     #[test]
     fn a_failed_entry_and_everything_after_it_stay() {

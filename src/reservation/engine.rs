@@ -16,7 +16,6 @@
 //! one script. So a hold is never both sold and released, and no charge stands for a
 //! released hold.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -625,17 +624,23 @@ impl ReservationEngine {
                 .arg(OUTBOX_PAGE_ENTRIES)
                 .query_async(&mut self.redis.clone())
                 .await?;
-            for (_, fields) in &page {
-                let fields: HashMap<String, String> =
-                    fields.chunks(2).filter_map(|pair| Some((pair.first()?.clone(), pair.get(1)?.clone()))).collect();
-                let event = ReservationEvent::from_fields(&fields).map_err(|MalformedEntry { field }| {
-                    ReservationError::UnexpectedReply { script: "outbox", reply: format!("malformed field {field}") }
-                })?;
+            let next = match page.last() {
+                Some((last, _)) if page.len() == OUTBOX_PAGE_ENTRIES => Some(format!("({last}")),
+                _ => None,
+            };
+            for (_, flat) in page {
+                let event =
+                    ReservationEvent::from_fields(&outbox::field_map(flat)).map_err(|MalformedEntry { field }| {
+                        ReservationError::UnexpectedReply {
+                            script: "outbox",
+                            reply: format!("malformed field {field}"),
+                        }
+                    })?;
                 events.push(event);
             }
-            match page.last() {
-                Some((last, _)) if page.len() == OUTBOX_PAGE_ENTRIES => start = format!("({last}"),
-                _ => return Ok(events),
+            match next {
+                Some(next) => start = next,
+                None => return Ok(events),
             }
         }
     }
