@@ -37,7 +37,9 @@ const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// No `JWT_SECRET` and no `--dev`.
-    #[error("JWT_SECRET is required (or pass --dev to use a development secret)")]
+    #[error(
+        "JWT_SECRET is required (or pass the --dev flag to use a development secret; no environment variable turns on dev mode)"
+    )]
     MissingJwtSecret,
     /// Postgres could not be reached or migrated.
     #[error(transparent)]

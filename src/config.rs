@@ -97,7 +97,9 @@ pub struct ApiConfig {
     pub jwt_secret: Option<Secret>,
 
     /// Development mode: run without `JWT_SECRET` (a fixed dev secret is used) and print tokens.
-    #[arg(long, env = "DEV", default_value_t = false)]
+    /// Only the flag turns it on: whoever can set the environment must not get the public dev
+    /// secret and mint admin tokens, so this is the one setting without an environment variable.
+    #[arg(long, default_value_t = false)]
     pub dev: bool,
 
     /// How long a hold lasts before it expires (`10m`, `90s`, `2s`).
@@ -369,6 +371,15 @@ mod tests {
         assert!(!ApiConfig::parse_from(["api", "--relay-enabled", "false"]).relay_enabled);
         let config = WorkerConfig::parse_from(["worker", "reconcile", "--repair"]);
         assert!(matches!(config.command, Some(WorkerCommand::Reconcile(ReconcileArgs { repair: true, .. }))));
+    }
+
+    #[test]
+    fn only_the_dev_flag_turns_on_dev_mode() {
+        use clap::CommandFactory;
+        let command = ApiConfig::command();
+        let dev = command.get_arguments().find(|argument| argument.get_id() == "dev").expect("a --dev flag");
+        assert_eq!(dev.get_env(), None, "no environment variable may turn on dev mode");
+        assert!(dev.get_long() == Some("dev"));
     }
 
     #[test]

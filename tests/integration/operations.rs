@@ -59,7 +59,8 @@ async fn token_cli_mints_tokens_the_api_accepts() {
     assert!(String::from_utf8_lossy(&no_secret.stderr).contains("secret"));
 }
 
-fn spawn_api(isolation: &Isolation, jwt_secret: bool, extra: &[&str]) -> Child {
+/// Starts the `api` binary on `isolation`, with or without `JWT_SECRET`.
+pub fn spawn_api(isolation: &Isolation, jwt_secret: bool, extra: &[&str]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
     command.args(extra).env_remove("JWT_SECRET").env("RUST_LOG", "warn");
     for (name, value) in isolation.api_env() {
@@ -71,7 +72,7 @@ fn spawn_api(isolation: &Isolation, jwt_secret: bool, extra: &[&str]) -> Child {
 }
 
 /// Reads the address line and then `extra_lines` more lines of the child's stdout.
-fn read_address(child: &mut Child, extra_lines: usize) -> (String, Vec<String>) {
+pub fn read_address(child: &mut Child, extra_lines: usize) -> (String, Vec<String>) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().expect("api prints its address").unwrap();
@@ -103,6 +104,32 @@ async fn api_refuses_to_start_without_a_secret_unless_dev() {
     assert_eq!(response.status(), 201);
     dev.kill().unwrap();
     dev.wait().unwrap();
+}
+
+#[tokio::test]
+async fn the_dev_environment_variable_does_not_turn_on_dev_mode() {
+    // Goal: DEV=true without JWT_SECRET refuses to start with a clear error, since only the --dev flag may use the public dev secret.
+    let isolation = Isolation::new().await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
+    command.env_remove("JWT_SECRET").env("RUST_LOG", "warn").env("DEV", "true");
+    for (name, value) in isolation.api_env().into_iter().filter(|(name, _)| *name != "JWT_SECRET") {
+        command.env(name, value);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("api spawns");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        panic!("DEV=true started the api in dev mode: {}", String::from_utf8_lossy(&output.stdout));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_SECRET") && stderr.contains("--dev"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("ADMIN_TOKEN"));
 }
 
 #[tokio::test]
