@@ -146,7 +146,7 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
         Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl, metrics, reservations, admission });
     let options = ServerOptions {
         connections_max: config.connections_max,
-        header_read_timeout: config.header_read_timeout,
+        request_timeout: config.request_timeout,
         shutdown_timeout: config.shutdown_timeout,
     };
     let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));

@@ -110,9 +110,11 @@ pub struct ApiConfig {
     #[arg(long, env = "CONNECTIONS_MAX", default_value_t = 10_000)]
     pub connections_max: usize,
 
-    /// How long a client may take to send request headers.
-    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's head and body (from the accept or the
+    /// previous response; 408 or a closed connection after it), and the longest a response
+    /// write may make no progress before the connection is closed.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
 
     /// How long shutdown waits for in-flight requests and background tasks.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

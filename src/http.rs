@@ -1,7 +1,8 @@
 //! The HTTP server: hyper 1 connections, a matchit router, bounded bodies and
-//! connections, and graceful shutdown.
+//! connections, deadlines for slow clients, and graceful shutdown.
 
 pub mod catalog;
+pub mod connection;
 pub mod documentation;
 pub mod error;
 pub mod json;
@@ -22,13 +23,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
+use connection::{ClockedBody, ConnectionClock, TimedStream};
 use error::ApiError;
 use router::{Matched, Operation, Router};
 
@@ -40,8 +42,9 @@ pub const BODY_SIZE_MAX: usize = 64 * 1024;
 pub struct ServerOptions {
     /// Open connections at most; more wait in the listen backlog.
     pub connections_max: usize,
-    /// Time a client has to send its request headers.
-    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's head and body, from the accept or the end of
+    /// the previous response; also the longest a response write may make no progress.
+    pub request_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_timeout: Duration,
 }
@@ -82,7 +85,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerO
     let slots = Arc::new(Semaphore::new(options.connections_max));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    // `connection` enforces the request timeout (head and body together, and idle
+    // keep-alive connections) in place of hyper's header timeout. Half-closed connections
+    // are allowed so that a client hanging up never cancels a handler halfway.
+    builder.header_read_timeout(None).half_close(true).keep_alive(true);
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -101,8 +107,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerO
         };
         let _ = stream.set_nodelay(true);
         let (state, router) = (state.clone(), router.clone());
-        let service = service_fn(move |request| handle(state.clone(), router.clone(), peer, request));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let clock = ConnectionClock::new(options.request_timeout);
+        let stream = TokioIo::new(TimedStream::new(stream, clock.clone()));
+        let service = service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), request));
+        let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
@@ -121,35 +129,43 @@ async fn handle(
     state: Arc<AppState>,
     router: Arc<Router>,
     peer: SocketAddr,
+    clock: Arc<ConnectionClock>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ClockedBody>, Infallible> {
     let started = Instant::now();
+    let body_deadline = clock.begin_request();
     let method = request.method().clone();
     let (response, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
-            (respond(&state, matched, peer, request).await, pattern)
+            (respond(&state, matched, peer, body_deadline, request).await, pattern)
         }
         Err((error, pattern)) => (error.into_response(), pattern),
     };
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     record_request(&method, pattern, response.status().as_u16(), started);
-    Ok(response)
+    Ok(response.map(|body| ClockedBody::new(body, clock)))
 }
 
 async fn respond(
     state: &AppState,
     matched: Matched,
     peer: SocketAddr,
+    body_deadline: tokio::time::Instant,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, BODY_SIZE_MAX).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+    let collected = tokio::time::timeout_at(body_deadline, Limited::new(body, BODY_SIZE_MAX).collect()).await;
+    let body = match collected {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return ApiError::PayloadTooLarge.into_response();
         }
-        Err(error) => return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response(),
+        Ok(Err(error)) => return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response(),
+        Err(_) => {
+            connection::count_timeout("body");
+            return ApiError::RequestTimeout.into_response();
+        }
     };
     let context = RequestContext {
         headers: parts.headers,

@@ -197,6 +197,7 @@ pub fn error_examples() -> Vec<ApiError> {
         ApiError::IdempotencyInProgress,
         ApiError::ReservationExpired,
         ApiError::PayloadTooLarge,
+        ApiError::RequestTimeout,
         ApiError::UnsupportedMediaType,
         ApiError::Validation(vec![FieldError {
             field: "quantity".to_owned(),
@@ -232,6 +233,9 @@ pub fn when(error: &ApiError) -> &'static str {
             "Confirm or cancel at or after `expires_at`, whether or not the reaper has run."
         }
         ApiError::PayloadTooLarge => "The body is over 64 KiB.",
+        ApiError::RequestTimeout => {
+            "The request's head and body did not arrive within `REQUEST_TIMEOUT` (10 s); the connection closes."
+        }
         ApiError::UnsupportedMediaType => "A body that is not `application/json`.",
         ApiError::Validation(_) => "Well-formed JSON (or query) that breaks a rule; `errors` names each field.",
         ApiError::IdempotencyKeyReused => "The same `Idempotency-Key` from the same user with a different body.",

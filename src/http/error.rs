@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -56,6 +56,10 @@ pub enum ApiError {
     /// At or after the hold's deadline.
     #[error("the hold expired")]
     ReservationExpired,
+    /// The request's head and body did not arrive within the request timeout; the
+    /// connection closes after this answer.
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
     /// Body over the limit.
     #[error("the body is larger than 64 KiB")]
     PayloadTooLarge,
@@ -141,6 +145,7 @@ impl ApiError {
             | Self::AlreadyExists(_)
             | Self::ReservationNotHeld(_)
             | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ReservationExpired => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -167,6 +172,7 @@ impl ApiError {
             Self::AlreadyExists(_) => "already_exists",
             Self::ReservationNotHeld(_) => "reservation_not_held",
             Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::RequestTimeout => "request_timeout",
             Self::ReservationExpired => "reservation_expired",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -228,6 +234,10 @@ impl ApiError {
             | Self::Shed { retry_after_seconds }
             | Self::Unavailable { retry_after_seconds, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            // The rest of a late body may still come; the connection cannot be reused.
+            Self::RequestTimeout => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

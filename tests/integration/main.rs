@@ -5,6 +5,7 @@
 mod harness;
 
 mod catalog;
+mod client_hang_up;
 mod deployment;
 mod documentation;
 mod operations;
@@ -16,3 +17,4 @@ mod reservation_expiry;
 mod reservation_idempotency;
 mod reservation_random;
 mod reservation_support;
+mod slow_clients;

@@ -1,0 +1,306 @@
+//! Deadlines of one client connection, so slow, idle or non-reading clients cannot hold a
+//! connection slot for long.
+//!
+//! - A request's head and body must arrive within the request timeout, counted from the
+//!   accept or from the end of the previous response on the connection. A head that is
+//!   late closes the connection (the wrapped stream's read fails); a body that is late gets
+//!   a 408 `request_timeout` and then the connection closes (`respond` in `src/http.rs`).
+//! - A response write that makes no progress for the request timeout closes the
+//!   connection. Only progress counts, never the total time, so a long response (or a
+//!   stream of events) that a client keeps reading is never cut.
+//! - While a handler runs, nothing is read and no read deadline applies: hyper runs with
+//!   half-closed connections allowed, so a client that hangs up after sending its request
+//!   does not cancel the handler between an engine call and the recording of its outcome.
+//!
+//! [`ConnectionClock`] is shared by the [`TimedStream`] around the socket and by the
+//! request handler; the [`ClockedBody`] of each response restarts the budget when hyper is
+//! done with it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Nothing of the next request has arrived yet.
+const WAITING: u8 = 0;
+/// Part of the next request's head has arrived.
+const ARRIVING: u8 = 1;
+/// A handler runs or its response is being produced; no read deadline.
+const HANDLING: u8 = 2;
+
+/// Counts a connection closed (or answered 408) because a deadline passed; `reason` is
+/// `idle`, `head`, `body` or `write`.
+pub fn count_timeout(reason: &'static str) {
+    metrics::counter!("http_connections_timed_out_total", "reason" => reason).increment(1);
+}
+
+/// Where one connection stands against its deadlines.
+#[derive(Debug)]
+pub struct ConnectionClock {
+    origin: Instant,
+    request_timeout: Duration,
+    /// Nanoseconds from `origin` to the start of the current request's budget.
+    budget_start_nanos: AtomicU64,
+    phase: AtomicU8,
+}
+
+impl ConnectionClock {
+    /// A clock for a connection accepted now.
+    pub fn new(request_timeout: Duration) -> Arc<Self> {
+        let origin = Instant::now();
+        Arc::new(Self { origin, request_timeout, budget_start_nanos: AtomicU64::new(0), phase: AtomicU8::new(WAITING) })
+    }
+
+    fn budget_start(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.budget_start_nanos.load(Ordering::Relaxed))
+    }
+
+    fn restart_budget(&self) {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.budget_start_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// A request's head has arrived and its handler starts: reads stop having a deadline,
+    /// and the returned instant is the one by which its body must have arrived.
+    pub fn begin_request(&self) -> Instant {
+        self.phase.store(HANDLING, Ordering::Relaxed);
+        self.budget_start() + self.request_timeout
+    }
+
+    /// hyper is done with a response body: the next request's budget starts.
+    fn response_finished(&self) {
+        self.restart_budget();
+        self.phase.store(WAITING, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: the next request's head has begun.
+    fn note_read(&self) {
+        let _ = self.phase.compare_exchange(WAITING, ARRIVING, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A write made progress. Between requests that is the previous response still going
+    /// out, so the next request's budget starts after it.
+    fn note_write_progress(&self) {
+        if self.phase.load(Ordering::Relaxed) != HANDLING {
+            self.restart_budget();
+        }
+    }
+
+    /// By when the next request's head must have arrived, and the timeout reason if it does not.
+    fn read_deadline(&self) -> Option<(Instant, &'static str)> {
+        match self.phase.load(Ordering::Relaxed) {
+            WAITING => Some((self.budget_start() + self.request_timeout, "idle")),
+            ARRIVING => Some((self.budget_start() + self.request_timeout, "head")),
+            _ => None,
+        }
+    }
+}
+
+/// A response body that restarts the connection's request budget when hyper drops it,
+/// which it does once the body is fully handed to the connection (or the connection ends).
+pub struct ClockedBody {
+    inner: Full<Bytes>,
+    clock: Arc<ConnectionClock>,
+}
+
+impl ClockedBody {
+    /// Wraps a response body of the connection `clock` belongs to.
+    pub fn new(inner: Full<Bytes>, clock: Arc<ConnectionClock>) -> Self {
+        Self { inner, clock }
+    }
+}
+
+impl Drop for ClockedBody {
+    fn drop(&mut self) {
+        self.clock.response_finished();
+    }
+}
+
+impl Body for ClockedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A socket whose reads fail once the next request's head is late and whose writes fail
+/// once they made no progress for the request timeout; hyper then closes the connection.
+pub struct TimedStream<S> {
+    inner: S,
+    clock: Arc<ConnectionClock>,
+    read_timer: Pin<Box<Sleep>>,
+    write_timer: Pin<Box<Sleep>>,
+    write_stalled: bool,
+}
+
+impl<S> TimedStream<S> {
+    /// Wraps an accepted connection.
+    pub fn new(inner: S, clock: Arc<ConnectionClock>) -> Self {
+        let deadline = clock.budget_start() + clock.request_timeout;
+        let read_timer = Box::pin(tokio::time::sleep_until(deadline));
+        let write_timer = Box::pin(tokio::time::sleep_until(deadline));
+        Self { inner, clock, read_timer, write_timer, write_stalled: false }
+    }
+
+    /// Called when a read is pending: fails it once the head is late.
+    fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A stalled write has its own deadline; the read side waits for it.
+        let Some((deadline, reason)) = self.clock.read_deadline().filter(|_| !self.write_stalled) else {
+            return Poll::Pending;
+        };
+        if self.read_timer.deadline() != deadline {
+            self.read_timer.as_mut().reset(deadline);
+        }
+        ready!(self.read_timer.as_mut().poll(cx));
+        count_timeout(reason);
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the request did not arrive in time")))
+    }
+
+    /// Watches a write-side poll: progress resets the stall, a stall longer than the
+    /// request timeout fails it.
+    fn watch_write<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>, wrote: bool) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.write_stalled = false;
+            if wrote {
+                self.clock.note_write_progress();
+            }
+            return poll;
+        }
+        if !self.write_stalled {
+            self.write_stalled = true;
+            self.write_timer.as_mut().reset(Instant::now() + self.clock.request_timeout);
+        }
+        ready!(self.write_timer.as_mut().poll(cx));
+        count_timeout("write");
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading the response")))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TimedStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let filled = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > filled {
+                    this.clock.note_read();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_read_deadline(cx),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch_write(cx, poll, true)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buffers: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, buffers);
+        this.watch_write(cx, poll, true)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch_write(cx, poll, false)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch_write(cx, poll, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn an_idle_connection_times_out_and_a_handled_one_does_not() {
+        let (_client, server) = duplex(1024);
+        let clock = ConnectionClock::new(TIMEOUT);
+        let mut stream = TimedStream::new(server, clock.clone());
+        let error = stream.read(&mut [0u8; 16]).await.expect_err("an idle read times out");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+
+        clock.begin_request();
+        let read = tokio::time::timeout(TIMEOUT * 2, stream.read(&mut [0u8; 16])).await;
+        assert!(read.is_err(), "no read deadline while a handler runs");
+    }
+
+    #[tokio::test]
+    async fn the_budget_restarts_after_each_response() {
+        let (mut client, server) = duplex(1024);
+        let clock = ConnectionClock::new(TIMEOUT);
+        let mut stream = TimedStream::new(server, clock.clone());
+        tokio::time::sleep(TIMEOUT / 2).await;
+        clock.begin_request();
+        tokio::time::sleep(TIMEOUT).await;
+        drop(ClockedBody::new(Full::new(Bytes::new()), clock.clone()));
+        tokio::time::sleep(TIMEOUT / 2).await;
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut [0u8; 16]).await.unwrap(), 3, "within the new budget");
+        let error = stream.read(&mut [0u8; 16]).await.expect_err("the rest of the head is late");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_write_without_progress_times_out_but_a_slow_steady_one_does_not() {
+        let (mut client, server) = duplex(64);
+        let clock = ConnectionClock::new(TIMEOUT);
+        clock.begin_request();
+        let mut stream = TimedStream::new(server, clock);
+        let reader = tokio::spawn(async move {
+            // Reads 64 bytes every half timeout: slow, but never stalled for a whole timeout.
+            let mut buffer = [0u8; 64];
+            for _ in 0..6 {
+                tokio::time::sleep(TIMEOUT / 2).await;
+                client.read_exact(&mut buffer).await.unwrap();
+            }
+            client
+        });
+        stream.write_all(&[7u8; 64 * 7]).await.expect("a steadily read response is never cut");
+        let _client = reader.await.unwrap();
+        let error = stream.write_all(&[7u8; 64]).await.expect_err("nobody reads any more");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+}
