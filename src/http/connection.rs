@@ -151,6 +151,8 @@ pub struct TimedStream<S> {
     read_timer: Pin<Box<Sleep>>,
     write_timer: Pin<Box<Sleep>>,
     write_stalled: bool,
+    /// A deadline passed; every later call fails at once (and is not counted again).
+    timed_out: bool,
 }
 
 impl<S> TimedStream<S> {
@@ -159,11 +161,23 @@ impl<S> TimedStream<S> {
         let deadline = clock.budget_start() + clock.request_timeout;
         let read_timer = Box::pin(tokio::time::sleep_until(deadline));
         let write_timer = Box::pin(tokio::time::sleep_until(deadline));
-        Self { inner, clock, read_timer, write_timer, write_stalled: false }
+        Self { inner, clock, read_timer, write_timer, write_stalled: false, timed_out: false }
+    }
+
+    /// Fails the call that found a deadline passed; counts it the first time only.
+    fn time_out(&mut self, reason: &'static str) -> io::Error {
+        if !self.timed_out {
+            self.timed_out = true;
+            count_timeout(reason);
+        }
+        io::Error::new(io::ErrorKind::TimedOut, "a connection deadline passed")
     }
 
     /// Called when a read is pending: fails it once the head is late.
     fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.timed_out {
+            return Poll::Ready(Err(self.time_out("idle")));
+        }
         // A stalled write has its own deadline; the read side waits for it.
         let Some((deadline, reason)) = self.clock.read_deadline().filter(|_| !self.write_stalled) else {
             return Poll::Pending;
@@ -172,8 +186,7 @@ impl<S> TimedStream<S> {
             self.read_timer.as_mut().reset(deadline);
         }
         ready!(self.read_timer.as_mut().poll(cx));
-        count_timeout(reason);
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the request did not arrive in time")))
+        Poll::Ready(Err(self.time_out(reason)))
     }
 
     /// Watches a write-side poll: progress resets the stall, a stall longer than the
@@ -190,9 +203,10 @@ impl<S> TimedStream<S> {
             self.write_stalled = true;
             self.write_timer.as_mut().reset(Instant::now() + self.clock.request_timeout);
         }
-        ready!(self.write_timer.as_mut().poll(cx));
-        count_timeout("write");
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading the response")))
+        if !self.timed_out {
+            ready!(self.write_timer.as_mut().poll(cx));
+        }
+        Poll::Ready(Err(self.time_out("write")))
     }
 }
 
@@ -261,8 +275,13 @@ mod tests {
         let mut stream = TimedStream::new(server, clock.clone());
         let error = stream.read(&mut [0u8; 16]).await.expect_err("an idle read times out");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-
         clock.begin_request();
+        assert!(stream.read(&mut [0u8; 16]).await.is_err(), "a timed-out connection stays failed");
+
+        let (_client, server) = duplex(1024);
+        let clock = ConnectionClock::new(TIMEOUT);
+        clock.begin_request();
+        let mut stream = TimedStream::new(server, clock);
         let read = tokio::time::timeout(TIMEOUT * 2, stream.read(&mut [0u8; 16])).await;
         assert!(read.is_err(), "no read deadline while a handler runs");
     }

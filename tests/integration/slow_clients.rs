@@ -109,25 +109,26 @@ async fn stalled_clients_cannot_starve_new_ones() {
 
 #[tokio::test]
 async fn slow_bodies_within_the_timeout_pass_and_late_or_idle_clients_are_cut() {
-    // Goal: with a 2 s request timeout, a body trickling in over 1 s is served, a body still missing after 2 s gets a 408 and the connection closes, the budget restarts after each response, and an idle keep-alive connection is closed.
+    // Goal: with a 2 s request timeout, a body trickling in over 0.8 s is served, a body still missing after 2 s gets a 408 and the connection closes, the budget restarts after each response, and an idle keep-alive connection is closed.
     let app = TestApp::spawn_with(&["--request-timeout", "2s"]).await;
+    let started = Instant::now();
     let mut slow = TcpStream::connect(address(&app)).await.unwrap();
     let mut late = TcpStream::connect(address(&app)).await.unwrap();
     let mut keep_alive = TcpStream::connect(address(&app)).await.unwrap();
     slow.write_all(event_head(EVENT_BODY.len()).as_bytes()).await.unwrap();
     late.write_all(event_head(EVENT_BODY.len()).as_bytes()).await.unwrap();
     late.write_all(&EVENT_BODY.as_bytes()[..10]).await.unwrap();
-    keep_alive.write_all(HEALTH_REQUEST.as_bytes()).await.unwrap();
-    assert!(read_json_response(&mut keep_alive).await.starts_with("HTTP/1.1 200"));
-    let started = Instant::now();
     for piece in EVENT_BODY.as_bytes().chunks(EVENT_BODY.len().div_ceil(4)) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         slow.write_all(piece).await.unwrap();
     }
     assert!(read_json_response(&mut slow).await.starts_with("HTTP/1.1 201"));
 
-    // 1.5 s after its first response, the keep-alive connection's second request still has its own budget.
-    tokio::time::sleep_until(started + Duration::from_millis(1500)).await;
+    // The second request comes 2.5 s after the accept but 1.3 s after the first response: within its own budget.
+    tokio::time::sleep_until(started + Duration::from_millis(1200)).await;
+    keep_alive.write_all(HEALTH_REQUEST.as_bytes()).await.unwrap();
+    assert!(read_json_response(&mut keep_alive).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep_until(started + Duration::from_millis(2500)).await;
     keep_alive.write_all(HEALTH_REQUEST.as_bytes()).await.unwrap();
     assert!(read_json_response(&mut keep_alive).await.starts_with("HTTP/1.1 200"));
 
