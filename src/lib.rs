@@ -10,7 +10,7 @@
 //! - [`auth`]: JWT verification and minting, roles.
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
-//! - [`http`]: the hyper server, router, handlers and the problem+json errors.
+//! - [`http`]: the hyper server, connection deadlines, router, handlers and the problem+json errors.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
 //! - [`openapi`]: the OpenAPI document derived from the handlers and types.
