@@ -7,6 +7,7 @@ mod harness;
 mod catalog;
 mod deployment;
 mod documentation;
+mod fuzz_findings;
 mod operations;
 mod pipeline;
 mod pipeline_bench;
