@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::stock::{Stock, StockError, StockTerms};
-use crate::validation::{FieldError, FieldErrors, text_length};
+use crate::validation::{FieldError, FieldErrors, plain_text};
 
 /// Longest `limit` of a list page.
 pub const PAGE_LIMIT_MAX: i64 = 100;
@@ -139,8 +139,8 @@ impl NewEvent {
         sale_window: SaleWindow,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = FieldErrors::new();
-        let name = errors.require("name", name).and_then(|name| errors.check("name", text_length(&name, 1, 200)));
-        let venue = errors.require("venue", venue).and_then(|venue| errors.check("venue", text_length(&venue, 1, 200)));
+        let name = errors.require("name", name).and_then(|name| errors.check("name", plain_text(&name, 1, 200)));
+        let venue = errors.require("venue", venue).and_then(|venue| errors.check("venue", plain_text(&venue, 1, 200)));
         let starts_at = errors.require("starts_at", starts_at);
         if let (Some(opens), Some(closes)) = (sale_window.starts_at, sale_window.ends_at)
             && closes <= opens
@@ -181,7 +181,7 @@ impl NewCategory {
         max_per_user: Option<i64>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = FieldErrors::new();
-        let name = errors.require("name", name).and_then(|name| errors.check("name", text_length(&name, 1, 100)));
+        let name = errors.require("name", name).and_then(|name| errors.check("name", plain_text(&name, 1, 100)));
         let price = errors.require("price", price).and_then(|price| {
             errors.check("price", if price >= 0 { Ok(price) } else { Err("must be at least 0".into()) })
         });

@@ -410,6 +410,8 @@ pub fn value() -> Value {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn operation_ids(document: &Value) -> Vec<String> {
@@ -450,6 +452,27 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), count, "one example per code");
+    }
+
+    #[test]
+    fn names_and_idempotency_keys_document_what_the_server_accepts() {
+        // Found by scripts/fuzz: the server refuses control characters in names and keys
+        // outside 1..255 printable ASCII, so the document must say so.
+        let document = value();
+        let schemas = &document["components"]["schemas"];
+        let no_control_characters = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+        for (schema, field) in
+            [("CreateEventRequest", "name"), ("CreateEventRequest", "venue"), ("CreateCategoryRequest", "name")]
+        {
+            assert_eq!(schemas[schema]["properties"][field]["pattern"], no_control_characters, "{schema}.{field}");
+        }
+        for path in ["/reserve", "/confirm"] {
+            let parameters = document["paths"][path]["post"]["parameters"].as_array().unwrap();
+            let key = parameters.iter().find(|parameter| parameter["name"] == "Idempotency-Key").unwrap();
+            let schema = &key["schema"];
+            assert_eq!((&schema["minLength"], &schema["maxLength"]), (&json!(1), &json!(255)), "{path}");
+            assert_eq!(schema["pattern"], "^[ -~]+$", "{path}");
+        }
     }
 
     #[test]

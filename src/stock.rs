@@ -150,6 +150,10 @@ impl Stock {
 
     /// Current levels of each category, in order, with one pipelined round trip.
     pub async fn levels(&self, categories: &[CategoryId]) -> Result<Vec<Levels>, StockError> {
+        // Redis refuses an empty pipeline ("empty command"): an event without categories.
+        if categories.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for &category in categories {
             pipe.cmd("HMGET").arg(self.keys.stock(category)).arg(&["quota", "available", "held", "sold"]);

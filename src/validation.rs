@@ -62,11 +62,31 @@ impl FieldErrors {
     }
 }
 
-/// Checks that a text has between `min` and `max` characters.
-pub fn text_length(text: &str, min: usize, max: usize) -> Result<String, String> {
+/// Checks that a name-like text has between `min` and `max` characters and no control
+/// characters (Unicode `Cc`): Postgres cannot store NUL, and names are shown to people.
+pub fn plain_text(text: &str, min: usize, max: usize) -> Result<String, String> {
     let length = text.chars().count();
     if length < min || length > max {
         return Err(format!("must be {min} to {max} characters long"));
     }
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
     Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_bounds_length_and_refuses_control_characters() {
+        assert_eq!(plain_text("Main Arena", 1, 200), Ok("Main Arena".to_owned()));
+        assert_eq!(plain_text("Ünïcödé ✓", 1, 9), Ok("Ünïcödé ✓".to_owned()), "length counts characters");
+        assert!(plain_text("", 1, 200).is_err());
+        assert!(plain_text("abc", 1, 2).is_err());
+        for bad in ["NUL\u{0}", "bell\u{7}", "new\nline", "tab\t", "del\u{7f}", "c1\u{85}"] {
+            assert_eq!(plain_text(bad, 1, 200), Err("must not contain control characters".to_owned()), "{bad:?}");
+        }
+    }
 }

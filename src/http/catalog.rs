@@ -19,11 +19,23 @@ use crate::validation::FieldErrors;
 #[schema(example = json!({"name": "Stampede Live", "venue": "Main Arena", "starts_at": "2027-01-10T19:00:00Z",
     "sale_starts_at": null, "sale_ends_at": null}))]
 pub struct CreateEventRequest {
-    /// 1..200 characters.
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 200)]
+    /// 1..200 characters, no control characters.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
-    /// 1..200 characters.
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 200)]
+    /// 1..200 characters, no control characters.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub venue: Option<String>,
     /// RFC 3339 time the event starts.
     #[schema(format = DateTime, required = true, nullable = false)]
@@ -44,8 +56,14 @@ impl RequestBody for CreateEventRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"name": "VIP", "price": 150000, "currency": "IDR", "quota": 5000, "max_per_user": 4}))]
 pub struct CreateCategoryRequest {
-    /// 1..100 characters, unique within the event.
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 100)]
+    /// 1..100 characters, no control characters, unique within the event.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// Price per ticket in minor units, at least 0.
     #[schema(required = true, nullable = false, minimum = 0)]

@@ -97,7 +97,7 @@ pub async fn swagger_ui_index(_state: &AppState, _request: RequestContext) -> Ha
     path = "/swagger-ui/{file}",
     tag = "documentation",
     summary = "A Swagger UI asset",
-    params(("file" = String, Path, description = "File name, such as `swagger-ui-bundle.js`.")),
+    params(("file" = String, Path, description = "File name, such as `swagger-ui-bundle.js`.", example = "swagger-ui-bundle.js")),
     responses((
         status = 200,
         description = "The file.",

@@ -609,7 +609,7 @@ fn dockerfile_builds_every_binary_into_a_small_non_root_image() {
 
 #[test]
 fn ci_workflow_runs_fmt_clippy_and_the_suite_with_its_services() {
-    // Goal: the GitHub workflow runs what .ci/run runs (fmt, clippy, scripts/test) with Postgres and Redis service
+    // Goal: the GitHub workflow runs what .ci/run runs (fmt, clippy, scripts/test, scripts/fuzz) with Postgres and Redis service
     // containers and the same tansu version that scripts/services installs.
     let workflow = yaml(".github/workflows/ci.yml");
     let mut commands = String::new();
@@ -621,7 +621,9 @@ fn ci_workflow_runs_fmt_clippy_and_the_suite_with_its_services() {
             commands.push('\n');
         }
     }
-    for command in ["cargo fmt --all -- --check", "cargo clippy --all-targets", "-D warnings", "scripts/test"] {
+    for command in
+        ["cargo fmt --all -- --check", "cargo clippy --all-targets", "-D warnings", "scripts/test", "scripts/fuzz"]
+    {
         assert!(commands.contains(command), "ci runs `{command}`");
     }
     assert!(services.contains("postgres") && services.contains("redis"), "service containers: {services:?}");

@@ -8,6 +8,7 @@ mod catalog;
 mod client_hang_up;
 mod deployment;
 mod documentation;
+mod fuzz_findings;
 mod operations;
 mod pipeline;
 mod pipeline_bench;
