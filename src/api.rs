@@ -5,21 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sqlx::PgPool;
+use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Jwt, Role, UserId};
+use crate::auth::{Jwt, Role};
 use crate::catalog::Catalog;
 use crate::config::ApiConfig;
+use crate::http::state::AppState;
 use crate::http::{self, ServerOptions};
+use crate::ids::UserId;
+use crate::infrastructure::{self, connect_redis};
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
-use crate::persistence;
 use crate::relay::{self, RelayOptions};
 use crate::reservation::admission::Admission;
 use crate::reservation::engine::PAYMENT_WINDOW_MARGIN;
@@ -43,7 +43,7 @@ pub enum StartError {
     MissingJwtSecret,
     /// Postgres could not be reached or migrated.
     #[error(transparent)]
-    Persistence(#[from] persistence::PersistenceError),
+    Persistence(#[from] infrastructure::PersistenceError),
     /// The relay settings contradict each other.
     #[error(transparent)]
     RelayConfig(#[from] relay::RelayConfigError),
@@ -59,30 +59,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Everything a handler needs, shared by all requests.
-pub struct AppState {
-    /// Verifies bearer tokens.
-    pub jwt: Jwt,
-    /// Postgres pool.
-    pub database: PgPool,
-    /// Multiplexed Redis connection.
-    pub redis: ConnectionManager,
-    /// Redis key layout.
-    pub keys: Keyspace,
-    /// Events and categories.
-    pub catalog: Catalog,
-    /// Stock levels.
-    pub stock: Stock,
-    /// How long a hold lasts.
-    pub hold_ttl: Duration,
-    /// Renders `GET /metrics`.
-    pub metrics: PrometheusHandle,
-    /// Reserve, confirm, cancel and read holds.
-    pub reservations: ReservationEngine,
-    /// Backpressure on the reservation endpoints.
-    pub admission: Admission,
 }
 
 /// A started API.
@@ -103,23 +79,13 @@ impl RunningApi {
     }
 }
 
-/// Opens the Redis connection with bounded timeouts and retries.
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(3);
-    client.get_connection_manager_with_config(config).await
-}
-
 /// Starts the API: connects, migrates, recovers provisioning, binds and serves until
 /// `shutdown` fires.
 pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<RunningApi, StartError> {
     let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
     let jwt = Jwt::new(&secret);
     let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
-    let database = persistence::connect_and_migrate(&config.database_url, config.database_connections_max).await?;
+    let database = infrastructure::connect_and_migrate(&config.database_url, config.database_connections_max).await?;
     let redis = connect_redis(&config.redis_url).await?;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.

@@ -9,12 +9,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
+use crate::ids::UserId;
 
 /// Clock skew tolerated on `exp`, in seconds.
 const EXPIRY_LEEWAY_SECONDS: u64 = 60;
-
-/// Longest accepted `sub`, in characters.
-pub const SUBJECT_LENGTH_MAX: usize = 128;
 
 /// Why a request could not be authenticated or authorized.
 #[derive(Debug, thiserror::Error)]
@@ -46,28 +44,6 @@ impl std::fmt::Display for Role {
             Role::Admin => "admin",
             Role::User => "user",
         })
-    }
-}
-
-/// A validated caller identity (`sub`): non-empty, at most 128 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct UserId(String);
-
-impl UserId {
-    /// Validates a subject.
-    pub fn parse(subject: &str) -> Result<Self, String> {
-        if subject.is_empty() {
-            return Err("sub must not be empty".to_owned());
-        }
-        if subject.chars().count() > SUBJECT_LENGTH_MAX {
-            return Err(format!("sub must be at most {SUBJECT_LENGTH_MAX} characters"));
-        }
-        Ok(Self(subject.to_owned()))
-    }
-
-    /// The subject text.
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 

@@ -21,7 +21,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::stock::{Stock, StockError, StockTerms};
+use crate::ids::{CategoryId, EventId};
+use crate::stock::{SaleWindow, Stock, StockError, StockTerms};
 use crate::validation::{FieldError, FieldErrors, plain_text};
 
 /// Longest `limit` of a list page.
@@ -30,38 +31,6 @@ pub const PAGE_LIMIT_MAX: i64 = 100;
 pub const QUOTA_MAX: i64 = 10_000_000;
 /// Default `max_per_user` when the request leaves it out (capped by the quota).
 pub const MAX_PER_USER_DEFAULT: i64 = 10;
-
-/// A positive event id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct EventId(i64);
-
-impl EventId {
-    /// Accepts only positive ids.
-    pub fn new(id: i64) -> Option<Self> {
-        (id > 0).then_some(Self(id))
-    }
-
-    /// The numeric id.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-/// A positive ticket-category id, below 2^32 so that reservation ids can carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct CategoryId(i64);
-
-impl CategoryId {
-    /// Accepts only ids in `1..2^32`.
-    pub fn new(id: i64) -> Option<Self> {
-        (id > 0 && id <= i64::from(u32::MAX)).then_some(Self(id))
-    }
-
-    /// The numeric id.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
 
 /// A concert or game whose tickets are sold.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -93,7 +62,9 @@ pub struct Event {
     "currency": "IDR", "quota": 5000, "max_per_user": 4}))]
 pub struct Category {
     /// Category id.
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    #[schema(value_type = i64)]
+    pub id: CategoryId,
     /// The event it belongs to.
     pub event_id: i64,
     /// Name, unique within the event.
@@ -108,13 +79,19 @@ pub struct Category {
     pub max_per_user: i64,
 }
 
-/// A sale window: reservations are accepted from `starts_at` until `ends_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SaleWindow {
-    /// Opening time, or always open.
-    pub starts_at: Option<DateTime<Utc>>,
-    /// Closing time, or never closing.
-    pub ends_at: Option<DateTime<Utc>>,
+impl Category {
+    /// The terms this category's stock is created with, under its event's sale window.
+    pub fn stock_terms(&self, sale_window: SaleWindow) -> StockTerms {
+        StockTerms {
+            category_id: self.id,
+            event_id: self.event_id,
+            quota: self.quota,
+            max_per_user: self.max_per_user,
+            price: self.price,
+            currency: self.currency.clone(),
+            sale_window,
+        }
+    }
 }
 
 /// A validated request to create an event.
@@ -286,8 +263,8 @@ impl Catalog {
 
     /// Steps 2 to 4 of provisioning (see the module docs); each is idempotent.
     async fn provision(&self, category: &Category, window: SaleWindow) -> Result<(), CatalogError> {
-        let id = CategoryId::new(category.id).expect("ids come from an identity column below 2^32");
-        self.stock.create_pending(&StockTerms::of(category, window)).await?;
+        let id = category.id;
+        self.stock.create_pending(&category.stock_terms(window)).await?;
         store::mark_provisioned(&self.database, id).await?;
         self.stock.open(id).await?;
         Ok(())
@@ -339,13 +316,5 @@ mod tests {
         let errors = NewCategory::parse(Some("A".into()), Some(1), None, Some(5), Some(6)).unwrap_err();
         assert_eq!(errors[0].field, "max_per_user");
         assert!(NewCategory::parse(Some("A".into()), Some(1), None, Some(QUOTA_MAX + 1), None).is_err());
-    }
-
-    #[test]
-    fn ids_must_be_positive() {
-        assert!(EventId::new(0).is_none());
-        assert!(CategoryId::new(-3).is_none());
-        assert!(CategoryId::new(i64::from(u32::MAX) + 1).is_none());
-        assert_eq!(CategoryId::new(7).unwrap().get(), 7);
     }
 }

@@ -7,10 +7,12 @@ pub mod documentation;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 pub mod operations;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
+pub mod state;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AppState;
+use crate::http::state::AppState;
 use connection::{ClockedBody, ConnectionClock, TimedStream};
 use error::ApiError;
 use router::{Matched, Operation, Router};

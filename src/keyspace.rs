@@ -15,12 +15,11 @@
 //! - `P:{u:HEX}:idem:OP:K`: binds user `HEX` (hex of the id) and key `K` to one request body.
 //! - `P:{relay}:lease:C`: which process relays category `C`'s outbox.
 //! - `P:{gateway}:attempt:A` and `P:{gateway}:reference:R`: the simulated payment
-//!   gateway's ledger (see [`crate::payment`]); a third party's data, not ours.
+//!   gateway's ledger (see the `payment` module); a third party's data, not ours.
 
 use uuid::Uuid;
 
-use crate::auth::UserId;
-use crate::catalog::CategoryId;
+use crate::ids::{CategoryId, UserId};
 
 /// Builds every Redis key under one prefix.
 #[derive(Debug, Clone)]

@@ -6,17 +6,19 @@
 //! event pipeline, every reservation.
 //!
 //! # Layout
-//! - [`api`]: the `api` process: shared state, start-up and shutdown.
+//! - [`api`]: the `api` process: start-up, background tasks and shutdown.
 //! - [`auth`]: JWT verification and minting, roles.
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
-//! - [`http`]: the hyper server, connection deadlines, router, handlers and the problem+json errors.
+//! - [`contract`]: the contract's view of a reservation and its status.
+//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document.
+//! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
+//! - [`infrastructure`]: connection set-up: the Redis connection, the Postgres pool and migrations.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
-//! - [`openapi`]: the OpenAPI document derived from the handlers and types.
 //! - [`outbox`]: the outbox stream's entries and the events they become.
 //! - [`payment`]: the payment gateway boundary and the simulated gateway.
-//! - [`persistence`]: the Postgres pool and migrations.
+//! - [`persistence`]: the read side of the rows the worker writes to Postgres.
 //! - [`relay`]: the outbox relay: Redis streams to Kafka under a per-category lease.
 //! - [`reservation`]: holds in Redis: reserve, confirm, cancel, the expiry reaper, idempotency, backpressure.
 //! - [`retry`]: capped exponential backoff for loops that retry a dependency.
@@ -31,10 +33,12 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod contract;
 pub mod http;
+pub mod ids;
+pub mod infrastructure;
 pub mod kafka;
 pub mod keyspace;
-pub mod openapi;
 pub mod outbox;
 pub mod payment;
 pub mod persistence;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::reservation::{Reservation, ReservationStatus, time_from_millis};
+use crate::contract::{Reservation, ReservationStatus, time_from_millis};
 
 /// Namespace of event ids (a fixed random UUID).
 pub const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b7e_5d4a_4c3b_9a8f_1e2d_3c4b_5a69);

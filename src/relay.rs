@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::CategoryId;
 use crate::config::ApiConfig;
+use crate::ids::CategoryId;
 use crate::kafka::KafkaError;
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, ReservationEvent};

@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::catalog::{Category, CategoryId, SaleWindow};
+use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::lua_script;
 
@@ -49,6 +49,15 @@ impl Levels {
     }
 }
 
+/// A sale window: reservations are accepted from `starts_at` until `ends_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SaleWindow {
+    /// Opening time, or always open.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Closing time, or never closing.
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
 /// The terms a category's stock is created with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StockTerms {
@@ -66,21 +75,6 @@ pub struct StockTerms {
     pub currency: String,
     /// When reservations are accepted.
     pub sale_window: SaleWindow,
-}
-
-impl StockTerms {
-    /// The terms of a stored category under its event's sale window.
-    pub fn of(category: &Category, sale_window: SaleWindow) -> Self {
-        Self {
-            category_id: CategoryId::new(category.id).expect("stored category ids are valid"),
-            event_id: category.event_id,
-            quota: category.quota,
-            max_per_user: category.max_per_user,
-            price: category.price,
-            currency: category.currency.clone(),
-            sale_window,
-        }
-    }
 }
 
 fn millis_or_empty(time: Option<DateTime<Utc>>) -> String {

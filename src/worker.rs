@@ -43,9 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{PartitionSelection, WorkerConfig};
-use crate::kafka;
-use crate::persistence;
 use crate::retry::{Backoff, sleep_unless_stopped};
+use crate::{infrastructure, kafka};
 use consumer::{ConsumerOptions, PartitionConsumer};
 
 /// Why the worker could not run.
@@ -124,7 +123,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 async fn connect_database(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<PgPool> {
     let mut backoff = Backoff::new(config.worker_backoff_max);
     loop {
-        match persistence::connect_and_migrate(&config.database_url, config.database_connections_max).await {
+        match infrastructure::connect_and_migrate(&config.database_url, config.database_connections_max).await {
             Ok(database) => return Some(database),
             Err(error) => tracing::warn!(error = ?error, "postgres not ready; retrying"),
         }

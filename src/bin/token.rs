@@ -1,8 +1,9 @@
 //! Mints a Stampede JWT: `token --role admin|user --sub ID [--secret S] [--ttl 1h]`.
 
 use clap::Parser;
-use stampede::auth::{Jwt, Role, UserId};
+use stampede::auth::{Jwt, Role};
 use stampede::config::{Secret, parse_duration};
+use stampede::ids::UserId;
 
 /// Prints one HS256 JWT and a newline.
 #[derive(Debug, Parser)]

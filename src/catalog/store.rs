@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{CatalogError, Category, CategoryId, Event, EventId, NewCategory, NewEvent, PageRequest, SaleWindow};
+use super::{CatalogError, Category, Event, NewCategory, NewEvent, PageRequest};
+use crate::ids::{CategoryId, EventId};
+use crate::stock::SaleWindow;
 
 #[derive(sqlx::FromRow)]
 struct EventRow {

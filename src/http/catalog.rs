@@ -9,9 +9,10 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext, page_query};
-use crate::api::AppState;
-use crate::catalog::{CatalogError, Category, CategoryId, Event, EventId, NewCategory, NewEvent, SaleWindow};
-use crate::stock::StockError;
+use crate::catalog::{CatalogError, Category, Event, NewCategory, NewEvent};
+use crate::http::state::AppState;
+use crate::ids::{CategoryId, EventId};
+use crate::stock::{SaleWindow, StockError};
 use crate::validation::FieldErrors;
 
 /// Body of `POST /events`.
@@ -278,15 +279,14 @@ pub async fn create_category(state: &AppState, request: RequestContext) -> Handl
 )]
 pub async fn availability(state: &AppState, request: RequestContext) -> HandlerResult {
     let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
-    let ids: Vec<CategoryId> =
-        event.categories.iter().map(|category| CategoryId::new(category.id).expect("stored ids are valid")).collect();
+    let ids: Vec<CategoryId> = event.categories.iter().map(|category| category.id).collect();
     let levels = state.stock.levels(&ids).await.map_err(stock_error)?;
     let categories = event
         .categories
         .into_iter()
         .zip(levels)
         .map(|(category, levels)| CategoryAvailability {
-            category_id: category.id,
+            category_id: category.id.get(),
             name: category.name,
             quota: levels.quota,
             available: levels.available,

@@ -15,7 +15,7 @@ use utoipa_swagger_ui::Config;
 
 use super::error::ApiError;
 use super::{HandlerResult, RequestContext};
-use crate::api::AppState;
+use crate::http::state::AppState;
 
 /// Where the document is served; the Swagger UI loads it from here.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -24,7 +24,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 pub const SWAGGER_UI_PATH: &str = "/swagger-ui/";
 
 /// The document, serialized once.
-static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(crate::openapi::json()));
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(crate::http::openapi::json()));
 
 static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     Arc::new(

@@ -7,9 +7,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::json;
-use super::{HandlerResult, RequestContext};
-use crate::api::AppState;
+use super::{HandlerResult, RequestContext, json};
+use crate::http::state::AppState;
 
 /// How long readiness waits for each dependency.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);

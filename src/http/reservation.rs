@@ -12,14 +12,13 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext};
-use crate::api::AppState;
 use crate::auth::Role;
-use crate::catalog::CategoryId;
+use crate::contract::Reservation;
+use crate::http::state::AppState;
+use crate::ids::{CategoryId, ReservationId};
 use crate::reservation::admission::{self, Admission};
 use crate::reservation::idempotency::IdempotencyKey;
-use crate::reservation::{
-    Confirmation, NewReservation, NotHeldReason, Refusal, Reservation, ReservationError, ReservationId,
-};
+use crate::reservation::{Confirmation, NewReservation, NotHeldReason, Refusal, ReservationError};
 use crate::validation::FieldError;
 
 /// The request header carrying an idempotency key.

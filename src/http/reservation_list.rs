@@ -7,9 +7,9 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::{HandlerResult, RequestContext, json, page_query};
-use crate::api::AppState;
+use crate::contract::Reservation;
+use crate::http::state::AppState;
 use crate::persistence::reservations;
-use crate::reservation::Reservation;
 
 /// The caller's reservations.
 #[derive(Debug, Serialize, ToSchema)]

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::UserId;
-use crate::catalog::{CategoryId, PAGE_LIMIT_MAX};
-use crate::reservation::{Reservation, ReservationStatus};
+use crate::catalog::PAGE_LIMIT_MAX;
+use crate::contract::{Reservation, ReservationStatus};
+use crate::ids::{CategoryId, UserId};
 
 #[derive(sqlx::FromRow)]
 struct ReservationRow {

@@ -26,12 +26,9 @@ use uuid::Uuid;
 use super::idempotency::{
     Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
 };
-use super::{
-    Confirmation, NewReservation, RECORD_FIELDS, Reservation, ReservationId, ReservationStatus,
-    reservation_from_record, time_from_millis,
-};
-use crate::auth::UserId;
-use crate::catalog::CategoryId;
+use super::{Confirmation, NewReservation, RECORD_FIELDS, reservation_from_record};
+use crate::contract::{Reservation, ReservationStatus, time_from_millis};
+use crate::ids::{CategoryId, ReservationId, UserId};
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};

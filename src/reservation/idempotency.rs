@@ -15,8 +15,7 @@
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 
-use crate::auth::UserId;
-use crate::catalog::CategoryId;
+use crate::ids::{CategoryId, UserId};
 use crate::keyspace::Keyspace;
 use crate::reservation::{Confirmation, NewReservation};
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::engine::{FINAL_RECORD_TTL, ReservationEngine, ReservationError, with_prelude};
-use crate::catalog::CategoryId;
+use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, EventType};
 use crate::payment::{AttemptId, PaymentGateway};

@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::CategoryId;
+use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 
 /// How often the gauges are refreshed.

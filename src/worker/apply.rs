@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::contract::ReservationStatus;
 use crate::outbox::{EventType, ReservationEvent};
-use crate::reservation::ReservationStatus;
 
 /// An event read from the topic.
 #[derive(Debug, Clone)]
@@ -252,8 +252,8 @@ async fn upsert_reservations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::{Reservation, time_from_millis};
     use crate::outbox::event_id;
-    use crate::reservation::{Reservation, time_from_millis};
 
     fn consumed(reservation: Uuid, event_type: EventType, offset: i64) -> ConsumedEvent {
         let event = ReservationEvent {

@@ -39,14 +39,13 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
-use crate::catalog::CategoryId;
 use crate::config::{ReconcileArgs, WorkerConfig};
+use crate::contract::{Reservation, ReservationStatus};
+use crate::ids::CategoryId;
+use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
-use crate::lua_script;
-use crate::persistence::{self, PersistenceError};
-use crate::reservation::{Reservation, ReservationStatus};
 use crate::stock::{Levels, Stock, StockError};
-use crate::{api, kafka};
+use crate::{infrastructure, kafka, lua_script, persistence};
 
 lua_script!(REPAIR_STOCK, "repair_stock", "repair_stock.lua");
 
@@ -228,7 +227,8 @@ impl fmt::Display for ReconcileReport {
 /// A category's terms, as a rebuilt stock needs them.
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct CategoryTerms {
-    id: i64,
+    #[sqlx(try_from = "i64")]
+    id: CategoryId,
     event_id: i64,
     price: i64,
     currency: String,
@@ -240,8 +240,8 @@ struct CategoryTerms {
 
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
 pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<ReconcileReport, ReconcileError> {
-    let database = persistence::connect_and_migrate(&config.database_url, 2).await?;
-    let redis = api::connect_redis(&config.redis_url).await?;
+    let database = infrastructure::connect_and_migrate(&config.database_url, 2).await?;
+    let redis = infrastructure::connect_redis(&config.redis_url).await?;
     let keys = Keyspace::new(config.redis_key_prefix.clone());
     let terms: Vec<CategoryTerms> =
         sqlx::query_as(include_str!("provisioned_categories.sql")).fetch_all(&database).await?;
@@ -261,7 +261,7 @@ pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<Reconcil
                     report.verdict = Verdict::Repaired;
                 }
             } else {
-                tracing::warn!(category = category.id, "not repairing: the pipeline has not drained");
+                tracing::warn!(category = category.id.get(), "not repairing: the pipeline has not drained");
             }
         }
         categories.push(report);
@@ -276,7 +276,7 @@ async fn compare(
     keys: &Keyspace,
     terms: &CategoryTerms,
 ) -> Result<CategoryReport, ReconcileError> {
-    let category = CategoryId::new(terms.id).expect("stored category ids are valid");
+    let category = terms.id;
     let stock = Stock::new(redis.clone(), keys.clone());
     let levels = match stock.levels(&[category]).await {
         Ok(levels) => Some(levels[0]),
@@ -285,7 +285,7 @@ async fn compare(
     };
     let outbox_entries: i64 = redis::cmd("XLEN").arg(keys.outbox(category)).query_async(&mut redis.clone()).await?;
     let postgres: Option<(i64, PostgresTotals)> = sqlx::query_as::<_, TotalsRow>(include_str!("category_totals.sql"))
-        .bind(vec![terms.id])
+        .bind(vec![terms.id.get()])
         .fetch_optional(database)
         .await?
         .map(TotalsRow::split);
@@ -299,7 +299,14 @@ async fn compare(
         }
         Some(_) => Verdict::Drift,
     };
-    Ok(CategoryReport { category_id: terms.id, quota: terms.quota, redis: levels, outbox_entries, postgres, verdict })
+    Ok(CategoryReport {
+        category_id: terms.id.get(),
+        quota: terms.quota,
+        redis: levels,
+        outbox_entries,
+        postgres,
+        verdict,
+    })
 }
 
 #[derive(sqlx::FromRow)]
@@ -326,7 +333,7 @@ async fn relayed_outboxes(
     let mut redis = redis.clone();
     let mut waiting = Vec::new();
     for category in terms {
-        let stream = keys.outbox(CategoryId::new(category.id).expect("stored category ids are valid"));
+        let stream = keys.outbox(category.id);
         let last: Vec<(String, Vec<String>)> =
             redis::cmd("XREVRANGE").arg(&stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut redis).await?;
         if let Some((last_id, _)) = last.into_iter().next() {
@@ -429,7 +436,7 @@ async fn repair(
     keys: &Keyspace,
     terms: &CategoryTerms,
 ) -> Result<bool, ReconcileError> {
-    let category = CategoryId::new(terms.id).expect("stored category ids are valid");
+    let category = terms.id;
     let open = persistence::reservations::open_reservations(database, category).await?;
     let mut redis = redis.clone();
     restore_confirmed_records(&mut redis, keys, terms, &open).await?;
@@ -471,10 +478,10 @@ async fn repair(
             .arg((remaining + RESTORED_RECORD_TTL).as_millis() as u64);
     }
     let outcome: Vec<i64> = REPAIR_STOCK.run(&invocation, &mut redis).await?;
-    let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id).query_async(&mut redis).await?;
+    let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id.get()).query_async(&mut redis).await?;
     if outcome.first() == Some(&1) {
         tracing::warn!(
-            category = terms.id,
+            category = terms.id.get(),
             sold,
             held = outcome.get(2),
             available = outcome.get(1),
@@ -494,7 +501,7 @@ async fn restore_confirmed_records(
     terms: &CategoryTerms,
     open: &[Reservation],
 ) -> Result<(), ReconcileError> {
-    let category = CategoryId::new(terms.id).expect("stored category ids are valid");
+    let category = terms.id;
     let confirmed: Vec<&Reservation> =
         open.iter().filter(|reservation| reservation.status == ReservationStatus::Confirmed).collect();
     for chunk in confirmed.chunks(RESTORE_CHUNK_RECORDS) {
@@ -504,7 +511,11 @@ async fn restore_confirmed_records(
             pipe.cmd("HSET")
                 .arg(&key)
                 .arg(&[("status", "confirmed"), ("user_id", reservation.user_id.as_str())])
-                .arg(&[("event_id", terms.event_id), ("category_id", terms.id), ("quantity", reservation.quantity)])
+                .arg(&[
+                    ("event_id", terms.event_id),
+                    ("category_id", terms.id.get()),
+                    ("quantity", reservation.quantity),
+                ])
                 .arg(&[("amount", reservation.amount)])
                 .arg(&[("currency", reservation.currency.as_str())])
                 .arg("created_at_ms")

@@ -2,7 +2,7 @@
 
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use stampede::catalog::CategoryId;
+use stampede::ids::CategoryId;
 
 use crate::harness::{TestApp, admin_token, assert_problem, user_token};
 
@@ -36,7 +36,7 @@ async fn auth_errors_are_401_and_403() {
     assert_problem(app.post("/events", None, &event_body()).await, 401, "unauthorized").await;
     assert_problem(app.post("/events", Some("garbage"), &event_body()).await, 401, "unauthorized").await;
     let other_secret = stampede::auth::Jwt::new(&stampede::config::Secret::new("other")).mint(
-        &stampede::auth::UserId::parse("x").unwrap(),
+        &stampede::ids::UserId::parse("x").unwrap(),
         stampede::auth::Role::Admin,
         std::time::Duration::from_secs(60),
     );

@@ -6,9 +6,9 @@ use std::time::Duration;
 use clap::CommandFactory;
 use reqwest::redirect::Policy;
 use serde_json::Value;
-use stampede::catalog::CategoryId;
 use stampede::config::{ApiConfig, WorkerConfig};
 use stampede::http::router::ROUTES;
+use stampede::ids::CategoryId;
 use stampede::keyspace::Keyspace;
 use stampede::stock::{Stock, StockTerms};
 use stampede::telemetry;
@@ -69,7 +69,7 @@ fn openapi_document_lists_every_route_and_nothing_else() {
             route.methods.iter().map(|(method, _)| (method.as_str().to_owned(), openapi_path(route.pattern)))
         })
         .collect();
-    let documented = documented_operations(&stampede::openapi::value());
+    let documented = documented_operations(&stampede::http::openapi::value());
     let missing: Vec<_> = routed.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&routed).collect();
     assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
@@ -103,7 +103,7 @@ async fn openapi_json_is_served_with_every_error_code_and_bearer_auth() {
     assert_eq!(response.headers()["content-type"], "application/json");
     let document: Value = response.json().await.expect("the document is JSON");
     assert!(document["openapi"].as_str().unwrap().starts_with("3."), "OpenAPI 3.x");
-    assert_eq!(document, stampede::openapi::value(), "served document equals the library's");
+    assert_eq!(document, stampede::http::openapi::value(), "served document equals the library's");
 
     let scheme = &document["components"]["securitySchemes"]["bearer_auth"];
     assert_eq!((scheme["type"].as_str(), scheme["scheme"].as_str()), (Some("http"), Some("bearer")));
@@ -240,7 +240,7 @@ async fn sampler_sets_stock_and_outbox_gauges_from_redis() {
     // Goal: one sampling round sets stock_tickets, stock_quota_tickets and outbox_backlog_entries to exactly
     // what Redis holds for a category.
     let handle = telemetry::install_metrics();
-    let mut redis = stampede::api::connect_redis(&redis_url()).await.unwrap();
+    let mut redis = stampede::infrastructure::connect_redis(&redis_url()).await.unwrap();
     let keys = Keyspace::new(unique_name("sampler"));
     // An id no test database hands out, so no other test app's sampler writes these series.
     let id = 3_000_000_000 + i64::from(fastrand::u32(..1_000_000_000));

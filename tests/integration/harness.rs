@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
-use stampede::auth::{Jwt, Role, UserId};
-use stampede::catalog::CategoryId;
+use stampede::auth::{Jwt, Role};
 use stampede::config::{ApiConfig, Secret};
+use stampede::ids::{CategoryId, UserId};
 use stampede::keyspace::Keyspace;
 use stampede::stock::{Levels, Stock};
 use tokio_util::sync::CancellationToken;
@@ -161,7 +161,7 @@ impl TestApp {
     pub async fn spawn_config(isolation: Isolation, config: ApiConfig) -> Self {
         let shutdown = CancellationToken::new();
         let app = stampede::api::start(config, shutdown.clone()).await.expect("api starts");
-        let redis = stampede::api::connect_redis(&redis_url()).await.expect("redis is up");
+        let redis = stampede::infrastructure::connect_redis(&redis_url()).await.expect("redis is up");
         Self {
             base_url: format!("http://{}", app.local_addr),
             client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),

@@ -39,7 +39,7 @@ async fn events_reach_postgres_once_and_statuses_never_go_backwards() {
         .collect();
     append_events(&app.redis, &keys, &copies).await;
     // An entry no script would write (a bug): moved aside, never blocking the stream.
-    let outbox = keys.outbox(stampede::catalog::CategoryId::new(11).unwrap());
+    let outbox = keys.outbox(stampede::ids::CategoryId::new(11).unwrap());
     let _: String = redis::cmd("XADD")
         .arg(&outbox)
         .arg("*")
@@ -74,7 +74,7 @@ async fn events_reach_postgres_once_and_statuses_never_go_backwards() {
     let redis = app.redis.clone();
     app.stop().await;
     for category in [11, 12] {
-        let lease = keys.relay_lease(stampede::catalog::CategoryId::new(category).unwrap());
+        let lease = keys.relay_lease(stampede::ids::CategoryId::new(category).unwrap());
         let held: i64 = redis::cmd("EXISTS").arg(lease).query_async(&mut redis.clone()).await.unwrap();
         assert_eq!(held, 0, "a stopped api releases its leases");
     }
@@ -166,7 +166,7 @@ async fn an_api_process_killed_mid_relay_loses_no_outbox_entry() {
     // Goal: SIGKILL of the API process that relays a stream leaves the unpublished entries in Redis; another API
     // process takes the lease after it lapses and publishes them, so every event reaches Postgres.
     let isolation = Isolation::new().await;
-    let redis = stampede::api::connect_redis(&redis_url()).await.unwrap();
+    let redis = stampede::infrastructure::connect_redis(&redis_url()).await.unwrap();
     let keys = stampede::keyspace::Keyspace::new(isolation.redis_key_prefix.clone());
     register_category(&redis, &keys, 31).await;
     let reservations = Synthetic::batch(31, 1_500);

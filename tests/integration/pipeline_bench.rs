@@ -19,9 +19,10 @@ use reqwest::StatusCode;
 use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 use serde_json::{Value, json};
+use stampede::contract::{Reservation, ReservationStatus};
+use stampede::ids::ReservationId;
 use stampede::kafka;
 use stampede::outbox::{EventType, ReservationEvent, event_id};
-use stampede::reservation::{Reservation, ReservationId, ReservationStatus};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -68,7 +69,7 @@ async fn prefill(brokers: &str, topic: &str, total: usize) {
     for partition in 0..partitions {
         clients.push(kafka::partition_client(&client, topic, partition, timeout).await.unwrap());
     }
-    let category = stampede::catalog::CategoryId::new(1).unwrap();
+    let category = stampede::ids::CategoryId::new(1).unwrap();
     let mut pending: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for _ in 0..total / 2 {
         let id = ReservationId::generate(category).uuid();

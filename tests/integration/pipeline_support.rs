@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
-use stampede::catalog::CategoryId;
+use stampede::contract::{Reservation, ReservationStatus, time_from_millis};
+use stampede::ids::{CategoryId, ReservationId};
 use stampede::keyspace::Keyspace;
 use stampede::outbox::{EventType, ReservationEvent, entry_fields, event_id};
-use stampede::reservation::{Reservation, ReservationId, ReservationStatus, time_from_millis};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 

@@ -343,7 +343,7 @@ async fn reserve_is_shed_while_the_outbox_is_too_far_behind() {
     assert_eq!(assert_consistent(&app, category).await.len(), 2);
 
     // Stand in for the relay: it deletes entries once the broker has them.
-    let outbox = app.keys().outbox(stampede::catalog::CategoryId::new(category).unwrap());
+    let outbox = app.keys().outbox(stampede::ids::CategoryId::new(category).unwrap());
     let mut redis = app.redis.clone();
     let _: i64 = redis::cmd("XTRIM").arg(&outbox).arg("MAXLEN").arg(0).query_async(&mut redis).await.unwrap();
     assert_eq!(reserve_as(&app, "late", &body, Some("late-1")).await.status(), 201, "the 503 was not stored");
@@ -360,7 +360,7 @@ async fn reservations_read_from_postgres_once_redis_forgot_them() {
     let app = TestApp::spawn().await;
     let event = app.create_event().await;
     let category = app.create_category(event, 5, 5).await;
-    let id = stampede::reservation::ReservationId::generate(stampede::catalog::CategoryId::new(category).unwrap());
+    let id = stampede::ids::ReservationId::generate(stampede::ids::CategoryId::new(category).unwrap());
     let database = sqlx::PgPool::connect(&app.isolation.database_url).await.unwrap();
     sqlx::query(
         "INSERT INTO reservations (id, user_id, event_id, category_id, quantity, amount, currency, status, \

@@ -7,12 +7,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::{Value, json};
-use stampede::auth::UserId;
-use stampede::catalog::CategoryId;
+use stampede::ids::{CategoryId, ReservationId, UserId};
 use stampede::payment::{AttemptId, Charge, PaymentGateway, PaymentToken};
+use stampede::reservation::ReservationError;
 use stampede::reservation::engine::PaymentStart;
 use stampede::reservation::reaper::{Reaper, ReaperOptions};
-use stampede::reservation::{ReservationError, ReservationId};
 
 use crate::harness::{TestApp, assert_problem, user_token};
 use crate::reservation_support::{

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use stampede::catalog::CategoryId;
+use stampede::ids::CategoryId;
 
 use crate::harness::{TestApp, user_token};
 use crate::reservation_support::{

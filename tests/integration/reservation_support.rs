@@ -11,10 +11,11 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use reqwest::Response;
 use serde_json::{Value, json};
-use stampede::catalog::CategoryId;
+use stampede::contract::ReservationStatus;
+use stampede::ids::{CategoryId, ReservationId};
 use stampede::outbox::{self, EventType, ReservationEvent};
 use stampede::payment::SimulatedGateway;
-use stampede::reservation::{EngineOptions, ReservationEngine, ReservationId, ReservationStatus};
+use stampede::reservation::{EngineOptions, ReservationEngine};
 use stampede::stock::Levels;
 use uuid::Uuid;
 

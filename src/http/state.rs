@@ -1,0 +1,38 @@
+//! The state shared by every handler.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::auth::Jwt;
+use crate::catalog::Catalog;
+use crate::keyspace::Keyspace;
+use crate::reservation::ReservationEngine;
+use crate::reservation::admission::Admission;
+use crate::stock::Stock;
+
+/// Everything a handler needs, shared by all requests.
+pub struct AppState {
+    /// Verifies bearer tokens.
+    pub jwt: Jwt,
+    /// Postgres pool.
+    pub database: PgPool,
+    /// Multiplexed Redis connection.
+    pub redis: ConnectionManager,
+    /// Redis key layout.
+    pub keys: Keyspace,
+    /// Events and categories.
+    pub catalog: Catalog,
+    /// Stock levels.
+    pub stock: Stock,
+    /// How long a hold lasts.
+    pub hold_ttl: Duration,
+    /// Renders `GET /metrics`.
+    pub metrics: PrometheusHandle,
+    /// Reserve, confirm, cancel and read holds.
+    pub reservations: ReservationEngine,
+    /// Backpressure on the reservation endpoints.
+    pub admission: Admission,
+}
