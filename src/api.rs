@@ -103,10 +103,9 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let dev_tokens = config.dev.then(|| dev_tokens(&jwt));
     let metrics = telemetry::install_metrics();
     let reservations = reservation_engine(&config, redis.clone(), keys.clone());
-    let reaper_options =
-        ReaperOptions { interval: config.reaper_interval, batch_max: config.reaper_batch_max as usize };
+    let reaper_options = ReaperOptions { interval: config.reaper_interval, batch_max: config.reaper_batch_max };
     let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
-    let admission = Admission::new(config.reserve_in_flight_max as usize, config.rate_limit_per_ip_per_second);
+    let admission = Admission::new(config.reserve_in_flight_max, config.rate_limit_per_ip_per_second);
     let hold_ttl = config.hold_ttl;
     let state =
         Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl, metrics, reservations, admission });

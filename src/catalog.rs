@@ -245,7 +245,8 @@ impl Catalog {
     /// Lists events in id order, with their categories; returns the next cursor for a full page.
     pub async fn list_events(&self, page: PageRequest) -> Result<(Vec<Event>, Option<i64>), CatalogError> {
         let events = store::list_events(&self.database, page).await?;
-        let next_after = (events.len() as i64 == page.limit).then(|| events.last().map(|event| event.id)).flatten();
+        let next_after =
+            (i64::try_from(events.len()) == Ok(page.limit)).then(|| events.last().map(|event| event.id)).flatten();
         Ok((events, next_after))
     }
 

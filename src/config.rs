@@ -130,7 +130,7 @@ pub struct ApiConfig {
 
     /// Most outbox entries the relay reads per category in one round (a round publishes all its categories together).
     #[arg(long, env = "RELAY_BATCH_RECORDS_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
-    pub relay_batch_records_max: u32,
+    pub relay_batch_records_max: usize,
 
     /// How long the relay waits for more entries after a batch that was not full.
     #[arg(long, env = "RELAY_LINGER", default_value = "5ms", value_parser = parse_duration)]
@@ -163,11 +163,11 @@ pub struct ApiConfig {
 
     /// Most holds the reaper releases in one script call.
     #[arg(long, env = "REAPER_BATCH_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub reaper_batch_max: u32,
+    pub reaper_batch_max: usize,
 
     /// Most reserve and confirm requests in flight in this process; past it they get 503 at once.
     #[arg(long, env = "RESERVE_IN_FLIGHT_MAX", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-    pub reserve_in_flight_max: u32,
+    pub reserve_in_flight_max: usize,
 
     /// Requests per second per client IP on the reservation endpoints (429 past it); 0 turns it off.
     #[arg(long, env = "RATE_LIMIT_PER_IP_PER_SECOND", default_value_t = 0)]

@@ -104,7 +104,7 @@ pub struct ReservationId {
 impl ReservationId {
     /// A new id for a reservation in `category`.
     pub fn generate(category: CategoryId) -> Self {
-        let millis = Utc::now().timestamp_millis().max(0) as u64;
+        let millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
         let mut bytes = *Uuid::new_v4().as_bytes();
         bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
         let category_bits = u32::try_from(category.get()).expect("category ids fit in 32 bits");

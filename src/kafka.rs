@@ -140,7 +140,8 @@ pub fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
-    let mut hash = SEED ^ data.len() as u32;
+    // Kafka hashes the length as a 32-bit int; no key comes near 4 GiB.
+    let mut hash = SEED ^ u32::try_from(data.len()).expect("keys are shorter than 4 GiB");
     let mut chunks = data.chunks_exact(4);
     for chunk in &mut chunks {
         let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -163,7 +164,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
     hash ^= hash >> 13;
     hash = hash.wrapping_mul(M);
     hash ^= hash >> 15;
-    hash as i32
+    hash.cast_signed()
 }
 
 /// The partition of `key` among `partitions` (Kafka's default partitioner rule).

@@ -29,6 +29,8 @@
 //! - [`validation`]: field errors for 422 responses.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod api;
 pub mod auth;
 pub mod catalog;

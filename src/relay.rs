@@ -102,7 +102,7 @@ impl RelayOptions {
                 partitions: config.kafka_partitions,
                 timeout: config.relay_publish_timeout,
             },
-            batch_records_max: config.relay_batch_records_max as usize,
+            batch_records_max: config.relay_batch_records_max,
             linger: config.relay_linger,
             idle_interval: config.relay_idle_interval.max(config.relay_linger),
             lease_ttl: config.relay_lease_ttl,

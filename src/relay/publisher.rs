@@ -67,7 +67,7 @@ impl Publisher {
     async fn connect(options: &PublisherOptions) -> Result<Self, KafkaError> {
         let client = kafka::connect(&options.brokers, "stampede-relay", options.timeout).await?;
         let count = kafka::ensure_topic(&client, &options.topic, options.partitions, options.timeout).await?;
-        let mut partitions = Vec::with_capacity(count as usize);
+        let mut partitions = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for partition in 0..count {
             let client = kafka::partition_client(&client, &options.topic, partition, options.timeout).await?;
             partitions.push(Arc::new(client));
@@ -85,7 +85,8 @@ impl Publisher {
     pub async fn publish(&self, batch: EncodedBatch) -> Vec<PartitionOutcome> {
         let mut produces = JoinSet::new();
         for (partition, (origins, records)) in batch.by_partition {
-            let client = self.partitions[partition as usize].clone();
+            let index = usize::try_from(partition).expect("partitions come from partition_for_key: 0..count");
+            let client = self.partitions[index].clone();
             let timeout = self.timeout;
             produces.spawn(async move {
                 let result = kafka::within(timeout, client.produce(records, Compression::Lz4)).await.map(|_| ());

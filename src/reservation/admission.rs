@@ -57,9 +57,19 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err((((1.0 - self.tokens) / rate).ceil() as u64).max(1))
+            Err(whole_seconds_up((1.0 - self.tokens) / rate).max(1))
         }
     }
+}
+
+/// A positive wait in seconds, rounded up to whole seconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the wait is positive and a few seconds at most; `as` saturates, it cannot wrap"
+)]
+fn whole_seconds_up(seconds: f64) -> u64 {
+    seconds.ceil() as u64
 }
 
 struct RateLimiter {

@@ -187,7 +187,7 @@ impl Reaper {
         results
     }
 
-    /// Releases what is due in one category (up to [`SWEEP_BATCHES_MAX`] batches) and
+    /// Releases what is due in one category (up to `SWEEP_BATCHES_MAX` batches) and
     /// voids queued payment attempts.
     pub async fn sweep(&self, category: CategoryId) -> Result<Sweep, ReservationError> {
         let mut total = Sweep::default();
@@ -230,7 +230,7 @@ impl Reaper {
         for id in due {
             invocation.key(format!("{hold_prefix}{id}"));
         }
-        invocation.arg(FINAL_RECORD_TTL.as_millis() as u64);
+        invocation.arg(u64::try_from(FINAL_RECORD_TTL.as_millis()).unwrap_or(u64::MAX));
         for id in due {
             // An id that is not a UUID has no hold record to release, so its event id is
             // never written.

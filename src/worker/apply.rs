@@ -54,7 +54,7 @@ pub fn fingerprint(value: &[u8]) -> i64 {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash as i64
+    hash.cast_signed()
 }
 
 /// A contiguous run of a partition's records: whole record batches, as one fetch

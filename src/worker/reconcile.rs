@@ -475,7 +475,7 @@ async fn repair(
             .arg(&reservation.currency)
             .arg(reservation.created_at.timestamp_millis())
             .arg(reservation.expires_at.timestamp_millis())
-            .arg((remaining + RESTORED_RECORD_TTL).as_millis() as u64);
+            .arg(u64::try_from((remaining + RESTORED_RECORD_TTL).as_millis()).unwrap_or(u64::MAX));
     }
     let outcome: Vec<i64> = REPAIR_STOCK.run(&invocation, &mut redis).await?;
     let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id.get()).query_async(&mut redis).await?;
@@ -527,7 +527,10 @@ async fn restore_confirmed_records(
                 .arg("payment_id")
                 .arg(reservation.payment_id.as_deref().unwrap_or(""))
                 .ignore();
-            pipe.cmd("PEXPIRE").arg(&key).arg(RESTORED_RECORD_TTL.as_millis() as u64).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(u64::try_from(RESTORED_RECORD_TTL.as_millis()).unwrap_or(u64::MAX))
+                .ignore();
         }
         let () = pipe.query_async(redis).await?;
     }

@@ -283,7 +283,7 @@ fn scrape_targets(prometheus: &Value) -> BTreeMap<String, u16> {
     for job in prometheus["scrape_configs"].as_array().expect("scrape_configs") {
         for discovery in job["dns_sd_configs"].as_array().into_iter().flatten() {
             for name in discovery["names"].as_array().unwrap() {
-                scraped.insert(scalar(name), discovery["port"].as_u64().unwrap() as u16);
+                scraped.insert(scalar(name), u16::try_from(discovery["port"].as_u64().unwrap()).unwrap());
             }
         }
         for group in job["static_configs"].as_array().into_iter().flatten() {

@@ -2,6 +2,8 @@
 //! needs it) the Kafka-compatible broker. Each test gets its own database, Redis key
 //! prefix and topic, so tests run in parallel.
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod catalog;

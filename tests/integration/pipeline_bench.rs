@@ -82,12 +82,15 @@ async fn prefill(brokers: &str, topic: &str, total: usize) {
             let batch = pending.entry(partition).or_default();
             batch.push(record);
             if batch.len() == 500 {
-                clients[partition as usize].produce(std::mem::take(batch), Compression::Lz4).await.unwrap();
+                clients[usize::try_from(partition).unwrap()]
+                    .produce(std::mem::take(batch), Compression::Lz4)
+                    .await
+                    .unwrap();
             }
         }
     }
     for (partition, batch) in pending {
-        clients[partition as usize].produce(batch, Compression::Lz4).await.unwrap();
+        clients[usize::try_from(partition).unwrap()].produce(batch, Compression::Lz4).await.unwrap();
     }
 }
 
@@ -95,7 +98,7 @@ async fn prefill(brokers: &str, topic: &str, total: usize) {
 #[ignore = "benchmark; see the module docs"]
 async fn pipeline_bench_worker_drains_a_prefilled_topic() {
     // Goal: measure the worker's throughput in events/s draining a topic pre-filled with BENCH_EVENTS events.
-    let total = setting("BENCH_EVENTS", 200_000) as usize;
+    let total = usize::try_from(setting("BENCH_EVENTS", 200_000)).unwrap();
     let isolation = Isolation::new().await;
     let prefill_started = Instant::now();
     prefill(&shared_brokers(), &isolation.kafka_topic, total).await;
@@ -207,7 +210,11 @@ async fn pipeline_bench_lag_from_reserve_to_postgres_row() {
     stop.cancel();
     poller.await.unwrap();
     let lags = lags(&database, &seen.lock().await).await;
-    let percentile = |p: f64| lags[((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1];
+    let percentile = |p: f64| {
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a rank in 0..=len")]
+        let rank = (lags.len() as f64 * p).ceil() as usize;
+        lags[rank.clamp(1, lags.len()) - 1]
+    };
     println!(
         "{held} of {sent} reserves held at {rate}/s; reserve -> postgres row lag: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(0.50),
