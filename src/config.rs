@@ -129,7 +129,7 @@ pub struct ApiConfig {
     pub kafka_partitions: i32,
 
     /// Most outbox entries the relay reads per category in one round (a round publishes all its categories together).
-    #[arg(long, env = "RELAY_BATCH_RECORDS_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    #[arg(long, env = "RELAY_BATCH_RECORDS_MAX", default_value_t = 500, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=50_000))]
     pub relay_batch_records_max: usize,
 
     /// How long the relay waits for more entries after a batch that was not full.
@@ -162,11 +162,11 @@ pub struct ApiConfig {
     pub reaper_interval: Duration,
 
     /// Most holds the reaper releases in one script call.
-    #[arg(long, env = "REAPER_BATCH_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "REAPER_BATCH_MAX", default_value_t = 500, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub reaper_batch_max: usize,
 
     /// Most reserve and confirm requests in flight in this process; past it they get 503 at once.
-    #[arg(long, env = "RESERVE_IN_FLIGHT_MAX", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "RESERVE_IN_FLIGHT_MAX", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub reserve_in_flight_max: usize,
 
     /// Requests per second per client IP on the reservation endpoints (429 past it); 0 turns it off.
