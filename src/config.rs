@@ -180,6 +180,11 @@ pub struct ApiConfig {
     /// Longest wait for the payment gateway's answer; a hold stays in payment for this plus 5 s at most.
     #[arg(long, env = "PAYMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub payment_timeout: Duration,
+
+    /// Test only: how long a finished (confirmed, cancelled, expired) hold record stays in Redis; later
+    /// reads and repeats answer from Postgres. Shortened by tests that stand in for a day passing.
+    #[arg(long, env = "RECORD_TTL", default_value = "24h", value_parser = parse_duration, hide = true)]
+    pub record_ttl: Duration,
 }
 
 impl ApiConfig {

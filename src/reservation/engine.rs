@@ -84,6 +84,8 @@ pub struct EngineOptions {
     pub payment_timeout: Duration,
     /// How long a hold may stay `paying`; longer than `payment_timeout`.
     pub payment_window: Duration,
+    /// How long a finished record stays in Redis ([`FINAL_RECORD_TTL`] but in tests).
+    pub record_ttl: Duration,
 }
 
 /// Why a reserve was refused: 4xx outcomes that are stored for idempotent requests.
@@ -277,6 +279,11 @@ impl ReservationEngine {
         &self.keys
     }
 
+    /// The options it runs with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
     /// The payment gateway.
     pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
         &self.gateway
@@ -340,7 +347,7 @@ impl ReservationEngine {
             .arg(category.get())
             .arg(request.quantity.get())
             .arg(millis(self.options.hold_ttl))
-            .arg(millis(self.options.hold_ttl + HOLD_RECORD_GRACE))
+            .arg(millis(self.options.hold_ttl + self.options.record_ttl))
             .arg(self.options.outbox_backlog_max)
             .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
             .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
@@ -478,7 +485,7 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(attempt.to_string())
             .arg(payment_id.as_str())
-            .arg(millis(FINAL_RECORD_TTL))
+            .arg(millis(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string());
         let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
         match outcome(&reply) {
@@ -583,7 +590,7 @@ impl ReservationEngine {
             .key(self.keys.outbox(category))
             .arg(id.to_string())
             .arg(user.as_str())
-            .arg(millis(FINAL_RECORD_TTL))
+            .arg(millis(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
         let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {

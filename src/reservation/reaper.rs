@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::engine::{FINAL_RECORD_TTL, ReservationEngine, ReservationError, with_prelude};
+use super::engine::{ReservationEngine, ReservationError, with_prelude};
 use crate::catalog::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, EventType};
@@ -83,12 +83,19 @@ pub struct Reaper {
     keys: Keyspace,
     gateway: Arc<dyn PaymentGateway>,
     options: ReaperOptions,
+    record_ttl: Duration,
 }
 
 impl Reaper {
     /// A reaper on the engine's Redis, keyspace and gateway.
     pub fn new(engine: &ReservationEngine, options: ReaperOptions) -> Self {
-        Self { redis: engine.redis(), keys: engine.keys().clone(), gateway: engine.gateway().clone(), options }
+        Self {
+            redis: engine.redis(),
+            keys: engine.keys().clone(),
+            gateway: engine.gateway().clone(),
+            options,
+            record_ttl: engine.options().record_ttl,
+        }
     }
 
     /// Sweeps every category each `interval` until `shutdown` fires.
@@ -230,7 +237,7 @@ impl Reaper {
         for id in due {
             invocation.key(format!("{hold_prefix}{id}"));
         }
-        invocation.arg(FINAL_RECORD_TTL.as_millis() as u64);
+        invocation.arg(self.record_ttl.as_millis() as u64);
         for id in due {
             // An id that is not a UUID has no hold record to release, so its event id is
             // never written.
