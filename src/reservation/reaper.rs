@@ -69,7 +69,8 @@ pub struct Sweep {
     pub returned: usize,
     /// Deadline entries of finished holds, dropped.
     pub stale: usize,
-    /// Deadline entries whose record was gone, dropped (their tickets cannot be returned).
+    /// Deadline entries whose record was gone, dropped (their tickets cannot be returned;
+    /// a live record has no TTL, so only a Redis loss does this).
     pub missing: usize,
     /// Payment attempts voided at the gateway.
     pub voided: usize,
@@ -245,7 +246,13 @@ impl Reaper {
             invocation.arg(id).arg(event.unwrap_or_default());
         }
         let (delays, returned, stale, missing, queued): (Vec<i64>, usize, usize, usize, Vec<String>) =
-            EXPIRE.run(&invocation, &mut self.redis.clone()).await?;
+            match EXPIRE.run(&invocation, &mut self.redis.clone()).await {
+                Ok(reply) => reply,
+                Err(error) if error.code() == Some("STOCK_MISSING") => {
+                    return Err(ReservationError::StockMissing(category));
+                }
+                Err(error) => return Err(error.into()),
+            };
         metrics::counter!("reservations_expired_total").increment(delays.len() as u64);
         for delay in &delays {
             metrics::histogram!("reaper_release_delay_seconds").record(*delay as f64 / 1000.0);
@@ -254,7 +261,7 @@ impl Reaper {
             tracing::error!(
                 category = category.get(),
                 missing,
-                "hold records vanished before release; their tickets stay unavailable (run `worker reconcile`)"
+                "hold records vanished before release (lost by redis); their tickets stay unavailable (run `worker reconcile`)"
             );
         }
         total.released += delays.len();

@@ -239,14 +239,19 @@ async fn a_hold_outlives_a_reaper_outage_longer_than_the_record_lifetime() {
     let paying = hold(&app, "forgotten", category, 1).await;
     let paying_id = ReservationId::parse(&id_of(&paying)).unwrap();
     let user = UserId::parse("forgotten").unwrap();
-    let start = engine(&app, Duration::from_millis(300)).begin_payment(&user, paying_id, AttemptId::generate(), None);
-    assert!(matches!(start.await.unwrap(), PaymentStart::Pay(_)));
+    let payer = engine(&app, Duration::from_millis(300));
+    let start = payer.begin_payment(&user, paying_id, AttemptId::generate(), None).await.unwrap();
+    assert!(matches!(start, PaymentStart::Pay(_)));
     sleep_until(expires_at(&paying) + chrono::Duration::milliseconds(2500)).await;
     let reaper =
         Reaper::new(&engine(&app, Duration::from_secs(15)), ReaperOptions { interval: Duration::ZERO, batch_max: 10 });
     let swept = reaper.sweep(CategoryId::new(category).unwrap()).await.unwrap();
     assert_eq!((swept.released, swept.missing), (2, 0), "{swept:?}");
     assert_eq!(levels_after(&app, category).await, (10, 0));
+    for body in [&held, &paying] {
+        let read_back: Value = read(&app, &user_token("forgotten"), &id_of(body)).await.json().await.unwrap();
+        assert_eq!(read_back["status"], "expired");
+    }
     let history = assert_consistent(&app, category).await;
     assert_eq!(final_counts(&history).get("expired"), Some(&2));
     app.stop().await;
@@ -313,7 +318,7 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
     sleep_until(expires_at(last.as_ref().unwrap()) + chrono::Duration::milliseconds(1500)).await;
     assert_eq!(levels_after(&app, category).await, (5, 0), "the reaper released both lapsed payments");
     assert_eq!(standing_charges(&app, &early_reference).await, 0, "the landed charge was refunded");
-    let finished = engine.finish_payment(*early_id, *early_attempt, &early_payment).await;
+    let finished = engine.finish_payment(&user, *early_id, *early_attempt, &early_payment).await;
     assert!(matches!(finished, Err(ReservationError::Expired)), "{finished:?}");
 
     let (late_id, late_attempt, late) = &attempts[1];
@@ -347,7 +352,7 @@ async fn a_lapsed_payment_before_the_deadline_returns_the_hold() {
     let user = UserId::parse("retrier").unwrap();
     let attempt = AttemptId::generate();
     assert!(matches!(engine.begin_payment(&user, id, attempt, None).await.unwrap(), PaymentStart::Pay(_)));
-    assert_problem(confirm_as(&app, "retrier", &id.to_string(), "tok_ok", None).await, 409, "idempotency_in_progress")
+    assert_problem(confirm_as(&app, "retrier", &id.to_string(), "tok_ok", None).await, 409, "reservation_not_held")
         .await;
     // The window lapses after 800 ms; the reaper then voids the attempt and returns the hold.
     let deadline = std::time::Instant::now() + Duration::from_secs(4);

@@ -170,11 +170,8 @@ async fn a_second_confirm_without_a_key_during_a_payment_is_not_held() {
             confirm_as(app, "double-clicker", &id, "tok_ok", key).await
         }
     };
-    let (first, second, keyed) = tokio::join!(
-        confirm_as(&app, "double-clicker", &id, "tok_ok", None),
-        later(None),
-        later(Some("another-key"))
-    );
+    let (first, second, keyed) =
+        tokio::join!(confirm_as(&app, "double-clicker", &id, "tok_ok", None), later(None), later(Some("another-key")));
     assert_problem(second, 409, "reservation_not_held").await;
     assert_problem(keyed, 409, "reservation_not_held").await;
     assert_eq!(first.status(), 200);

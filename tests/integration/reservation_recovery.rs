@@ -15,8 +15,7 @@ use stampede::reservation::reaper::{Reaper, ReaperOptions};
 use crate::harness::{Isolation, TestApp, assert_problem, user_token};
 use crate::pipeline_support::{database, reconcile, relay_flags, shared_brokers, spawn_worker, wait_until};
 use crate::reservation_support::{
-    cancel_as, category_dump, confirm_as, engine, gateway, hold, id_of, read, sale,
-    standing_charges,
+    cancel_as, category_dump, confirm_as, engine, gateway, hold, id_of, read, sale, standing_charges,
 };
 
 /// How long any drain may take in these tests.
@@ -150,8 +149,7 @@ async fn confirm_and_cancel_repeat_from_postgres_once_redis_forgot_them() {
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(again.json::<Value>().await.unwrap(), first_cancel);
     assert_problem(cancel_as(&app, "returner", &confirmed).await, 409, "reservation_not_held").await;
-    assert_problem(confirm_as(&app, "returner", &cancelled, "tok_ok", None).await, 409, "reservation_not_held")
-        .await;
+    assert_problem(confirm_as(&app, "returner", &cancelled, "tok_ok", None).await, 409, "reservation_not_held").await;
     assert_problem(confirm_as(&app, "stranger", &confirmed, "tok_ok", None).await, 404, "not_found").await;
     assert_problem(cancel_as(&app, "stranger", &cancelled).await, 404, "not_found").await;
     let read_back: Value = read(&app, &user_token("returner"), &confirmed).await.json().await.unwrap();
