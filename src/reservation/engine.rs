@@ -750,6 +750,17 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_given_up_after_the_deadline_answers_410() {
+        let expired = |outcome: AbandonOutcome| {
+            matches!(outcome.error_or(ReservationError::PaymentDeclined), ReservationError::Expired)
+        };
+        assert!(expired(AbandonOutcome::Late));
+        assert!(expired(AbandonOutcome::Lost("expired".to_owned())));
+        assert!(!expired(AbandonOutcome::Returned));
+        assert!(!expired(AbandonOutcome::Lost("confirmed".to_owned())));
+    }
+
+    #[test]
     fn refusal_codes_round_trip() {
         for refusal in [Refusal::SoldOut, Refusal::LimitExceeded, Refusal::SaleClosed, Refusal::EventMismatch] {
             assert_eq!(Refusal::parse(refusal.code()), Some(refusal));

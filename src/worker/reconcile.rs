@@ -661,3 +661,17 @@ async fn restore_confirmed_records(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_holds_agree_only_with_the_stock_held_and_no_stray_counts() {
+        let levels = Levels { quota: 10, available: 5, held: 3, sold: 2 };
+        assert!(LiveHolds { held_tickets: 3, orphans: 0, users_off: 0 }.agrees_with(&levels));
+        assert!(!LiveHolds { held_tickets: 1, orphans: 0, users_off: 0 }.agrees_with(&levels));
+        assert!(!LiveHolds { held_tickets: 3, orphans: 1, users_off: 0 }.agrees_with(&levels));
+        assert!(!LiveHolds { held_tickets: 3, orphans: 0, users_off: 1 }.agrees_with(&levels));
+    }
+}
