@@ -17,5 +17,6 @@ mod reservation;
 mod reservation_expiry;
 mod reservation_idempotency;
 mod reservation_random;
+mod reservation_recovery;
 mod reservation_support;
 mod slow_clients;

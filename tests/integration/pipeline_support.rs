@@ -143,7 +143,7 @@ fn binary(variable: &str, built: &str) -> String {
 
 /// Runs `worker reconcile [--repair]`; returns the exit code and what it printed.
 pub async fn reconcile(isolation: &Isolation, brokers: &str, repair: bool) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+    let mut command = Command::new(binary("WORKER_BIN", env!("CARGO_BIN_EXE_worker")));
     command.envs(worker_env(isolation, brokers)).env("RUST_LOG", "warn").arg("reconcile");
     if repair {
         command.arg("--repair");
@@ -165,7 +165,8 @@ fn tansu_binary() -> String {
     if tools.exists() { tools.to_string_lossy().into_owned() } else { "tansu".to_owned() }
 }
 
-fn free_port() -> u16 {
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use stampede::catalog::CategoryId;
 use stampede::outbox::{self, EventType, ReservationEvent};
 use stampede::payment::SimulatedGateway;
+use stampede::reservation::engine::FINAL_RECORD_TTL;
 use stampede::reservation::{EngineOptions, ReservationEngine, ReservationId, ReservationStatus};
 use stampede::stock::Levels;
 use uuid::Uuid;
@@ -90,6 +91,7 @@ pub fn engine(app: &TestApp, payment_window: Duration) -> ReservationEngine {
         outbox_backlog_max: 1_000_000,
         payment_timeout: Duration::from_secs(5),
         payment_window,
+        record_ttl: FINAL_RECORD_TTL,
     };
     ReservationEngine::new(app.redis.clone(), app.keys(), Arc::new(gateway(app)), options)
 }
@@ -223,4 +225,37 @@ pub fn final_counts(history: &History) -> HashMap<&'static str, usize> {
 /// A user name unique to this test run.
 pub fn user(label: &str) -> String {
     unique_name(label)
+}
+
+/// A field of a reservation's Redis record (`None` when absent).
+pub async fn record_field(app: &TestApp, reservation: &str, field: &str) -> Option<String> {
+    let id = ReservationId::parse(reservation).unwrap();
+    let mut redis = app.redis.clone();
+    redis.hget(app.keys().hold(id.category(), id.uuid()), field).await.unwrap()
+}
+
+/// Polls the record until its status is `paying` and returns the payment attempt's id.
+pub async fn paying_attempt(app: &TestApp, reservation: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if record_field(app, reservation, "status").await.as_deref() == Some("paying") {
+            return record_field(app, reservation, "attempt").await.expect("a paying record names its attempt");
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the hold never started paying");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every key of a category and its dumped value (stock, holds, deadlines, holders,
+/// outbox...), to show that an operation wrote nothing.
+pub async fn category_dump(app: &TestApp, category: i64) -> BTreeMap<String, Vec<u8>> {
+    let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
+    let mut redis = app.redis.clone();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
+    let mut dump = BTreeMap::new();
+    for key in keys {
+        let value: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut redis).await.unwrap();
+        dump.insert(key, value);
+    }
+    dump
 }
