@@ -10,6 +10,7 @@ mod documentation;
 mod operations;
 mod pipeline;
 mod pipeline_bench;
+mod pipeline_hardening;
 mod pipeline_support;
 mod reservation;
 mod reservation_expiry;
