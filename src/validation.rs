@@ -62,11 +62,27 @@ impl FieldErrors {
     }
 }
 
-/// Checks that a text has between `min` and `max` characters.
+/// Checks that a text has between `min` and `max` characters and no NUL (which
+/// Postgres cannot store in a text column).
 pub fn text_length(text: &str, min: usize, max: usize) -> Result<String, String> {
     let length = text.chars().count();
     if length < min || length > max {
         return Err(format!("must be {min} to {max} characters long"));
     }
+    if text.contains('\0') {
+        return Err("must not contain NUL characters".to_owned());
+    }
     Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_with_a_nul_are_refused() {
+        assert!(text_length("VIP\0", 1, 100).is_err());
+        assert_eq!(text_length("VIP", 1, 100).unwrap(), "VIP");
+        assert!(text_length("", 1, 100).is_err());
+    }
 }
