@@ -180,6 +180,11 @@ pub struct ApiConfig {
     /// Longest wait for the payment gateway's answer; a hold stays in payment for this plus 5 s at most.
     #[arg(long, env = "PAYMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub payment_timeout: Duration,
+
+    /// Most bytes of records in one produce request of the relay (uncompressed estimate); larger
+    /// rounds are split. Keep it well under the broker's `message.max.bytes` (Kafka: about 1 MiB).
+    #[arg(long, env = "RELAY_PRODUCE_BYTES_MAX", default_value_t = 524_288, value_parser = clap::value_parser!(u32).range(1_024..=16_000_000))]
+    pub relay_produce_bytes_max: u32,
 }
 
 impl ApiConfig {
