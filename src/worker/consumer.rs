@@ -157,14 +157,17 @@ impl PartitionConsumer {
         let (Some(check_offset), Some(expected)) = (position.check_offset, position.check_fingerprint) else {
             return Ok(Continuity::Same);
         };
-        let fetch = self.client.fetch_records(check_offset, 1..2, 0);
-        let found = match kafka::within(self.options.kafka_timeout, fetch).await {
-            Ok((records, _)) => records
-                .into_iter()
-                .find(|record| record.offset == check_offset)
-                .map(|record| fingerprint(record.record.value.as_deref().unwrap_or_default())),
-            Err(error) if error.is_offset_out_of_range() => None,
-            Err(error) => return Err(error),
+        let mut found = self.fingerprint_at(check_offset, 1..2).await?;
+        if let Fingerprint::Missing { high_watermark } = found
+            && high_watermark > check_offset
+        {
+            // The record should be there: ask again allowing a whole fetch, in case the
+            // broker returns nothing when the first record batch exceeds `max_bytes`.
+            found = self.fingerprint_at(check_offset, 1..self.options.fetch_bytes_max).await?;
+        }
+        let found = match found {
+            Fingerprint::Found(found) => Some(found),
+            Fingerprint::Missing { .. } => None,
         };
         if found == Some(expected) {
             return Ok(Continuity::Same);
@@ -174,6 +177,20 @@ impl PartitionConsumer {
             return Ok(Continuity::Same);
         }
         Ok(Continuity::Replaced)
+    }
+
+    /// The fingerprint of the record at `offset`, reading `bytes` from there.
+    async fn fingerprint_at(&self, offset: i64, bytes: std::ops::Range<i32>) -> Result<Fingerprint, KafkaError> {
+        let fetch = self.client.fetch_records(offset, bytes, 0);
+        match kafka::within(self.options.kafka_timeout, fetch).await {
+            Ok((records, high_watermark)) => Ok(records
+                .into_iter()
+                .find(|record| record.offset == offset)
+                .map(|record| Fingerprint::Found(fingerprint(record.record.value.as_deref().unwrap_or_default())))
+                .unwrap_or(Fingerprint::Missing { high_watermark })),
+            Err(error) if error.is_offset_out_of_range() => Ok(Fingerprint::Missing { high_watermark: -1 }),
+            Err(error) => Err(error),
+        }
     }
 
     /// Whether the log starts past `check_offset` but not past `next_offset`: Kafka's
@@ -292,6 +309,15 @@ impl PartitionConsumer {
 struct FetchedBatch {
     batch: Batch,
     high_watermark: i64,
+}
+
+/// What the log holds at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fingerprint {
+    /// A record with this fingerprint.
+    Found(i64),
+    /// No record; the partition's high watermark (-1 when the offset was out of range).
+    Missing { high_watermark: i64 },
 }
 
 /// Whether the partition's log is still the one the stored position was read from.
