@@ -84,9 +84,7 @@ async fn a_broker_restart_within_the_client_timeout_loses_no_reserve() {
     // every reserve that got 201 reaches Postgres.
     let broker = PrivateBroker::start().await;
     let isolation = Isolation::new().await;
-    let mut config = isolation.api_config(&relay_flags());
-    config.kafka_brokers = broker.brokers();
-    let app = TestApp::spawn_config(isolation.clone(), config).await;
+    let app = broker.relaying_app(&isolation).await;
     let event = app.create_event().await;
     let category = app.create_category(event, 5_000, 10).await;
     let worker = spawn_worker(&isolation, &broker.brokers(), &[("KAFKA_TIMEOUT", "10s")]);

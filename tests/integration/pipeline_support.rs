@@ -19,7 +19,7 @@ use stampede::reservation::{Reservation, ReservationId, ReservationStatus, time_
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::harness::{Isolation, kafka_brokers, redis_url, unique_name};
+use crate::harness::{Isolation, TestApp, kafka_brokers, redis_url, unique_name};
 
 /// Partitions of every topic the pipeline tests create.
 pub const TEST_PARTITIONS: &str = "4";
@@ -220,6 +220,13 @@ impl PrivateBroker {
     /// `host:port` for `KAFKA_BROKERS`.
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// An in-process API of `isolation` whose relay publishes to this broker.
+    pub async fn relaying_app(&self, isolation: &Isolation) -> TestApp {
+        let mut config = isolation.api_config(&relay_flags());
+        config.kafka_brokers = self.brokers();
+        TestApp::spawn_config(isolation.clone(), config).await
     }
 }
 
