@@ -60,20 +60,20 @@ impl PartitionConsumer {
             };
             let checked = match fetched {
                 Ok((records, high_watermark)) => self.check(position, records, high_watermark).await,
-                Err(error) if error.is_offset_out_of_range() => Err(Some(error.to_string())),
-                Err(error) => Err({
+                Err(error) if error.is_offset_out_of_range() => Checked::Replaced(error.to_string()),
+                Err(error) => {
                     tracing::warn!(partition = self.partition(), %error, "fetch failed; backing off");
-                    None
-                }),
+                    Checked::Failed
+                }
             };
             let batch = match checked {
-                Ok(Some(batch)) => batch,
-                Ok(None) => continue,
-                Err(Some(reason)) => {
+                Checked::Batch(batch) => batch,
+                Checked::Nothing => continue,
+                Checked::Replaced(reason) => {
                     position = self.reset(position, &reason).await.unwrap_or(position);
                     continue;
                 }
-                Err(None) => {
+                Checked::Failed => {
                     if !sleep_unless_stopped(backoff.next_pause(), &shutdown).await {
                         break;
                     }
@@ -91,9 +91,7 @@ impl PartitionConsumer {
         tracing::info!(partition = self.partition(), next_offset = position.next_offset, "partition consumer stopped");
     }
 
-    /// Checks a fetch against the log the stored position was read from, on every
-    /// fetch. `Ok(None)`: nothing new. `Err(Some(reason))`: the log was replaced or
-    /// truncated, reset. `Err(None)`: the broker failed, back off.
+    /// Checks a fetch against the log the stored position was read from, on every fetch.
     ///
     /// The broker may restart between any two fetches without an error reaching us
     /// (rskafka reconnects inside one call for up to `KAFKA_TIMEOUT`), so a replaced
@@ -101,17 +99,12 @@ impl PartitionConsumer {
     /// or a high watermark below our next offset, the first record of the last applied
     /// batch must still be at its offset ([`Self::verify`]). The check runs after the
     /// fetch: if the old log is still there then, the fetch read it too.
-    async fn check(
-        &self,
-        position: Position,
-        records: Vec<RecordAndOffset>,
-        high_watermark: i64,
-    ) -> Result<Option<FetchedBatch>, Option<String>> {
+    async fn check(&self, position: Position, records: Vec<RecordAndOffset>, high_watermark: i64) -> Checked {
         let behind = high_watermark < position.next_offset;
         let batch = self.batch(records, position.next_offset);
         if batch.is_none() && !behind {
             self.record_lag(high_watermark, position.next_offset);
-            return Ok(None);
+            return Checked::Nothing;
         }
         let continuity = match (position.check_offset, behind) {
             // Nothing to compare with, and the log is shorter than what we read of it.
@@ -119,18 +112,18 @@ impl PartitionConsumer {
             _ => self.verify(position).await,
         };
         match (continuity, batch) {
-            (Ok(Continuity::Same), Some(batch)) => Ok(Some(FetchedBatch { batch, high_watermark })),
+            (Ok(Continuity::Same), Some(batch)) => Checked::Batch(FetchedBatch { batch, high_watermark }),
             (Ok(Continuity::Same), None) => {
                 // Kafka: a new partition leader's high watermark may lag for a moment.
                 tracing::warn!(partition = self.partition(), high_watermark, "high watermark behind our offset");
-                Err(None)
+                Checked::Failed
             }
-            (Ok(Continuity::Replaced), _) => Err(Some(format!(
+            (Ok(Continuity::Replaced), _) => Checked::Replaced(format!(
                 "the last applied batch is not in the log any more (high watermark {high_watermark}): the log was replaced"
-            ))),
+            )),
             (Err(error), _) => {
                 tracing::warn!(partition = self.partition(), %error, "cannot check the log; backing off");
-                Err(None)
+                Checked::Failed
             }
         }
     }
@@ -303,6 +296,18 @@ impl PartitionConsumer {
         let lag = (high_watermark - next_offset).max(0);
         metrics::gauge!("worker_partition_lag_records", "partition" => self.partition().to_string()).set(lag as f64);
     }
+}
+
+/// What a fetch brought, once checked against the log.
+enum Checked {
+    /// New records from the same log.
+    Batch(FetchedBatch),
+    /// Nothing new.
+    Nothing,
+    /// The log was replaced or truncated (why): reset.
+    Replaced(String),
+    /// The broker failed: back off.
+    Failed,
 }
 
 /// A fetch that passed the log check.
