@@ -79,20 +79,22 @@ async fn poison_records_are_dead_lettered_and_the_records_around_them_applied() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_within_the_client_timeout_loses_no_reserve() {
     // Goal: the broker (memory storage) is killed and restarted on the same port within 3 s while 2,000
-    // reserves go on. The relay republishes into a new log whose offsets restart at 0; the worker, whose fetch
-    // rskafka retried across the restart, must notice the replaced log and start it from the beginning, so
-    // every reserve that got 201 reaches Postgres.
+    // reserves go on. The relay republishes them into a new log whose offsets restart at 0; the worker, paused
+    // meanwhile (SIGSTOP, as a slow worker would be) so that its fetch meets the refilled log, which rskafka
+    // reaches by reconnecting inside the call (no error surfaces), must notice the replaced log and start it
+    // from the beginning, so every reserve that got 201 reaches Postgres.
     let broker = PrivateBroker::start().await;
     let isolation = Isolation::new().await;
     let app = broker.relaying_app(&isolation).await;
     let event = app.create_event().await;
     let category = app.create_category(event, 5_000, 10).await;
-    let worker = spawn_worker(&isolation, &broker.brokers(), &[("KAFKA_TIMEOUT", "10s")]);
+    let worker = spawn_worker(&isolation, &broker.brokers(), &[("KAFKA_TIMEOUT", "30s")]);
     let database = database(&isolation).await;
     let mut reserved = reserve_many(&app, category, "early", 40).await;
     wait_for_reservations(&database, &reserved).await;
 
     let port = broker.port;
+    worker.signal("STOP");
     broker.process.kill().await;
     let restart = async {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -100,6 +102,12 @@ async fn a_broker_restart_within_the_client_timeout_loses_no_reserve() {
     };
     let (restarted, late) = tokio::join!(restart, reserve_many(&app, category, "late", 2_000));
     assert!(late.len() >= 1_900, "only {} of 2,000 reserves got 201", late.len());
+    let keys = app.keys();
+    wait_until(DRAIN_TIMEOUT, "the relay republished the outbox", || async {
+        outbox_length(&app.redis, &keys, category).await == 0
+    })
+    .await;
+    worker.signal("CONT");
     reserved.extend(late);
     wait_for_reservations(&database, &reserved).await;
     worker.terminate().await;
