@@ -189,6 +189,10 @@ pub struct ApiConfig {
     /// reads and repeats answer from Postgres. Shortened by tests that stand in for a day passing.
     #[arg(long, env = "RECORD_TTL", default_value = "24h", value_parser = parse_duration, hide = true)]
     pub record_ttl: Duration,
+    /// Most bytes of records in one produce request of the relay (uncompressed estimate); larger
+    /// rounds are split. Keep it well under the broker's `message.max.bytes` (Kafka: about 1 MiB).
+    #[arg(long, env = "RELAY_PRODUCE_BYTES_MAX", default_value_t = 524_288, value_parser = clap::value_parser!(u32).range(1_024..=16_000_000))]
+    pub relay_produce_bytes_max: u32,
 }
 
 impl ApiConfig {

@@ -12,6 +12,7 @@ mod fuzz_findings;
 mod operations;
 mod pipeline;
 mod pipeline_bench;
+mod pipeline_hardening;
 mod pipeline_support;
 mod reservation;
 mod reservation_expiry;

@@ -207,9 +207,7 @@ async fn a_broker_outage_delays_events_but_loses_none_and_keeps_their_order() {
     // the worker notices the replaced log, and the events written meanwhile still arrive.
     let broker = PrivateBroker::start().await;
     let isolation = Isolation::new().await;
-    let mut config = isolation.api_config(&relay_flags());
-    config.kafka_brokers = broker.brokers();
-    let app = TestApp::spawn_config(isolation.clone(), config).await;
+    let app = broker.relaying_app(&isolation).await;
     let keys = app.keys();
     register_category(&app.redis, &keys, 41).await;
     let worker = spawn_worker(&isolation, &broker.brokers(), &[]);
