@@ -318,7 +318,7 @@ struct Cleanup {
 }
 
 impl Drop for Cleanup {
-    // Why a thread: `Drop` cannot await and runs on the test's runtime, where a second
+    // Why: a thread, since `Drop` cannot await and runs on the test's runtime, where a second
     // runtime cannot block; the thread has its own and is joined, so the cleanup is done
     // before the test (and the process) ends. Failures are printed, never panic (this
     // may run while a failed test unwinds).

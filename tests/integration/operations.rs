@@ -149,7 +149,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body.as_bytes()[..10]).unwrap();
-    // Why a fixed pause: the api must have accepted the connection and begun reading the
+    // Why: a fixed pause, since the api must have accepted the connection and begun reading the
     // request before SIGTERM lands, and nothing outside the process shows that moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let status = Command::new("kill").args(["-TERM", &api.id().to_string()]).status().unwrap();

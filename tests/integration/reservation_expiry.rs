@@ -26,7 +26,7 @@ fn expires_at(body: &Value) -> DateTime<Utc> {
 }
 
 /// Sleeps until `deadline` (host clock; only used to pace the test, never to decide).
-// Why a sleep: the test needs a moment to have passed (a deadline), not an event.
+// Why: a sleep, since the test needs a moment to have passed (a deadline), not an event.
 async fn sleep_until(deadline: DateTime<Utc>) {
     let remaining = (deadline - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(remaining).await;
