@@ -446,7 +446,8 @@ async fn sweep_databases() -> CleanupResult {
 async fn sweep_keys() -> CleanupResult {
     let client = redis::Client::open(redis_url())?;
     let mut redis = client.get_multiplexed_async_connection().await?;
-    let mut prefixes = std::collections::BTreeSet::new();
+    // Each prefix is judged once, by the first of its keys the scan meets.
+    let mut judged = std::collections::BTreeMap::<String, bool>::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -459,19 +460,22 @@ async fn sweep_keys() -> CleanupResult {
             .await?;
         for key in keys {
             let prefix = key.split(':').next().unwrap_or_default();
-            if abandoned(prefix, "test") && !prefixes.contains(prefix) {
+            if judged.contains_key(prefix) {
+                continue;
+            }
+            let old = abandoned(prefix, "test") && {
                 // Idle that long: nothing has touched this key for an hour.
                 let idle: Option<u64> = redis::cmd("OBJECT").arg("IDLETIME").arg(&key).query_async(&mut redis).await?;
-                if idle.is_some_and(|idle| idle >= ABANDONED_AGE.as_secs()) {
-                    prefixes.insert(prefix.to_owned());
-                }
-            }
+                idle.is_some_and(|idle| idle >= ABANDONED_AGE.as_secs())
+            };
+            judged.insert(prefix.to_owned(), old);
         }
         if next == 0 {
             break;
         }
         cursor = next;
     }
+    let prefixes = judged.into_iter().filter_map(|(prefix, old)| old.then_some(prefix));
     for prefix in prefixes {
         report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await);
     }
