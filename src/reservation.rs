@@ -311,6 +311,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn statuses_round_trip() {
+        use ReservationStatus::{Cancelled, Confirmed, Expired, Held};
+        for status in [Held, Confirmed, Cancelled, Expired] {
+            // Stops compiling when a status is added: add it to the list above too.
+            match status {
+                Held | Confirmed | Cancelled | Expired => {}
+            }
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ReservationStatus::parse("paying"), Some(Held), "paying reads as held");
+        assert_eq!(ReservationStatus::parse("unknown"), None);
+    }
+
+    #[test]
     fn reservation_ids_carry_their_category() {
         let category = CategoryId::new(4_000_000_000).unwrap();
         let id = ReservationId::generate(category);

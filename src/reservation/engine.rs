@@ -762,7 +762,12 @@ mod tests {
 
     #[test]
     fn refusal_codes_round_trip() {
-        for refusal in [Refusal::SoldOut, Refusal::LimitExceeded, Refusal::SaleClosed, Refusal::EventMismatch] {
+        use Refusal::{AmountTooLarge, EventMismatch, LimitExceeded, SaleClosed, SaleNotOpen, SoldOut};
+        for refusal in [EventMismatch, SaleNotOpen, SaleClosed, SoldOut, LimitExceeded, AmountTooLarge] {
+            // Stops compiling when a refusal is added: add it to the list above too.
+            match refusal {
+                EventMismatch | SaleNotOpen | SaleClosed | SoldOut | LimitExceeded | AmountTooLarge => {}
+            }
             assert_eq!(Refusal::parse(refusal.code()), Some(refusal));
         }
         assert_eq!(Refusal::parse("held"), None);

@@ -19,6 +19,7 @@ use stampede::reservation::{Reservation, ReservationId, ReservationStatus, time_
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
+pub use crate::harness::wait_until;
 use crate::harness::{Isolation, TestApp, kafka_brokers, redis_url, unique_name};
 
 /// Partitions of every topic the pipeline tests create.
@@ -233,19 +234,6 @@ impl PrivateBroker {
 /// The shared broker of the suite.
 pub fn shared_brokers() -> String {
     kafka_brokers()
-}
-
-/// Polls `check` every 50 ms until it is true; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A reservation made up by a test, with the final event it gets (if any).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 use stampede::auth::UserId;
 use stampede::catalog::CategoryId;
@@ -16,8 +17,8 @@ use stampede::reservation::engine::PaymentStart;
 use stampede::reservation::reaper::{Reaper, ReaperOptions};
 use stampede::reservation::{ReservationError, ReservationId};
 
-use crate::harness::{TestApp, assert_problem, user_token};
-use crate::pipeline_support::{free_port, spawn_api, wait_until};
+use crate::harness::{TestApp, assert_problem, user_token, wait_until};
+use crate::pipeline_support::{free_port, spawn_api};
 use crate::reservation_support::{
     assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, paying_attempt, read,
     reserve_as, sale, standing_charges,
@@ -28,6 +29,7 @@ fn expires_at(body: &Value) -> DateTime<Utc> {
 }
 
 /// Sleeps until `deadline` (host clock; only used to pace the test, never to decide).
+// Why: a sleep, since the test needs a moment to have passed (a deadline), not an event.
 async fn sleep_until(deadline: DateTime<Utc>) {
     let remaining = (deadline - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(remaining).await;
@@ -275,10 +277,12 @@ async fn a_payment_that_times_out_is_voided_and_the_hold_released() {
     let held = hold(&app, "timed-out", category, 1).await;
     let id = id_of(&held);
     assert_problem(confirm_as(&app, "timed-out", &id, "tok_ok", None).await, 503, "unavailable").await;
-    sleep_until(expires_at(&held) + chrono::Duration::seconds(2)).await;
+    wait_until(Duration::from_secs(10), "the reaper released the hold", || async {
+        levels_after(&app, category).await == (5, 0)
+    })
+    .await;
     let read_back: Value = read(&app, &user_token("timed-out"), &id).await.json().await.unwrap();
     assert_eq!(read_back["status"], "expired");
-    assert_eq!(levels_after(&app, category).await, (5, 0));
     assert_eq!(standing_charges(&app, &id).await, 0);
     assert_consistent(&app, category).await;
     app.stop().await;
@@ -294,7 +298,6 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
     let user = UserId::parse("stalled").unwrap();
     let token = PaymentToken::parse("tok_ok").unwrap();
     let mut attempts = Vec::new();
-    let mut last = None;
     for _ in 0..2 {
         let held = hold(&app, "stalled", category, 1).await;
         let id = ReservationId::parse(&id_of(&held)).unwrap();
@@ -302,7 +305,6 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
         let start = engine.begin_payment(&user, id, attempt, None).await.unwrap();
         let PaymentStart::Pay(paying) = start else { panic!("expected to pay, got {start:?}") };
         attempts.push((id, attempt, paying));
-        last = Some(held);
     }
     // The first charge lands before the reaper acts; the second only after it.
     let (early_id, early_attempt, early) = &attempts[0];
@@ -315,9 +317,10 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
         reference: &early_reference,
     };
     let early_payment = gateway(&app).charge(&charge).await.expect("charged before the reaper acted");
-    sleep_until(expires_at(last.as_ref().unwrap()) + chrono::Duration::milliseconds(1500)).await;
-    assert_eq!(levels_after(&app, category).await, (5, 0), "the reaper released both lapsed payments");
-    assert_eq!(standing_charges(&app, &early_reference).await, 0, "the landed charge was refunded");
+    wait_until(Duration::from_secs(10), "the reaper released both lapsed payments and refunded the charge", || async {
+        levels_after(&app, category).await == (5, 0) && standing_charges(&app, &early_reference).await == 0
+    })
+    .await;
     let finished = engine.finish_payment(&user, *early_id, *early_attempt, &early_payment).await;
     assert!(matches!(finished, Err(ReservationError::Expired)), "{finished:?}");
 

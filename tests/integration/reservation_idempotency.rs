@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, assert_problem};
 use crate::reservation_support::{
     assert_consistent, cancel_as, confirm_as, final_counts, gateway, hold, id_of, levels, reserve_as, sale,
-    standing_charges,
+    standing_charges, wait_until_paying,
 };
 
 /// Status, Location and raw body of a response.
@@ -133,7 +133,7 @@ async fn keyed_confirms_replay_and_run_once() {
     let (_, category) = sale(&app, 10, 5).await;
     let id = id_of(&hold(&app, "payer", category, 1).await);
     let (first, duplicate) = tokio::join!(confirm_as(&app, "payer", &id, "tok_ok", Some("pay-1")), async {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        wait_until_paying(&app, &id).await;
         confirm_as(&app, "payer", &id, "tok_ok", Some("pay-1")).await
     });
     assert_problem(duplicate, 409, "idempotency_in_progress").await;

@@ -19,7 +19,7 @@ use stampede::reservation::{EngineOptions, ReservationEngine, ReservationId, Res
 use stampede::stock::Levels;
 use uuid::Uuid;
 
-use crate::harness::{TestApp, admin_token, unique_name, user_token};
+use crate::harness::{TestApp, admin_token, unique_name, user_token, wait_until};
 
 /// Price of every test category (`TestApp::create_category`).
 pub const PRICE: i64 = 1000;
@@ -94,6 +94,17 @@ pub fn engine(app: &TestApp, payment_window: Duration) -> ReservationEngine {
         record_ttl: FINAL_RECORD_TTL,
     };
     ReservationEngine::new(app.redis.clone(), app.keys(), Arc::new(gateway(app)), options)
+}
+
+/// Waits until reservation `id` is `paying`: a confirm has begun and waits for the gateway.
+pub async fn wait_until_paying(app: &TestApp, id: &str) {
+    let id = ReservationId::parse(id).expect("a reservation id");
+    let key = app.keys().hold(id.category(), id.uuid());
+    wait_until(Duration::from_secs(10), "the confirm is paying", || async {
+        let status: Option<String> = app.redis.clone().hget(&key, "status").await.unwrap();
+        status.as_deref() == Some("paying")
+    })
+    .await;
 }
 
 /// The simulated gateway's ledger on the app's keyspace.
