@@ -218,6 +218,16 @@ mod tests {
     }
 
     #[test]
+    fn subjects_with_control_characters_are_refused() {
+        for subject in ["a\u{0}b", "tab\there", "line\nbreak", "del\u{7f}", "c1\u{85}"] {
+            assert!(UserId::parse(subject).is_err(), "{subject:?}");
+        }
+        assert!(UserId::parse("älice-42@example.com").is_ok());
+        let token = sign(json!({"sub": "a\u{0}b", "role": "user", "exp": future()}), Algorithm::HS256, "test-secret");
+        assert!(matches!(jwt().verify(&token), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
     fn only_admins_pass_the_admin_check() {
         let user = Caller { user_id: UserId::parse("u").unwrap(), role: Role::User };
         assert!(matches!(user.require_admin(), Err(AuthError::Forbidden(Role::User))));

@@ -86,3 +86,22 @@ pub struct Reservation {
 pub fn time_from_millis(millis: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(millis).single().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        use ReservationStatus::{Cancelled, Confirmed, Expired, Held};
+        for status in [Held, Confirmed, Cancelled, Expired] {
+            // Stops compiling when a status is added: add it to the list above too.
+            match status {
+                Held | Confirmed | Cancelled | Expired => {}
+            }
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ReservationStatus::parse("paying"), Some(Held), "paying reads as held");
+        assert_eq!(ReservationStatus::parse("unknown"), None);
+    }
+}

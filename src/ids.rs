@@ -67,7 +67,10 @@ impl TryFrom<i64> for CategoryId {
     }
 }
 
-/// A validated caller identity (`sub`): non-empty, at most 128 characters.
+/// A validated caller identity (`sub`): non-empty, at most 128 characters, no control
+/// characters (Unicode `Cc`: C0, DEL and C1). The subject becomes the `user_id` of every
+/// event and row of the caller; a NUL there is a value Postgres refuses to store, so it
+/// would poison the pipeline instead of failing the request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct UserId(String);
 
@@ -79,6 +82,9 @@ impl UserId {
         }
         if subject.chars().count() > SUBJECT_LENGTH_MAX {
             return Err(format!("sub must be at most {SUBJECT_LENGTH_MAX} characters"));
+        }
+        if subject.chars().any(char::is_control) {
+            return Err("sub must not contain control characters".to_owned());
         }
         Ok(Self(subject.to_owned()))
     }

@@ -3,8 +3,9 @@
 //!
 //! # Life of a hold
 //! `reserve` creates it `held` with a deadline (`expires_at`). `confirm` moves it to the
-//! internal `paying` state for one payment attempt (bounded by the payment window, and
-//! skipped by the reaper until then), then to `confirmed` or back to `held`. `cancel`
+//! internal `paying` state for one payment attempt (bounded by the payment window and
+//! by the hold's deadline, and skipped by the reaper until then), then to `confirmed` or
+//! back to `held`. A record has no TTL until it reaches a final status. `cancel`
 //! and the reaper end it `cancelled` or `expired`, returning its tickets at once. Each
 //! transition is one Lua script (`src/reservation/*.lua`) that checks everything before
 //! its first write and appends the transition's event to the category's outbox.
