@@ -264,3 +264,16 @@ async fn shutdown_ends_open_streams_cleanly() {
         assert_eq!(rest, None, "the body ends cleanly after shutdown");
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_stream_as_text_event_stream() {
+    // Goal: /openapi.json documents the stream's 200 as `text/event-stream`, with its 404 and 503 problems.
+    let app = TestApp::spawn().await;
+    let document: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let operation = &document["paths"]["/events/{id}/availability/stream"]["get"];
+    assert!(operation["responses"]["200"]["content"]["text/event-stream"].is_object(), "{operation}");
+    for status in ["404", "503"] {
+        assert!(operation["responses"][status]["content"]["application/problem+json"].is_object(), "{operation}");
+    }
+    app.stop().await;
+}
