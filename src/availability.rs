@@ -75,3 +75,43 @@ impl Availability {
         Self { event_id: event.id, categories }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::catalog::Category;
+
+    #[test]
+    fn combine_pairs_each_category_with_its_levels_in_order() {
+        let category = |id: i64, name: &str| Category {
+            id,
+            event_id: 7,
+            name: name.to_owned(),
+            price: 100,
+            currency: "USD".to_owned(),
+            quota: 10,
+            max_per_user: 2,
+        };
+        let event = Event {
+            id: 7,
+            name: "e".to_owned(),
+            venue: "v".to_owned(),
+            starts_at: Utc::now(),
+            sale_starts_at: None,
+            sale_ends_at: None,
+            created_at: Utc::now(),
+            categories: vec![category(1, "VIP"), category(2, "Floor")],
+        };
+        let levels = vec![
+            Levels { quota: 10, available: 7, held: 2, sold: 1 },
+            Levels { quota: 10, available: 10, held: 0, sold: 0 },
+        ];
+        let availability = Availability::combine(&event, levels);
+        assert_eq!(availability.event_id, 7);
+        assert_eq!(availability.categories[0].name, "VIP");
+        assert_eq!((availability.categories[0].available, availability.categories[0].held), (7, 2));
+        assert_eq!(availability.categories[1].category_id, 2);
+    }
+}

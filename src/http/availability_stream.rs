@@ -250,14 +250,33 @@ impl Cursor {
         self.message_id += 1;
         self.sent_at = Instant::now();
         self.metrics.messages.increment(1);
-        let mut id = itoa::Buffer::new();
-        let id = id.format(self.message_id).as_bytes();
-        let mut message = Vec::with_capacity(snapshot.json.len() + id.len() + 32);
-        message.extend_from_slice(b"event: availability\nid: ");
-        message.extend_from_slice(id);
-        message.extend_from_slice(b"\ndata: ");
-        message.extend_from_slice(&snapshot.json);
-        message.extend_from_slice(b"\n\n");
-        Bytes::from(message)
+        message(self.message_id, &snapshot.json)
+    }
+}
+
+/// An `availability` message: event name, id and one data line (the JSON has no newline).
+fn message(id: u64, json: &[u8]) -> Bytes {
+    let mut id_text = itoa::Buffer::new();
+    let id = id_text.format(id).as_bytes();
+    let mut message = Vec::with_capacity(json.len() + id.len() + 32);
+    message.extend_from_slice(b"event: availability\nid: ");
+    message.extend_from_slice(id);
+    message.extend_from_slice(b"\ndata: ");
+    message.extend_from_slice(json);
+    message.extend_from_slice(b"\n\n");
+    Bytes::from(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_event_id_and_one_data_line() {
+        let json = br#"{"event_id":1,"categories":[]}"#;
+        assert_eq!(
+            &message(42, json)[..],
+            b"event: availability\nid: 42\ndata: {\"event_id\":1,\"categories\":[]}\n\n".as_slice()
+        );
     }
 }
