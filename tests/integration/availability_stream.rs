@@ -230,7 +230,7 @@ async fn streams_do_not_take_the_connection_slots_of_buyers() {
     let (event, category) = sale(&app, 10, 4).await;
     let mut streams = Vec::new();
     for _ in 0..3 {
-        let mut stream = open(&app, event).await;
+        let mut stream = tokio::time::timeout(PATIENCE, open(&app, event)).await.expect("a slot is free");
         stream.next_message().await;
         streams.push(stream);
     }
