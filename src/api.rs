@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Jwt, Role, UserId};
+use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
 use crate::config::ApiConfig;
+use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::{self, ServerOptions};
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
@@ -83,6 +85,10 @@ pub struct AppState {
     pub reservations: ReservationEngine,
     /// Backpressure on the reservation endpoints.
     pub admission: Admission,
+    /// One availability watcher per watched event.
+    pub availability: Watchers,
+    /// The open availability streams and their bound.
+    pub streams: Streams,
 }
 
 /// A started API.
@@ -142,8 +148,27 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
     let admission = Admission::new(config.reserve_in_flight_max as usize, config.rate_limit_per_ip_per_second);
     let hold_ttl = config.hold_ttl;
-    let state =
-        Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl, metrics, reservations, admission });
+    let watcher_options = WatcherOptions { poll_interval: config.availability_poll_interval };
+    let availability = Watchers::new(catalog.clone(), stock.clone(), watcher_options, shutdown.clone());
+    let stream_options = StreamOptions {
+        streams_max: config.streams_max as usize,
+        keep_alive_interval: config.stream_keep_alive_interval,
+    };
+    let streams = Streams::new(stream_options, shutdown.clone());
+    let state = Arc::new(AppState {
+        jwt,
+        database,
+        redis,
+        keys,
+        catalog,
+        stock,
+        hold_ttl,
+        metrics,
+        reservations,
+        admission,
+        availability,
+        streams,
+    });
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod availability_stream;
 mod catalog;
 mod client_hang_up;
 mod deployment;
