@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Jwt, Role};
+use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
 use crate::config::ApiConfig;
+use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::state::AppState;
 use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
@@ -107,8 +109,27 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
     let admission = Admission::new(config.reserve_in_flight_max, config.rate_limit_per_ip_per_second);
     let hold_ttl = config.hold_ttl;
-    let state =
-        Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl, metrics, reservations, admission });
+    let watcher_options = WatcherOptions { poll_interval: config.availability_poll_interval };
+    let availability = Watchers::new(catalog.clone(), stock.clone(), watcher_options, shutdown.clone());
+    let stream_options = StreamOptions {
+        streams_max: config.streams_max as usize,
+        keep_alive_interval: config.stream_keep_alive_interval,
+    };
+    let streams = Streams::new(stream_options, shutdown.clone());
+    let state = Arc::new(AppState {
+        jwt,
+        database,
+        redis,
+        keys,
+        catalog,
+        stock,
+        hold_ttl,
+        metrics,
+        reservations,
+        admission,
+        availability,
+        streams,
+    });
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,

@@ -1,6 +1,7 @@
 //! The HTTP server: hyper 1 connections, a matchit router, bounded bodies and
 //! connections, deadlines for slow clients, and graceful shutdown.
 
+pub mod availability_stream;
 pub mod catalog;
 pub mod connection;
 pub mod documentation;
@@ -16,11 +17,11 @@ pub mod state;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -28,7 +29,7 @@ use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::state::AppState;
@@ -63,6 +64,8 @@ pub struct RequestContext {
     pub body: Bytes,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The connection's place in the `connections_max` bound.
+    pub connection: ConnectionSlot,
 }
 
 impl RequestContext {
@@ -79,6 +82,21 @@ impl RequestContext {
 
 /// A handler's answer.
 pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Every response body: a whole one, or a server-sent event stream.
+pub type ResponseBody = Either<Full<Bytes>, availability_stream::EventStream>;
+
+/// A connection's permit of the `connections_max` bound. A long-lived stream gives it
+/// back early (it is bounded by its own limit), so streams never take buyers' slots.
+#[derive(Clone)]
+pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    /// Gives the permit back; the connection no longer counts against the bound.
+    pub fn release(&self) {
+        self.0.lock().expect("not poisoned").take();
+    }
+}
 
 /// Accepts connections until `shutdown` fires, then lets in-flight requests finish
 /// under `options.shutdown_timeout`.
@@ -109,15 +127,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerO
         };
         let _ = stream.set_nodelay(true);
         let (state, router) = (state.clone(), router.clone());
+        let slot = ConnectionSlot(Arc::new(Mutex::new(Some(permit))));
         let clock = ConnectionClock::new(options.request_timeout);
         let stream = TokioIo::new(TimedStream::new(stream, clock.clone()));
-        let service = service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), request));
+        let service = service_fn(move |request| {
+            handle(state.clone(), router.clone(), peer, clock.clone(), slot.clone(), request)
+        });
         let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -132,17 +152,18 @@ async fn handle(
     router: Arc<Router>,
     peer: SocketAddr,
     clock: Arc<ConnectionClock>,
+    connection: ConnectionSlot,
     request: Request<Incoming>,
-) -> Result<Response<ClockedBody>, Infallible> {
+) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
     let (response, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
-            (respond(&state, matched, peer, body_deadline, request).await, pattern)
+            (respond(&state, matched, peer, body_deadline, connection, request).await, pattern)
         }
-        Err((error, pattern)) => (error.into_response(), pattern),
+        Err((error, pattern)) => (error.into_response().map(Either::Left), pattern),
     };
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     record_request(&method, pattern, response.status().as_u16(), started);
@@ -154,19 +175,22 @@ async fn respond(
     matched: Matched,
     peer: SocketAddr,
     body_deadline: tokio::time::Instant,
+    connection: ConnectionSlot,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
     let collected = tokio::time::timeout_at(body_deadline, Limited::new(body, BODY_SIZE_MAX).collect()).await;
     let body = match collected {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return ApiError::PayloadTooLarge.into_response();
+            return ApiError::PayloadTooLarge.into_response().map(Either::Left);
         }
-        Ok(Err(error)) => return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response(),
+        Ok(Err(error)) => {
+            return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response().map(Either::Left);
+        }
         Err(_) => {
             connection::count_timeout("body");
-            return ApiError::RequestTimeout.into_response();
+            return ApiError::RequestTimeout.into_response().map(Either::Left);
         }
     };
     let context = RequestContext {
@@ -175,15 +199,21 @@ async fn respond(
         params: matched.params,
         body,
         peer,
+        connection,
     };
     match dispatch(state, matched.operation, context).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => error.into_response().map(Either::Left),
     }
 }
 
-async fn dispatch(state: &AppState, operation: Operation, request: RequestContext) -> HandlerResult {
-    match operation {
+async fn dispatch(
+    state: &AppState,
+    operation: Operation,
+    request: RequestContext,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let response = match operation {
+        Operation::AvailabilityStream => return availability_stream::availability_stream(state, request).await,
         Operation::Health => operations::health(state, request).await,
         Operation::Ready => operations::ready(state, request).await,
         Operation::CreateEvent => catalog::create_event(state, request).await,
@@ -201,12 +231,13 @@ async fn dispatch(state: &AppState, operation: Operation, request: RequestContex
         Operation::SwaggerUiIndex => documentation::swagger_ui_index(state, request).await,
         Operation::SwaggerUiFile => documentation::swagger_ui_file(state, request).await,
         Operation::ListReservations => reservation_list::list_reservations(state, request).await,
-    }
+    };
+    response.map(|response| response.map(Either::Left))
 }
 
-fn strip_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+fn strip_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
     let (parts, _) = response.into_parts();
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, Either::Left(Full::new(Bytes::new())))
 }
 
 fn record_request(method: &Method, pattern: &'static str, status: u16, started: Instant) {

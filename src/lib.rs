@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`api`]: the `api` process: start-up, background tasks and shutdown.
+//! - [`availability`]: live availability of an event and the per-event watchers that feed its streams.
 //! - [`auth`]: JWT verification and minting, roles.
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
@@ -33,6 +34,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod availability;
 pub mod catalog;
 pub mod config;
 pub mod contract;

@@ -22,7 +22,7 @@ use utoipa::openapi::{Components, ContentBuilder, Object, Ref, RefOr, Required, 
 use utoipa::{Modify, OpenApi};
 
 use crate::http::error::{ApiError, Problem};
-use crate::http::{catalog, documentation, metrics, operations, reservation, reservation_list};
+use crate::http::{availability_stream, catalog, documentation, metrics, operations, reservation, reservation_list};
 use crate::validation::FieldError;
 
 /// Name of the security scheme that handlers list in `security(...)`.
@@ -67,6 +67,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         ],
     ),
     ("availability", &["not_found", "unavailable"]),
+    ("availability_stream", &["not_found", "unavailable"]),
     (
         "reserve",
         &[
@@ -134,6 +135,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         catalog::get_event,
         catalog::create_category,
         catalog::availability,
+        availability_stream::availability_stream,
         reservation::reserve,
         reservation::confirm,
         reservation::cancel_reservation,

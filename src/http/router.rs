@@ -22,6 +22,8 @@ pub enum Operation {
     CreateCategory,
     /// `GET /events/{id}/availability`.
     Availability,
+    /// `GET /events/{id}/availability/stream`.
+    AvailabilityStream,
     /// `POST /reserve`.
     Reserve,
     /// `POST /confirm`.
@@ -63,6 +65,7 @@ pub const ROUTES: &[Route] = &[
     Route { pattern: "/events/{id}", methods: &[(Method::GET, Operation::GetEvent)] },
     Route { pattern: "/events/{id}/ticket-category", methods: &[(Method::POST, Operation::CreateCategory)] },
     Route { pattern: "/events/{id}/availability", methods: &[(Method::GET, Operation::Availability)] },
+    Route { pattern: "/events/{id}/availability/stream", methods: &[(Method::GET, Operation::AvailabilityStream)] },
     Route { pattern: "/reserve", methods: &[(Method::POST, Operation::Reserve)] },
     Route { pattern: "/confirm", methods: &[(Method::POST, Operation::Confirm)] },
     Route { pattern: "/reservations/{id}/cancel", methods: &[(Method::POST, Operation::CancelReservation)] },

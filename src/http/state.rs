@@ -7,7 +7,9 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::auth::Jwt;
+use crate::availability::watcher::Watchers;
 use crate::catalog::Catalog;
+use crate::http::availability_stream::Streams;
 use crate::keyspace::Keyspace;
 use crate::reservation::ReservationEngine;
 use crate::reservation::admission::Admission;
@@ -35,4 +37,8 @@ pub struct AppState {
     pub reservations: ReservationEngine,
     /// Backpressure on the reservation endpoints.
     pub admission: Admission,
+    /// One availability watcher per watched event.
+    pub availability: Watchers,
+    /// The open availability streams and their bound.
+    pub streams: Streams,
 }

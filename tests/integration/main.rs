@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod availability_stream;
 mod catalog;
 mod client_hang_up;
 mod deployment;
