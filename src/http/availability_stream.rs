@@ -153,7 +153,7 @@ pub async fn availability_stream(
 
 type NextFrame = Pin<Box<dyn Future<Output = Option<(Bytes, Cursor)>> + Send>>;
 
-/// The body of one stream: frames produced by [`Cursor::next_frame`] until shutdown
+/// The body of one stream: frames produced by `Cursor::next_frame` until shutdown
 /// or until the event's watcher stops.
 pub struct EventStream {
     next: Option<NextFrame>,
