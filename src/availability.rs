@@ -69,7 +69,7 @@ impl Availability {
                 sold: levels.sold,
             })
             .collect();
-        Self { event_id: event.id, categories }
+        Self { event_id: event.id.get(), categories }
     }
 }
 
@@ -92,7 +92,7 @@ mod tests {
             max_per_user: 2,
         };
         let event = Event {
-            id: 7,
+            id: EventId::new(7).unwrap(),
             name: "e".to_owned(),
             venue: "v".to_owned(),
             starts_at: Utc::now(),

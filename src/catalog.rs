@@ -39,7 +39,8 @@ pub const MAX_PER_USER_DEFAULT: i64 = 10;
     "created_at": "2026-11-21T10:00:00Z", "categories": []}))]
 pub struct Event {
     /// Event id.
-    pub id: i64,
+    #[schema(value_type = i64)]
+    pub id: EventId,
     /// Display name.
     pub name: String,
     /// Where it takes place.
@@ -245,8 +246,9 @@ impl Catalog {
     /// Lists events in id order, with their categories; returns the next cursor for a full page.
     pub async fn list_events(&self, page: PageRequest) -> Result<(Vec<Event>, Option<i64>), CatalogError> {
         let events = store::list_events(&self.database, page).await?;
-        let next_after =
-            (i64::try_from(events.len()) == Ok(page.limit)).then(|| events.last().map(|event| event.id)).flatten();
+        let next_after = (i64::try_from(events.len()) == Ok(page.limit))
+            .then(|| events.last().map(|event| event.id.get()))
+            .flatten();
         Ok((events, next_after))
     }
 

@@ -224,7 +224,7 @@ impl Watchers {
     async fn poll(&self, watched: &mut Watched) -> Option<Availability> {
         if watched.refreshed_at.elapsed() >= EVENT_REFRESH_INTERVAL {
             // A failed refresh keeps the known categories; the levels below still update.
-            match self.inner.catalog.event(EventId::new(watched.event.id).expect("stored ids are valid")).await {
+            match self.inner.catalog.event(watched.event.id).await {
                 Ok(event) => watched.event = event,
                 Err(error) => tracing::debug!(?error, "availability watcher: event refresh failed"),
             }
@@ -233,7 +233,7 @@ impl Watchers {
         match Availability::of(&watched.event, &self.inner.stock).await {
             Ok(availability) => {
                 if watched.failing {
-                    tracing::info!(event = watched.event.id, "availability watcher reads stock again");
+                    tracing::info!(event = watched.event.id.get(), "availability watcher reads stock again");
                     watched.failing = false;
                 }
                 (availability != watched.last).then(|| {
@@ -244,7 +244,7 @@ impl Watchers {
             Err(error) => {
                 if !watched.failing {
                     tracing::warn!(
-                        event = watched.event.id,
+                        event = watched.event.id.get(),
                         ?error,
                         "availability watcher cannot read stock; retrying"
                     );

@@ -9,7 +9,8 @@ use crate::stock::SaleWindow;
 
 #[derive(sqlx::FromRow)]
 struct EventRow {
-    id: i64,
+    #[sqlx(try_from = "i64")]
+    id: EventId,
     name: String,
     venue: String,
     starts_at: DateTime<Utc>,
@@ -75,12 +76,12 @@ pub(super) async fn event(database: &PgPool, id: EventId) -> Result<Option<Event
 }
 
 async fn with_categories(database: &PgPool, rows: Vec<EventRow>) -> Result<Vec<Event>, sqlx::Error> {
-    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    let ids: Vec<i64> = rows.iter().map(|row| row.id.get()).collect();
     let mut categories: Vec<Category> =
         sqlx::query_as(include_str!("categories_of_events.sql")).bind(&ids).fetch_all(database).await?;
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let split = categories.partition_point(|category| category.event_id == row.id);
+        let split = categories.partition_point(|category| category.event_id == row.id.get());
         let rest = categories.split_off(split);
         let own = std::mem::replace(&mut categories, rest);
         events.push(row.into_event(own));

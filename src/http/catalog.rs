@@ -176,7 +176,7 @@ pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerR
     let event = validate_event(body)?;
     let created = state.catalog.create_event(&event).await.map_err(catalog_error)?;
     let mut response = json::response(StatusCode::CREATED, &created);
-    let location = HeaderValue::from_str(&format!("/events/{}", created.id)).expect("ids are ASCII");
+    let location = HeaderValue::from_str(&format!("/events/{}", created.id.get())).expect("ids are ASCII");
     response.headers_mut().insert(LOCATION, location);
     Ok(response)
 }
