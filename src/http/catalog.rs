@@ -136,7 +136,7 @@ fn validate_event(request: CreateEventRequest) -> Result<NewEvent, ApiError> {
 }
 
 /// The path's `{id}` as an event id; anything else names no event.
-fn event_id(request: &RequestContext) -> Result<EventId, ApiError> {
+pub(crate) fn event_id(request: &RequestContext) -> Result<EventId, ApiError> {
     request
         .param("id")
         .and_then(|id| id.parse::<i64>().ok())
