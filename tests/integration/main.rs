@@ -18,3 +18,4 @@ mod reservation_idempotency;
 mod reservation_random;
 mod reservation_support;
 mod slow_clients;
+mod waiting_room;
