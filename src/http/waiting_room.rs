@@ -41,7 +41,8 @@ fn waiting_room_error(error: WaitingRoomError) -> ApiError {
     match error {
         WaitingRoomError::NotJoined => ApiError::NotFound("you have not joined this queue"),
         WaitingRoomError::SaleClosed => ApiError::SaleClosed,
-        WaitingRoomError::Redis(_) | WaitingRoomError::Database(_) => ApiError::unavailable(&error),
+        WaitingRoomError::Redis(error) => ApiError::unavailable(format!("redis: {error}")),
+        WaitingRoomError::Database(error) => ApiError::unavailable(format!("postgres: {error}")),
         WaitingRoomError::UnexpectedReply { .. } => ApiError::internal(&error),
     }
 }
