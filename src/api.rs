@@ -160,6 +160,7 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let waiting_rooms = WaitingRooms::new(redis.clone(), keys.clone(), database.clone(), stock.clone(), room_options);
     // The directory is loaded before the first request, so a restart never serves a guarded
     // category without the pass check.
+    waiting_rooms.load_scripts().await?;
     waiting_rooms.refresh().await?;
     let state = Arc::new(AppState {
         jwt,

@@ -456,6 +456,16 @@ impl WaitingRooms {
         result
     }
 
+    /// Loads the scripts into Redis ahead of the first request: a crowd's first requests
+    /// would otherwise all miss (NOSCRIPT) and send the script text at once.
+    pub async fn load_scripts(&self) -> Result<(), WaitingRoomError> {
+        let mut redis = self.redis.clone();
+        for script in [&*JOIN_QUEUE, &*POLL_QUEUE, &*CONFIGURE_ROOM, &*READ_ROOM] {
+            script.prepare().load_async(&mut redis).await?;
+        }
+        Ok(())
+    }
+
     /// Reloads this process's directory of rooms.
     pub async fn refresh(&self) -> Result<(), WaitingRoomError> {
         self.directory.refresh(&mut self.redis.clone(), &self.keys, &self.database, &self.stock).await

@@ -1,6 +1,6 @@
 -- poll_queue: the caller's place in the event's queue, after bringing admission up to now.
 -- ARGV: 1 user, 2 sold out ('1'|'0')
--- Returns reply(): outcome `existing`, or `not_joined` (with nothing else).
+-- Returns reply(): outcome `existing`; or `not_joined`, alone.
 local now = now_ms()
 local user = ARGV[1]
 local sold_out = ARGV[2] == '1'
