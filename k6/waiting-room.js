@@ -28,6 +28,7 @@ import {
   adminToken,
   availability,
   intEnv,
+  numberEnv,
   params,
   problemCode,
   runPrefix,
@@ -39,6 +40,10 @@ const QUOTA = intEnv('QUOTA', 200);
 const ADMIT_PER_SECOND = intEnv('ADMIT_PER_SECOND', 200);
 const PASS_TTL_SECONDS = 600;
 const OPEN_IN_SECONDS = intEnv('OPEN_IN_SECONDS', 20);
+// Users arrive over this many seconds after setup (before the opening), not in one instant.
+const JOIN_SPREAD_SECONDS = numberEnv('JOIN_SPREAD_SECONDS', OPEN_IN_SECONDS / 2);
+// A 503 (load shed, Redis slow) is retried after Retry-After, as a real client would.
+const RETRIES_MAX = intEnv('RETRIES_MAX', 5);
 const MAX_WAIT_SECONDS = intEnv('MAX_WAIT_SECONDS', OPEN_IN_SECONDS + Math.ceil(VUS / ADMIT_PER_SECOND) + 90);
 
 if (!__ENV.JWT_SECRET) {
@@ -53,6 +58,7 @@ const passRefusals = new Counter('room_no_pass_refused');
 const orderViolations = new Counter('room_order_violations');
 const failures = new Counter('room_failures');
 const polls = new Counter('room_polls');
+const retries = new Counter('room_retries_after_503');
 const joinToAdmission = new Trend('room_join_to_admission', true);
 const mismatches = new Counter('room_final_mismatch');
 
@@ -78,6 +84,17 @@ export const options = {
 };
 
 http.setResponseCallback(http.expectedStatuses(200, 201, 403, 409));
+
+/** Sends `request()` again after Retry-After while it answers 503, at most RETRIES_MAX times. */
+function withRetries(request) {
+  let response = request();
+  for (let attempt = 0; response.status === 503 && attempt < RETRIES_MAX; attempt++) {
+    retries.add(1);
+    sleep(retryAfter(response) * (0.5 + Math.random()));
+    response = request();
+  }
+  return response;
+}
 
 function mustJson(response, expected, what) {
   if (!expected.includes(response.status)) {
@@ -125,14 +142,16 @@ export function setup() {
 
 /** The room's `admitted` count now. */
 function roomAdmitted(sale) {
-  const response = http.get(`${BASE_URL}/events/${sale.eventId}/waiting-room`, { tags: { name: 'room' } });
+  const url = `${BASE_URL}/events/${sale.eventId}/waiting-room`;
+  const response = withRetries(() => http.get(url, { tags: { name: 'room' } }));
   return mustJson(response, [200], 'GET waiting-room').admitted;
 }
 
 function reserve(sale, token, pass) {
   const headers = pass ? { 'Queue-Pass': pass } : {};
   const body = JSON.stringify({ category_id: sale.categoryId, quantity: 1 });
-  return http.post(`${BASE_URL}/reserve`, body, params(token, pass ? 'reserve' : 'reserve_without_pass', headers));
+  const request = params(token, pass ? 'reserve' : 'reserve_without_pass', headers);
+  return withRetries(() => http.post(`${BASE_URL}/reserve`, body, request));
 }
 
 /** Seconds to sleep before the next poll: the server's Retry-After (at least 0.2 s). */
@@ -152,7 +171,7 @@ function waitForTurn(sale, token, joined) {
   while (status.status === 'waiting' && Date.now() < deadline) {
     sleep(retryAfter(response) * (0.8 + 0.4 * Math.random()));
     const before = roomAdmitted(sale);
-    response = http.get(queueUrl, params(token, 'poll'));
+    response = withRetries(() => http.get(queueUrl, params(token, 'poll')));
     polls.add(1);
     status = mustJson(response, [200], 'GET queue');
     if (status.status === 'waiting' && status.position !== null) {
@@ -176,7 +195,9 @@ function waitForTurn(sale, token, joined) {
 
 export default function (sale) {
   const token = mintToken(__ENV.JWT_SECRET, `${sale.prefix}-${__VU}`, 'user', 3 * 3600);
-  const joined = http.post(`${BASE_URL}/events/${sale.eventId}/queue`, null, params(token, 'join'));
+  sleep(Math.random() * JOIN_SPREAD_SECONDS);
+  const queueUrl = `${BASE_URL}/events/${sale.eventId}/queue`;
+  const joined = withRetries(() => http.post(queueUrl, null, params(token, 'join')));
   if (joined.status !== 201) {
     failures.add(1);
     console.warn(`join answered ${joined.status}: ${String(joined.body).slice(0, 200)}`);
@@ -229,7 +250,7 @@ export function handleSummary(data) {
     data,
     `waiting room: ${VUS} users, quota ${QUOTA}, ${ADMIT_PER_SECOND}/s`,
     ['room_admitted', 'room_sold_out', 'room_held', 'room_reserve_sold_out', 'room_no_pass_refused',
-      'room_order_violations', 'room_failures', 'room_polls', 'room_final_mismatch'],
+      'room_order_violations', 'room_failures', 'room_polls', 'room_retries_after_503', 'room_final_mismatch'],
     'room_join_to_admission',
   );
 }

@@ -52,6 +52,13 @@ async fn sale_window(state: &AppState, event: EventId) -> Result<SaleWindow, Api
     Ok(SaleWindow { starts_at: event.sale_starts_at, ends_at: event.sale_ends_at })
 }
 
+/// The sale window for a script that only uses it to create a room: a room that is on
+/// already exists in Redis with its window, so the busy paths skip the catalog; otherwise
+/// the catalog read also answers 404 for an unknown event.
+async fn window_unless_on(state: &AppState, event: EventId) -> Result<SaleWindow, ApiError> {
+    if state.waiting_rooms.is_on(event) { Ok(SaleWindow::default()) } else { sale_window(state, event).await }
+}
+
 fn room_response(room: &Room) -> HandlerResult {
     Ok(json::response(StatusCode::OK, room))
 }
@@ -102,7 +109,7 @@ pub async fn configure_waiting_room(state: &AppState, request: RequestContext) -
 )]
 pub async fn get_waiting_room(state: &AppState, request: RequestContext) -> HandlerResult {
     let event = event_id(&request)?;
-    let window = sale_window(state, event).await?;
+    let window = window_unless_on(state, event).await?;
     let room = state.waiting_rooms.room(event, window).await.map_err(waiting_room_error)?;
     room_response(&room)
 }
@@ -129,9 +136,7 @@ pub async fn get_waiting_room(state: &AppState, request: RequestContext) -> Hand
 pub async fn join_queue(state: &AppState, request: RequestContext) -> HandlerResult {
     let caller = state.jwt.authenticate(request.header("authorization"))?;
     let event = event_id(&request)?;
-    // A room that is on already holds the sale window; otherwise the catalog also says 404.
-    let window =
-        if state.waiting_rooms.is_on(event) { SaleWindow::default() } else { sale_window(state, event).await? };
+    let window = window_unless_on(state, event).await?;
     match state.waiting_rooms.join(&caller.user_id, event, window).await.map_err(waiting_room_error)? {
         Joined::New(status) => status_response(StatusCode::CREATED, &status),
         Joined::Existing(status) => status_response(StatusCode::OK, &status),
