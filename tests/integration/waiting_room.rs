@@ -385,3 +385,37 @@ async fn an_expired_pass_is_refused_and_its_user_rejoins_at_the_back() {
     assert!(last.position().unwrap() < rejoined.position().unwrap());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_room_that_is_off_admits_at_once_and_bad_requests_change_nothing() {
+    // Goal: an event never configured reads enabled false with the defaults; joining it admits at once with a
+    // pass; polling without joining is 404, an unknown event 404, joining after the sale window 409
+    // sale_closed; a user may not configure a room (403) and out-of-range settings are 422.
+    let app = TestApp::spawn().await;
+    let (event, _) = event_with(&app, None, 10).await;
+    let room = get_room(&app, event).await;
+    assert_eq!(
+        (room["enabled"].as_bool(), room["admit_per_second"].as_i64(), room["pass_ttl_seconds"].as_i64()),
+        (Some(false), Some(100), Some(600))
+    );
+    let joined = join(&app, "walk-in", event).await;
+    assert_eq!((joined.code, joined.status(), joined.retry_after), (201, "admitted", None));
+    assert!(!joined.pass().is_empty());
+    assert_problem(app.get(&format!("/events/{event}/queue"), Some(&user_token("stranger"))).await, 404, "not_found")
+        .await;
+    let unknown = app.client.post(app.url("/events/999999/queue")).bearer_auth(user_token("u")).send().await.unwrap();
+    assert_problem(unknown, 404, "not_found").await;
+    let body = json!({"name": "Past", "venue": "Hall", "starts_at": "2031-01-01T19:00:00Z",
+        "sale_starts_at": "2025-01-01T00:00:00Z", "sale_ends_at": "2025-02-01T00:00:00Z"});
+    let response = app.post("/events", Some(&admin_token()), &body).await;
+    let past = response.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let late = app.client.post(app.url(&format!("/events/{past}/queue"))).bearer_auth(user_token("u")).send();
+    assert_problem(late.await.unwrap(), 409, "sale_closed").await;
+    let url = app.url(&format!("/events/{event}/waiting-room"));
+    let by_user = app.client.put(&url).bearer_auth(user_token("u")).json(&json!({"enabled": true})).send();
+    assert_problem(by_user.await.unwrap(), 403, "forbidden").await;
+    let bad = app.client.put(&url).bearer_auth(admin_token()).json(&json!({"admit_per_second": 0})).send();
+    assert_problem(bad.await.unwrap(), 422, "validation_failed").await;
+    assert_eq!(get_room(&app, event).await["enabled"], false, "a refused change changes nothing");
+    app.stop().await;
+}
