@@ -59,13 +59,21 @@ impl Directory {
             pipe.cmd("HGET").arg(keys.waiting_room(event)).arg("enabled");
         }
         let enabled: Vec<Option<String>> = if events.is_empty() { Vec::new() } else { pipe.query_async(redis).await? };
-        let on: Vec<i64> =
-            events.iter().zip(enabled).filter(|(_, flag)| flag.as_deref() == Some("1")).map(|(e, _)| e.get()).collect();
-        let rows: Vec<(i64, i64)> =
+        let on: Vec<i64> = events
+            .iter()
+            .zip(enabled)
+            .filter(|(_, flag)| flag.as_deref() == Some("1"))
+            .map(|(event, _)| event.get())
+            .collect();
+        // Most of the time no room is on: then there is nothing to ask Postgres.
+        let rows: Vec<(i64, i64)> = if on.is_empty() {
+            Vec::new()
+        } else {
             sqlx::query_as("SELECT id, event_id FROM ticket_categories WHERE event_id = ANY($1)")
                 .bind(&on)
                 .fetch_all(database)
-                .await?;
+                .await?
+        };
         let mut snapshot =
             Snapshot { on: on.iter().copied().filter_map(EventId::new).collect(), ..Snapshot::default() };
         let mut categories = Vec::new();
