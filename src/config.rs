@@ -224,6 +224,17 @@ pub struct ApiConfig {
     /// How often a watched event's stock is read for its availability streams (10 ms to 400 ms).
     #[arg(long, env = "AVAILABILITY_POLL_INTERVAL", default_value = "100ms", value_parser = parse_availability_poll_interval)]
     pub availability_poll_interval: Duration,
+    /// Waiting-room queue pass keys, `id:secret,id:secret` (secrets of at least 16 bytes): new
+    /// passes are signed with the first, a pass verifies under any listed key, so a key can be
+    /// rotated in front and retired once its passes have expired. Unset: one key derived from
+    /// the JWT secret.
+    #[arg(long, env = "QUEUE_PASS_KEYS", hide_env_values = true)]
+    pub queue_pass_keys: Option<Secret>,
+
+    /// How often each API process reloads which events have their waiting room on (and
+    /// which are sold out); another process's change takes effect here within this.
+    #[arg(long, env = "WAITING_ROOM_REFRESH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub waiting_room_refresh_interval: Duration,
 }
 
 impl ApiConfig {

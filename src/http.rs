@@ -12,6 +12,7 @@ pub mod operations;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
+pub mod waiting_room;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -229,6 +230,10 @@ async fn dispatch(
         Operation::SwaggerUiIndex => documentation::swagger_ui_index(state, request).await,
         Operation::SwaggerUiFile => documentation::swagger_ui_file(state, request).await,
         Operation::ListReservations => reservation_list::list_reservations(state, request).await,
+        Operation::ConfigureWaitingRoom => waiting_room::configure_waiting_room(state, request).await,
+        Operation::GetWaitingRoom => waiting_room::get_waiting_room(state, request).await,
+        Operation::JoinQueue => waiting_room::join_queue(state, request).await,
+        Operation::GetQueueStatus => waiting_room::get_queue_status(state, request).await,
     };
     response.map(|response| response.map(Either::Left))
 }

@@ -26,6 +26,7 @@
 //! - [`stock`]: live stock levels and the conservation check.
 //! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
 //! - [`validation`]: field errors for 422 responses.
+//! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
 
 pub mod api;
@@ -48,4 +49,5 @@ pub mod shutdown;
 pub mod stock;
 pub mod telemetry;
 pub mod validation;
+pub mod waiting_room;
 pub mod worker;

@@ -16,7 +16,6 @@
 //! request handler; the [`ClockedBody`] of each response restarts the budget when hyper is
 //! done with it.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

@@ -22,3 +22,4 @@ mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
 mod slow_clients;
+mod waiting_room;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 use stampede::auth::UserId;
 use stampede::catalog::CategoryId;
