@@ -135,13 +135,17 @@ async fn handle(
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
-    let (response, pattern) = match router.route(&method, request.uri().path()) {
+    let (result, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
             (respond(&state, matched, peer, body_deadline, request).await, pattern)
         }
-        Err((error, pattern)) => (error.into_response(), pattern),
+        Err((error, pattern)) => (Err(error), pattern),
     };
+    let response = result.unwrap_or_else(|error| {
+        record_error(&error);
+        error.into_response()
+    });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     record_request(&method, pattern, response.status().as_u16(), started);
     Ok(response.map(|body| ClockedBody::new(body, clock)))
@@ -153,18 +157,18 @@ async fn respond(
     peer: SocketAddr,
     body_deadline: tokio::time::Instant,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> HandlerResult {
     let (parts, body) = request.into_parts();
     let collected = tokio::time::timeout_at(body_deadline, Limited::new(body, BODY_SIZE_MAX).collect()).await;
     let body = match collected {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return ApiError::PayloadTooLarge.into_response();
+            return Err(ApiError::PayloadTooLarge);
         }
-        Ok(Err(error)) => return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response(),
+        Ok(Err(error)) => return Err(ApiError::InvalidJson(format!("cannot read the body: {error}"))),
         Err(_) => {
             connection::count_timeout("body");
-            return ApiError::RequestTimeout.into_response();
+            return Err(ApiError::RequestTimeout);
         }
     };
     let context = RequestContext {
@@ -174,10 +178,7 @@ async fn respond(
         body,
         peer,
     };
-    match dispatch(state, matched.operation, context).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+    dispatch(state, matched.operation, context).await
 }
 
 async fn dispatch(state: &AppState, operation: Operation, request: RequestContext) -> HandlerResult {
@@ -205,6 +206,20 @@ async fn dispatch(state: &AppState, operation: Operation, request: RequestContex
 fn strip_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// The one place a failed request is logged and counted: the cause of a 5xx is logged
+/// once; shed load is counted, never logged per request.
+fn record_error(error: &ApiError) {
+    match error {
+        ApiError::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
+        ApiError::Unavailable { reason, .. } => tracing::warn!(reason = %reason, "request shed or dependency down"),
+        ApiError::Shed { reason, .. } => ::metrics::counter!("requests_shed_total", "reason" => *reason).increment(1),
+        ApiError::RateLimited { .. } => {
+            ::metrics::counter!("requests_shed_total", "reason" => "rate_limited").increment(1);
+        }
+        _ => {}
+    }
 }
 
 fn record_request(method: &Method, pattern: &'static str, status: u16, started: Instant) {

@@ -31,7 +31,7 @@ use super::{
     reservation_from_record, time_from_millis,
 };
 use crate::auth::UserId;
-use crate::catalog::CategoryId;
+use crate::catalog::{Catalog, CatalogError, CategoryId};
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
@@ -168,9 +168,16 @@ pub enum ReservationError {
     /// The gateway failed or did not answer in time; the hold stays.
     #[error("the payment failed: {0}")]
     PaymentFailed(String),
-    /// The category's stock is not in Redis.
-    #[error("stock of category {} is missing", .0.get())]
+    /// The category's stock is not in Redis, though the category exists (a flushed
+    /// Redis, until `worker reconcile --repair` rebuilds it).
+    #[error("stock of category {} is missing from redis", .0.get())]
     StockMissing(CategoryId),
+    /// No such ticket category: its stock is missing because it never existed.
+    #[error("no such ticket category {}", .0.get())]
+    UnknownCategory(CategoryId),
+    /// Postgres failed while telling a missing category from missing stock.
+    #[error("catalog lookup failed")]
+    Catalog(#[source] CatalogError),
     /// The category's stock exists but is not open yet (provisioning in progress).
     #[error("stock of category {} is not open", .0.get())]
     StockNotOpen(CategoryId),
@@ -194,7 +201,7 @@ impl ReservationError {
     /// The `outcome` label of `reservation_outcomes_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::UnknownCategory(_) => "not_found",
             Self::NotHeld(_) => "reservation_not_held",
             Self::Expired => "reservation_expired",
             Self::InProgress => "idempotency_in_progress",
@@ -203,8 +210,20 @@ impl ReservationError {
             Self::PaymentDeclined => "payment_declined",
             Self::PaymentFailed(_) => "payment_failed",
             Self::OutboxBacklog(_) => "outbox_backlog",
-            Self::StockMissing(_) | Self::StockNotOpen(_) | Self::Redis(_) => "unavailable",
+            Self::StockMissing(_) | Self::StockNotOpen(_) | Self::Redis(_) | Self::Catalog(_) => "unavailable",
             Self::UnexpectedReply { .. } => "internal_error",
+        }
+    }
+
+    /// Tells the two causes of missing stock apart: a category that never existed
+    /// becomes [`Self::UnknownCategory`]; a real one stays [`Self::StockMissing`]. Only
+    /// this failure path reads Postgres; every other error passes through unchanged.
+    pub async fn explain_missing_stock(self, catalog: &Catalog) -> Self {
+        let Self::StockMissing(category) = self else { return self };
+        match catalog.category_exists(category).await {
+            Ok(true) => self,
+            Ok(false) => Self::UnknownCategory(category),
+            Err(error) => Self::Catalog(error),
         }
     }
 }

@@ -123,7 +123,7 @@ pub async fn apply(database: &PgPool, topic: &str, batch: &Batch) -> Result<Appl
     // The batch and its offset commit together, so a commit lost in a Postgres crash
     // loses both: the worker reads the batch again from the older offset. Waiting for
     // the WAL flush buys nothing here.
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *transaction).await?;
+    sqlx::query(include_str!("relax_commit.sql")).execute(&mut *transaction).await?;
     let advanced = sqlx::query(include_str!("advance_offset.sql"))
         .bind(topic)
         .bind(batch.partition)
