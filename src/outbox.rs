@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::reservation::{Reservation, ReservationStatus, time_from_millis};
+use crate::milliseconds;
+use crate::reservation::{Reservation, ReservationStatus};
 
 /// Namespace of event ids (a fixed random UUID).
 pub const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b7e_5d4a_4c3b_9a8f_1e2d_3c4b_5a69);
@@ -115,17 +116,13 @@ const PACKED_FIELDS: [&str; 13] = [
     "confirmed_at_ms",
 ];
 
-fn millis(time: DateTime<Utc>) -> String {
-    time.timestamp_millis().to_string()
-}
-
 /// The stream entry of `event`, as the scripts write it.
 pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
     let reservation = &event.reservation;
     let packed = [
         event.id.to_string(),
         event.event_type.as_str().to_owned(),
-        millis(event.occurred_at),
+        milliseconds::text(event.occurred_at),
         reservation.id.to_string(),
         reservation.status.as_str().to_owned(),
         reservation.event_id.to_string(),
@@ -133,9 +130,9 @@ pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
         reservation.quantity.to_string(),
         reservation.amount.to_string(),
         reservation.currency.clone(),
-        millis(reservation.created_at),
-        millis(reservation.expires_at),
-        reservation.confirmed_at.map(millis).unwrap_or_default(),
+        milliseconds::text(reservation.created_at),
+        milliseconds::text(reservation.expires_at),
+        milliseconds::optional_text(reservation.confirmed_at),
     ];
     vec![
         ("event", packed.join("|")),
@@ -206,15 +203,15 @@ impl ReservationEvent {
             quantity: packed.number(7)?,
             amount: packed.number(8)?,
             currency: packed.text(9).to_owned(),
-            created_at: time_from_millis(packed.number(10)?),
-            expires_at: time_from_millis(packed.number(11)?),
-            confirmed_at: packed.optional_number(12)?.map(time_from_millis),
+            created_at: milliseconds::to_time(packed.number(10)?),
+            expires_at: milliseconds::to_time(packed.number(11)?),
+            confirmed_at: packed.optional_number(12)?.map(milliseconds::to_time),
             payment_id: fields.get("payment_id").filter(|value| !value.is_empty()).cloned(),
         };
         Ok(Self {
             id: packed.uuid(0)?,
             event_type: EventType::parse(packed.text(1)).ok_or(MalformedEntry { field: "type" })?,
-            occurred_at: time_from_millis(packed.number(2)?),
+            occurred_at: milliseconds::to_time(packed.number(2)?),
             reservation,
         })
     }
@@ -229,7 +226,7 @@ mod tests {
         ReservationEvent {
             id: event_id(reservation, EventType::Confirmed),
             event_type: EventType::Confirmed,
-            occurred_at: time_from_millis(1_700_000_005_000),
+            occurred_at: milliseconds::to_time(1_700_000_005_000),
             reservation: Reservation {
                 id: reservation,
                 status: ReservationStatus::Confirmed,
@@ -239,9 +236,9 @@ mod tests {
                 quantity: 2,
                 amount: 300,
                 currency: "USD".into(),
-                created_at: time_from_millis(1_700_000_000_000),
-                expires_at: time_from_millis(1_700_000_600_000),
-                confirmed_at: Some(time_from_millis(1_700_000_005_000)),
+                created_at: milliseconds::to_time(1_700_000_000_000),
+                expires_at: milliseconds::to_time(1_700_000_600_000),
+                confirmed_at: Some(milliseconds::to_time(1_700_000_005_000)),
                 payment_id: Some("pay_1".into()),
             },
         }

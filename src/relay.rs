@@ -97,9 +97,9 @@ impl RelayOptions {
         }
         Ok(Self {
             publisher: PublisherOptions {
-                brokers: config.kafka_brokers.clone(),
-                topic: config.kafka_topic.clone(),
-                partitions: config.kafka_partitions,
+                brokers: config.shared.kafka_brokers.clone(),
+                topic: config.shared.kafka_topic.clone(),
+                partitions: config.shared.kafka_partitions,
                 timeout: config.relay_publish_timeout,
             },
             batch_records_max: config.relay_batch_records_max as usize,

@@ -27,12 +27,12 @@ use super::idempotency::{
     Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
 };
 use super::{
-    Confirmation, NewReservation, RECORD_FIELDS, Reservation, ReservationId, ReservationStatus,
-    reservation_from_record, time_from_millis,
+    Confirmation, NewReservation, RECORD_FIELDS, Reservation, ReservationId, ReservationStatus, reservation_from_record,
 };
 use crate::auth::UserId;
 use crate::catalog::{Catalog, CatalogError, CategoryId};
 use crate::keyspace::Keyspace;
+use crate::milliseconds;
 use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
 use crate::script::LuaScript;
@@ -232,10 +232,6 @@ fn unexpected(script: &'static str, reply: &[Option<String>]) -> ReservationErro
     ReservationError::UnexpectedReply { script, reply: format!("{reply:?}") }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn count_replay(operation: IdempotentOperation) {
     metrics::counter!("idempotent_replays_total", "operation" => operation.as_str()).increment(1);
 }
@@ -358,8 +354,8 @@ impl ReservationEngine {
             .arg(user.as_str())
             .arg(category.get())
             .arg(request.quantity.get())
-            .arg(millis(self.options.hold_ttl))
-            .arg(millis(self.options.hold_ttl + HOLD_RECORD_GRACE))
+            .arg(milliseconds::of_duration(self.options.hold_ttl))
+            .arg(milliseconds::of_duration(self.options.hold_ttl + HOLD_RECORD_GRACE))
             .arg(self.options.outbox_backlog_max)
             .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
             .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
@@ -456,7 +452,7 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(user.as_str())
             .arg(attempt.to_string())
-            .arg(millis(self.options.payment_window))
+            .arg(milliseconds::of_duration(self.options.payment_window))
             .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()));
         let reply: Vec<Option<String>> = BEGIN_PAYMENT.run(&invocation, &mut self.redis.clone()).await?;
         let record = |reply: &[Option<String>]| {
@@ -497,7 +493,7 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(attempt.to_string())
             .arg(payment_id.as_str())
-            .arg(millis(FINAL_RECORD_TTL))
+            .arg(milliseconds::of_duration(FINAL_RECORD_TTL))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string());
         let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
         match outcome(&reply) {
@@ -602,7 +598,7 @@ impl ReservationEngine {
             .key(self.keys.outbox(category))
             .arg(id.to_string())
             .arg(user.as_str())
-            .arg(millis(FINAL_RECORD_TTL))
+            .arg(milliseconds::of_duration(FINAL_RECORD_TTL))
             .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
         let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
@@ -704,8 +700,8 @@ fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<Str
         quantity: request.quantity.get(),
         amount: amount.parse().ok()?,
         currency: currency.clone(),
-        created_at: time_from_millis(created.parse().ok()?),
-        expires_at: time_from_millis(expires.parse().ok()?),
+        created_at: milliseconds::to_time(created.parse().ok()?),
+        expires_at: milliseconds::to_time(expires.parse().ok()?),
         confirmed_at: None,
         payment_id: None,
     })

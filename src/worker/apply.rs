@@ -252,14 +252,15 @@ async fn upsert_reservations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::milliseconds;
     use crate::outbox::event_id;
-    use crate::reservation::{Reservation, time_from_millis};
+    use crate::reservation::Reservation;
 
     fn consumed(reservation: Uuid, event_type: EventType, offset: i64) -> ConsumedEvent {
         let event = ReservationEvent {
             id: event_id(reservation, event_type),
             event_type,
-            occurred_at: time_from_millis(1_700_000_000_000 + offset),
+            occurred_at: milliseconds::to_time(1_700_000_000_000 + offset),
             reservation: Reservation {
                 id: reservation,
                 status: status_after(event_type),
@@ -269,8 +270,8 @@ mod tests {
                 quantity: 1,
                 amount: 100,
                 currency: "USD".into(),
-                created_at: time_from_millis(1_700_000_000_000),
-                expires_at: time_from_millis(1_700_000_600_000),
+                created_at: milliseconds::to_time(1_700_000_000_000),
+                expires_at: milliseconds::to_time(1_700_000_600_000),
                 confirmed_at: None,
                 payment_id: None,
             },

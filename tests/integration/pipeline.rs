@@ -208,7 +208,7 @@ async fn a_broker_outage_delays_events_but_loses_none_and_keeps_their_order() {
     let broker = PrivateBroker::start().await;
     let isolation = Isolation::new().await;
     let mut config = isolation.api_config(&relay_flags());
-    config.kafka_brokers = broker.brokers();
+    config.shared.kafka_brokers = broker.brokers();
     let app = TestApp::spawn_config(isolation.clone(), config).await;
     let keys = app.keys();
     register_category(&app.redis, &keys, 41).await;

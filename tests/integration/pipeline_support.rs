@@ -12,8 +12,9 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use stampede::catalog::CategoryId;
 use stampede::keyspace::Keyspace;
+use stampede::milliseconds;
 use stampede::outbox::{EventType, ReservationEvent, entry_fields, event_id};
-use stampede::reservation::{Reservation, ReservationId, ReservationStatus, time_from_millis};
+use stampede::reservation::{Reservation, ReservationId, ReservationStatus};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -285,7 +286,7 @@ impl Synthetic {
         let event = ReservationEvent {
             id: event_id(self.id, event_type),
             event_type,
-            occurred_at: time_from_millis(occurred),
+            occurred_at: milliseconds::to_time(occurred),
             reservation: Reservation {
                 id: self.id,
                 status: ReservationStatus::parse(status).unwrap(),
@@ -295,9 +296,9 @@ impl Synthetic {
                 quantity: self.quantity,
                 amount: self.quantity * 1000,
                 currency: "USD".to_owned(),
-                created_at: time_from_millis(self.created_at_ms),
-                expires_at: time_from_millis(self.created_at_ms + 600_000),
-                confirmed_at: confirmed.then(|| time_from_millis(occurred)),
+                created_at: milliseconds::to_time(self.created_at_ms),
+                expires_at: milliseconds::to_time(self.created_at_ms + 600_000),
+                confirmed_at: confirmed.then(|| milliseconds::to_time(occurred)),
                 payment_id: confirmed.then(|| format!("pay_{}", self.id.simple())),
             },
         };
