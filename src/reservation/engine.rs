@@ -40,9 +40,24 @@ use crate::script::LuaScript;
 /// Helpers the reservation scripts start with.
 const PRELUDE: &str = include_str!("prelude.lua");
 
-/// A reservation script: the prelude followed by the script's own file.
+/// A reservation script: the hold-record layout, the prelude, then the script's own file.
 pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
-    LuaScript::new(name, &format!("{PRELUDE}{body}"))
+    LuaScript::new(name, &format!("{}{PRELUDE}{body}", record_fields_lua()))
+}
+
+/// The Lua definition of [`RECORD_FIELDS`] that every prelude script starts with.
+fn record_fields_lua() -> String {
+    let quoted: Vec<String> = RECORD_FIELDS.iter().map(|field| format!("'{field}'")).collect();
+    format!("local RECORD_FIELDS = {{{}}}\n", quoted.join(", "))
+}
+
+/// A script that answers the hold-record layout the prelude scripts run with, so a
+/// test can compare what Redis sees with [`RECORD_FIELDS`].
+static RECORD_LAYOUT: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("record_layout", "return RECORD_FIELDS"));
+
+/// The hold-record fields as the prelude scripts see them in Redis (for tests).
+pub async fn record_layout(redis: &mut ConnectionManager) -> redis::RedisResult<Vec<String>> {
+    RECORD_LAYOUT.run(&RECORD_LAYOUT.prepare(), redis).await
 }
 
 // The hot path runs without the prelude, whose top level Redis would run on every call.
@@ -716,6 +731,16 @@ mod tests {
         let call = script.split("redis.call('XADD',").nth(1).unwrap().split(")\n").next().unwrap();
         let arguments: Vec<&str> = call.split(',').map(str::trim).skip(2).collect();
         arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect()
+    }
+
+    #[test]
+    fn the_prelude_gets_the_layout_from_rust() {
+        assert!(!PRELUDE.contains("local RECORD_FIELDS"), "the layout has one definition: RECORD_FIELDS in Rust");
+        assert_eq!(
+            record_fields_lua(),
+            "local RECORD_FIELDS = {'status', 'user_id', 'event_id', 'category_id', 'quantity', 'amount', \
+             'currency', 'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id'}\n"
+        );
     }
 
     #[test]

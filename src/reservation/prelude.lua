@@ -5,10 +5,9 @@
 --
 -- A hold record (P:{c:C}:hold:R) has the fields of RECORD_FIELDS, plus `attempt` and
 -- `paying_until_ms` while a payment runs. Stored statuses: held, paying, confirmed,
--- cancelled, expired.
-
-local RECORD_FIELDS = {'status', 'user_id', 'event_id', 'category_id', 'quantity', 'amount', 'currency',
-  'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id'}
+-- cancelled, expired. RECORD_FIELDS is not defined here: the Rust side prepends it,
+-- built from `reservation::RECORD_FIELDS`, when it loads a script (engine::with_prelude),
+-- so there is one definition of the layout.
 
 -- Redis server time in ms: the only clock any expiry decision uses.
 local function now_ms()
