@@ -199,6 +199,7 @@ fn reservation_engine(config: &ApiConfig, redis: ConnectionManager, keys: Keyspa
         outbox_backlog_max: config.outbox_backlog_max,
         payment_timeout: config.payment_timeout,
         payment_window: config.payment_timeout + PAYMENT_WINDOW_MARGIN,
+        record_ttl: config.record_ttl,
     };
     ReservationEngine::new(redis, keys, gateway, options)
 }

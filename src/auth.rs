@@ -49,7 +49,10 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// A validated caller identity (`sub`): non-empty, at most 128 characters.
+/// A validated caller identity (`sub`): non-empty, at most 128 characters, no control
+/// characters (Unicode `Cc`: C0, DEL and C1). The subject becomes the `user_id` of every
+/// event and row of the caller; a NUL there is a value Postgres refuses to store, so it
+/// would poison the pipeline instead of failing the request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct UserId(String);
 
@@ -61,6 +64,9 @@ impl UserId {
         }
         if subject.chars().count() > SUBJECT_LENGTH_MAX {
             return Err(format!("sub must be at most {SUBJECT_LENGTH_MAX} characters"));
+        }
+        if subject.chars().any(char::is_control) {
+            return Err("sub must not contain control characters".to_owned());
         }
         Ok(Self(subject.to_owned()))
     }
@@ -239,6 +245,16 @@ mod tests {
         assert!(matches!(jwt().authenticate(None), Err(AuthError::Missing)));
         assert!(matches!(jwt().authenticate(Some("Basic abc")), Err(AuthError::Invalid(_))));
         assert!(matches!(jwt().authenticate(Some("Bearer not.a.jwt")), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn subjects_with_control_characters_are_refused() {
+        for subject in ["a\u{0}b", "tab\there", "line\nbreak", "del\u{7f}", "c1\u{85}"] {
+            assert!(UserId::parse(subject).is_err(), "{subject:?}");
+        }
+        assert!(UserId::parse("älice-42@example.com").is_ok());
+        let token = sign(json!({"sub": "a\u{0}b", "role": "user", "exp": future()}), Algorithm::HS256, "test-secret");
+        assert!(matches!(jwt().verify(&token), Err(AuthError::Invalid(_))));
     }
 
     #[test]

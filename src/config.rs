@@ -191,9 +191,18 @@ pub struct ApiConfig {
     #[arg(long, env = "PAYMENT_LATENCY", default_value = "0ms", value_parser = parse_duration_or_zero)]
     pub payment_latency: Duration,
 
-    /// Longest wait for the payment gateway's answer; a hold stays in payment for this plus 5 s at most.
+    /// Longest wait for the payment gateway's answer; a hold stays in payment for this plus 5 s at most, and never past its `expires_at`.
     #[arg(long, env = "PAYMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub payment_timeout: Duration,
+
+    /// Test only: how long a finished (confirmed, cancelled, expired) hold record stays in Redis; later
+    /// reads and repeats answer from Postgres. Shortened by tests that stand in for a day passing.
+    #[arg(long, env = "RECORD_TTL", default_value = "24h", value_parser = parse_duration, hide = true)]
+    pub record_ttl: Duration,
+    /// Most bytes of records in one produce request of the relay (uncompressed estimate); larger
+    /// rounds are split. Keep it well under the broker's `message.max.bytes` (Kafka: about 1 MiB).
+    #[arg(long, env = "RELAY_PRODUCE_BYTES_MAX", default_value_t = 524_288, value_parser = clap::value_parser!(u32).range(1_024..=16_000_000))]
+    pub relay_produce_bytes_max: u32,
 }
 
 impl ApiConfig {

@@ -284,9 +284,40 @@ mod tests {
         assert_eq!(fields["b"], "2");
     }
 
+    /// Every event type. The match stops compiling when a variant is added, so this
+    /// list (and every test that walks it) has to grow with the enum.
+    fn every_event_type() -> [EventType; 4] {
+        let all = [EventType::Reserved, EventType::Confirmed, EventType::Cancelled, EventType::Expired];
+        for event_type in all {
+            match event_type {
+                EventType::Reserved | EventType::Confirmed | EventType::Cancelled | EventType::Expired => {}
+            }
+        }
+        all
+    }
+
     #[test]
     fn entries_round_trip() {
         assert_eq!(ReservationEvent::from_fields(&entry()), Ok(event()));
+        for event_type in every_event_type() {
+            assert_eq!(EventType::parse(event_type.as_str()), Some(event_type));
+            let mut event = event();
+            event.id = event_id(event.reservation.id, event_type);
+            event.event_type = event_type;
+            event.reservation.status = match event_type {
+                EventType::Reserved => ReservationStatus::Held,
+                EventType::Confirmed => ReservationStatus::Confirmed,
+                EventType::Cancelled => ReservationStatus::Cancelled,
+                EventType::Expired => ReservationStatus::Expired,
+            };
+            if event_type != EventType::Confirmed {
+                event.reservation.confirmed_at = None;
+                event.reservation.payment_id = None;
+            }
+            let fields = entry_fields(&event).into_iter().map(|(field, value)| (field.to_owned(), value)).collect();
+            assert_eq!(ReservationEvent::from_fields(&fields), Ok(event), "{event_type:?}");
+        }
+        assert_eq!(EventType::parse("paying"), None);
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //!    publishes them again with the same event ids (duplicates are allowed; the
 //!    worker drops them), as it does with acknowledged entries that sat behind a failed one.
 //!
+//! Each partition's records go out in requests of at most `RELAY_PRODUCE_BYTES_MAX`
+//! bytes, one after the other; a request the broker refuses as too large is halved,
+//! and a record too large on its own goes to the dead-letter stream (see [`publisher`]).
+//!
 //! Per-reservation order holds because a reservation's events are all in one stream
 //! (its category's), one relay at a time reads that stream oldest first, a round is
 //! finished before the next is read, and all of a reservation's records go to one
@@ -31,7 +35,6 @@
 pub mod lease;
 pub mod publisher;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,7 @@ use crate::outbox::{self, ReservationEvent};
 use crate::retry::{Backoff, sleep_unless_stopped};
 use lease::Lease;
 use publisher::{Broker, EncodedBatch, Origin, Outgoing, PublisherOptions};
+use rskafka::record::Record;
 
 /// How often the relay looks for categories whose outbox nobody relays.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -101,6 +105,7 @@ impl RelayOptions {
                 topic: config.shared.kafka_topic.clone(),
                 partitions: config.shared.kafka_partitions,
                 timeout: config.relay_publish_timeout,
+                produce_bytes_max: config.relay_produce_bytes_max as usize,
             },
             batch_records_max: config.relay_batch_records_max as usize,
             linger: config.relay_linger,
@@ -294,6 +299,7 @@ impl Relay {
             .await
             .expect("preparing a round does not panic");
         for malformed in &prepared.malformed {
+            metrics::counter!("relay_malformed_entries_total").increment(1);
             self.dead_letter(malformed).await?;
         }
         let (batch, read_entries) = (prepared.batch, prepared.read_entries);
@@ -305,17 +311,19 @@ impl Relay {
         let mut acknowledged = 0;
         let mut failure = None;
         for outcome in outcomes {
-            match outcome.result {
-                Ok(()) => acknowledged += outcome.origins.len(),
-                Err(error) => {
-                    metrics::counter!("relay_publish_errors_total").increment(1);
-                    tracing::debug!(partition = outcome.partition, %error, "produce failed");
-                    for origin in outcome.origins {
-                        let first = &mut first_failed[origin.stream];
-                        *first = Some(first.map_or(origin.position, |first| first.min(origin.position)));
-                    }
-                    failure = Some(error);
+            acknowledged += outcome.acknowledged.len();
+            for (origin, record) in &outcome.oversized {
+                metrics::counter!("relay_oversized_records_total").increment(1);
+                self.dead_letter(&DeadEntry::oversized(*origin, record, &read_entries)).await?;
+            }
+            if let Some((origins, error)) = outcome.failed {
+                metrics::counter!("relay_publish_errors_total").increment(1);
+                tracing::debug!(partition = outcome.partition, %error, "produce failed");
+                for origin in origins {
+                    let first = &mut first_failed[origin.stream];
+                    *first = Some(first.map_or(origin.position, |first| first.min(origin.position)));
                 }
+                failure = Some(error);
             }
         }
         if failure.is_some() {
@@ -344,20 +352,14 @@ impl Relay {
         Ok(())
     }
 
-    /// Moves an entry that is not a valid event (a bug in a script) to the category's
+    /// Moves an entry that cannot be published (not a valid event, a bug in a script;
+    /// or a record the broker refuses as too large even alone) to the category's
     /// dead-letter stream `…:outbox:dead`, atomically, so it neither blocks the stream
     /// nor disappears.
-    async fn dead_letter(&mut self, malformed: &Malformed) -> Result<(), RelayError> {
-        let Malformed { stream, entry_id, fields, reason } = malformed;
+    async fn dead_letter(&mut self, entry: &DeadEntry) -> Result<(), RelayError> {
+        let DeadEntry { stream, entry_id, fields, reason } = entry;
         let stream = &self.streams[*stream];
-        tracing::error!(
-            category = stream.category.get(),
-            entry_id,
-            reason,
-            ?fields,
-            "malformed outbox entry dead-lettered"
-        );
-        metrics::counter!("relay_malformed_entries_total").increment(1);
+        tracing::error!(category = stream.category.get(), entry_id, reason, ?fields, "outbox entry dead-lettered");
         let mut pipe = redis::pipe();
         pipe.atomic();
         let add = pipe.cmd("XADD").arg(format!("{}:dead", stream.key)).arg("*");
@@ -371,12 +373,26 @@ impl Relay {
     }
 }
 
-/// A stream entry that is not a valid event.
-struct Malformed {
+/// A stream entry that cannot be published, with its fields and why.
+struct DeadEntry {
     stream: usize,
     entry_id: String,
-    fields: HashMap<String, String>,
+    fields: Vec<(String, String)>,
     reason: String,
+}
+
+impl DeadEntry {
+    /// The entry of a record the broker refused as too large on its own; the dead
+    /// letter keeps the record value (the event as JSON).
+    fn oversized(origin: Origin, record: &Record, read_entries: &[StreamEntries]) -> Self {
+        let payload = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned();
+        Self {
+            stream: origin.stream,
+            entry_id: read_entries[origin.stream].ids[origin.position].clone(),
+            fields: vec![("payload".to_owned(), payload)],
+            reason: "the broker refuses the record as too large (MESSAGE_TOO_LARGE)".to_owned(),
+        }
+    }
 }
 
 /// A round's replies turned into records, with the ids read from each stream and the
@@ -384,7 +400,7 @@ struct Malformed {
 struct Prepared {
     batch: EncodedBatch,
     read_entries: Vec<StreamEntries>,
-    malformed: Vec<Malformed>,
+    malformed: Vec<DeadEntry>,
 }
 
 /// Turns a round's replies into records for a topic of `partition_count` partitions.
@@ -398,9 +414,12 @@ fn prepare(replies: Vec<Vec<(String, Vec<String>)>>, partition_count: i32) -> Pr
             let fields = outbox::field_map(flat);
             match ReservationEvent::from_fields(&fields) {
                 Ok(event) => batch.push(Outgoing { origin: Origin { stream, position }, event }),
-                Err(error) => {
-                    malformed.push(Malformed { stream, entry_id: entry_id.clone(), fields, reason: error.to_string() })
-                }
+                Err(error) => malformed.push(DeadEntry {
+                    stream,
+                    entry_id: entry_id.clone(),
+                    fields: fields.into_iter().collect(),
+                    reason: error.to_string(),
+                }),
             }
             ids.push(entry_id);
         }

@@ -3,8 +3,9 @@
 //!
 //! # Life of a hold
 //! `reserve` creates it `held` with a deadline (`expires_at`). `confirm` moves it to the
-//! internal `paying` state for one payment attempt (bounded by the payment window, and
-//! skipped by the reaper until then), then to `confirmed` or back to `held`. `cancel`
+//! internal `paying` state for one payment attempt (bounded by the payment window and
+//! by the hold's deadline, and skipped by the reaper until then), then to `confirmed` or
+//! back to `held`. A record has no TTL until it reaches a final status. `cancel`
 //! and the reaper end it `cancelled` or `expired`, returning its tickets at once. Each
 //! transition is one Lua script (`src/reservation/*.lua`) that checks everything before
 //! its first write and appends the transition's event to the category's outbox.
@@ -306,6 +307,20 @@ pub fn reservation_from_record(id: ReservationId, fields: &[Option<String>]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        use ReservationStatus::{Cancelled, Confirmed, Expired, Held};
+        for status in [Held, Confirmed, Cancelled, Expired] {
+            // Stops compiling when a status is added: add it to the list above too.
+            match status {
+                Held | Confirmed | Cancelled | Expired => {}
+            }
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ReservationStatus::parse("paying"), Some(Held), "paying reads as held");
+        assert_eq!(ReservationStatus::parse("unknown"), None);
+    }
 
     #[test]
     fn reservation_ids_carry_their_category() {

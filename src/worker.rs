@@ -29,6 +29,15 @@
 //! Broker or Postgres down: each partition task retries with capped exponential
 //! backoff (`WORKER_BACKOFF_MAX`) and catches up afterwards. Shutdown (SIGTERM) is
 //! checked between batches: a batch being applied is committed first.
+//!
+//! A replaced log (a broker with memory storage restarted, a recreated topic) is
+//! detected on every fetch, not only after errors: rskafka reconnects inside one call,
+//! so a short restart never surfaces as one (see [`consumer`]). The partition then
+//! starts again at the new log's first record.
+//!
+//! A record that can never be applied (undecodable, or refused by Postgres with a data
+//! error) goes to the `dead_letters` table with the offset advance, so it cannot stop
+//! its partition (see [`apply`]).
 
 pub mod apply;
 pub mod consumer;

@@ -1,7 +1,8 @@
 //! Handlers of reservations: reserve, confirm, cancel and read one.
 //!
 //! Each handler validates at the edge (token, `Idempotency-Key`, body, path id) and then
-//! makes one engine call; no Postgres on the reserve, confirm and cancel paths. Reserve
+//! makes one engine call; no Postgres on the reserve, confirm and cancel paths, except
+//! on their failure paths (an unknown category, a record gone after 24 h). Reserve
 //! and confirm pass admission control first (in-flight bound, optional per-IP limit).
 
 use hyper::StatusCode;
@@ -13,11 +14,12 @@ use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext};
 use crate::api::AppState;
-use crate::auth::Role;
+use crate::auth::{Role, UserId};
 use crate::reservation::admission::{self, Admission};
 use crate::reservation::idempotency::IdempotencyKey;
 use crate::reservation::{
     Confirmation, NewReservation, NotHeldReason, Refusal, Reservation, ReservationError, ReservationId,
+    ReservationStatus,
 };
 use crate::validation::FieldError;
 
@@ -199,9 +201,12 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     tag = "reservations",
     summary = "Pay for a hold",
     description = "Charges the payment and confirms the owner's hold. At or after `expires_at` it is 410, \
-        whether or not the hold was released yet. Confirming a confirmed reservation returns the same body \
-        and charges nothing. A declined payment (402) or a gateway failure (503) keeps the hold until it \
-        expires. Anyone but the owner gets 404.",
+        whether or not the hold was released yet, and the deadline is absolute: a payment that has not \
+        succeeded by `expires_at` does not confirm (410, the charge is voided). Confirming a confirmed \
+        reservation returns the same body and charges nothing, also after its record left Redis (24 h). A \
+        declined payment (402) or a gateway failure (503) keeps the hold until it expires. A second confirm \
+        while a payment for the hold runs is 409 `reservation_not_held` (`idempotency_in_progress` with the \
+        same `Idempotency-Key`). Anyone but the owner gets 404.",
     security(("bearer_auth" = [])),
     params((
         "Idempotency-Key" = Option<String>,
@@ -226,6 +231,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
     // The payment runs in its own task: a client that hangs up must not cut it between
     // the charge and recording it. The permit stays with it until it ends.
     let engine = state.reservations.clone();
+    let owner = caller.user_id.clone();
     let user = caller.user_id;
     let payment = tokio::spawn(async move {
         let result = engine.confirm(&user, id, &confirmation, key).await;
@@ -233,6 +239,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
         result
     });
     let result = payment.await.map_err(ApiError::internal)?;
+    let result = or_archived(state, &owner, id, ReservationStatus::Confirmed, result).await?;
     record_outcome("confirm", &result, "confirmed");
     match result {
         Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
@@ -258,6 +265,7 @@ pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> Ha
     let caller = state.jwt.authenticate(request.header("authorization"))?;
     let id = path_id(&request)?;
     let result = state.reservations.cancel(&caller.user_id, id).await;
+    let result = or_archived(state, &caller.user_id, id, ReservationStatus::Cancelled, result).await?;
     record_outcome("cancel", &result, "cancelled");
     match result {
         Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
@@ -293,6 +301,34 @@ pub async fn get_reservation(state: &AppState, request: RequestContext) -> Handl
         }
         _ => Err(ApiError::NotFound("no such reservation")),
     }
+}
+
+/// A confirm or cancel that found no Redis record: once a reservation has ended, its
+/// record is kept 24 h, so a repeat after that answers from the pipeline's Postgres copy
+/// what it answered then (200 with the same body when the status is the one `done`
+/// leads to, else the same 409 or 410). Only this failure path reads Postgres.
+async fn or_archived(
+    state: &AppState,
+    user: &UserId,
+    id: ReservationId,
+    done: ReservationStatus,
+    result: Result<Reservation, ReservationError>,
+) -> Result<Result<Reservation, ReservationError>, ApiError> {
+    if !matches!(result, Err(ReservationError::NotFound)) {
+        return Ok(result);
+    }
+    let Some(archived) = archived_reservation(state, id).await?.filter(|archived| archived.user_id == user.as_str())
+    else {
+        return Ok(result);
+    };
+    Ok(match archived.status {
+        status if status == done => Ok(archived),
+        ReservationStatus::Confirmed => Err(ReservationError::NotHeld(NotHeldReason::Confirmed)),
+        ReservationStatus::Cancelled => Err(ReservationError::NotHeld(NotHeldReason::Cancelled)),
+        ReservationStatus::Expired => Err(ReservationError::Expired),
+        // Postgres says held but Redis has no record: Redis lost it (see `worker reconcile`).
+        ReservationStatus::Held => return Err(ApiError::unavailable("the reservation's live record is missing")),
+    })
 }
 
 /// Where `GET /reservations/{id}` looks once the Redis record is gone (24 h after the

@@ -4,21 +4,26 @@
 -- ARGV: 1 reservation id, 2 attempt id, 3 reason (`declined`|`failed`), 4 '1' to queue the
 --       attempt for voiding (its outcome is unknown and voiding it failed), 5 fingerprint or '',
 --       6 idempotency ttl s
--- Returns {'returned', 'held'} or {'lost', status} when the hold had moved on.
--- Runs without the prelude (it needs none of its helpers).
+-- Returns {'returned', 'held'}, {'returned', 'late'} when the hold's deadline has passed
+-- (the deadline is absolute: that confirm answers 410, and a decline is not stored for
+-- replay), or {'lost', status} when the hold had moved on.
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[3], ARGV[2])
 end
-if KEYS[4] and ARGV[3] == 'declined' then
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'expires_at_ms')
+local late = now_ms() >= tonumber(current[3] or 0)
+if KEYS[4] and ARGV[3] == 'declined' and not late then
   -- A 402 is a final answer for this key: replayed, never charged again.
   redis.call('HSET', KEYS[4], 'fingerprint', ARGV[5], 'outcome', 'declined')
   redis.call('EXPIRE', KEYS[4], ARGV[6])
 end
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'expires_at_ms')
 if current[1] ~= 'paying' or current[2] ~= ARGV[2] then
   return {'lost', current[1] or ''}
 end
 redis.call('HSET', KEYS[1], 'status', 'held')
-redis.call('HDEL', KEYS[1], 'paying_until_ms')
+redis.call('HDEL', KEYS[1], 'paying_until_ms', 'payment_key')
 redis.call('ZADD', KEYS[2], current[3], ARGV[1])
+if late then
+  return {'returned', 'late'}
+end
 return {'returned', 'held'}

@@ -1,13 +1,17 @@
 -- begin_payment: first step of confirm. Moves the owner's unexpired hold into `paying`
--- for one payment attempt, bounded by the payment window; the reaper leaves it alone
--- until `paying_until_ms`. No event: `paying` is internal and reads as held.
--- KEYS: 1 hold record, 2 deadlines, 3 idempotency record (optional)
+-- for one payment attempt until `paying_until_ms`: the payment window, capped at the
+-- hold's own deadline, which is absolute (a payment still running then does not
+-- confirm; the reaper releases the hold and voids the attempt). The reaper leaves the
+-- hold alone until then. No event: `paying` is internal and reads as held.
+-- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 idempotency record (optional)
 -- ARGV: 1 reservation id, 2 user id, 3 attempt id, 4 payment window ms, 5 request fingerprint or ''
 -- Returns {'pay', record...} (also when this attempt already began: a retried call),
 -- {'confirmed', record...}, or {code}: `key_reused`, `declined` (a stored 402 to replay),
--- `not_found`, `cancelled`, `expired`, `paying` (another attempt runs).
-if KEYS[3] then
-  local stored = redis.call('HMGET', KEYS[3], 'fingerprint', 'outcome')
+-- `not_found`, `cancelled`, `expired`, `stock_missing` (nothing to confirm into; nothing
+-- written), `in_progress` (a payment under this idempotency key runs), `paying` (another
+-- payment runs).
+if KEYS[4] then
+  local stored = redis.call('HMGET', KEYS[4], 'fingerprint', 'outcome')
   if stored[1] then
     if stored[1] ~= ARGV[5] then
       return {'key_reused'}
@@ -15,7 +19,7 @@ if KEYS[3] then
     return {stored[2]}
   end
 end
-local record = read_record(KEYS[1])
+local record = read_record(KEYS[2])
 local status = record[1]
 if not status or record[2] ~= ARGV[2] then
   return {'not_found'}
@@ -27,16 +31,25 @@ if status == 'cancelled' or status == 'expired' then
   return {status}
 end
 local now = now_ms()
-if now >= tonumber(record[9]) then
+local expires_at = tonumber(record[9])
+if now >= expires_at then
   return {'expired'}
 end
 if status == 'paying' then
-  if redis.call('HGET', KEYS[1], 'attempt') == ARGV[3] then
+  local running = redis.call('HMGET', KEYS[2], 'attempt', 'payment_key')
+  if running[1] == ARGV[3] then
     return {'pay', unpack(record)}
+  end
+  if KEYS[4] and running[2] == KEYS[4] then
+    return {'in_progress'}
   end
   return {'paying'}
 end
-local paying_until = int(now + tonumber(ARGV[4]))
-redis.call('HSET', KEYS[1], 'status', 'paying', 'attempt', ARGV[3], 'paying_until_ms', paying_until)
-redis.call('ZADD', KEYS[2], paying_until, ARGV[1])
+if stock_missing(KEYS[1]) then
+  return {'stock_missing'}
+end
+local paying_until = int(math.min(now + tonumber(ARGV[4]), expires_at))
+redis.call('HSET', KEYS[2], 'status', 'paying', 'attempt', ARGV[3], 'paying_until_ms', paying_until,
+  'payment_key', KEYS[4] or '')
+redis.call('ZADD', KEYS[3], paying_until, ARGV[1])
 return {'pay', unpack(record)}

@@ -1,12 +1,14 @@
 -- finish_payment: after a successful charge, confirms the hold if it is still paying
--- with this attempt; otherwise (the reaper took it back after `paying_until_ms`) the
--- attempt is queued for voiding in the same script, so the charge cannot stand.
--- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 outbox, 5 voids
+-- with this attempt and its deadline has not passed. Otherwise the charge must not
+-- stand: the attempt is queued for voiding in the same script, and a hold still paying
+-- at or after its deadline is released as expired here, as the reaper would (the
+-- deadline is absolute). A missing stock (lost key) confirms nothing and writes nothing.
+-- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 outbox, 5 voids, 6 holders
 -- ARGV: 1 reservation id, 2 attempt id, 3 payment id, 4 final record ttl ms, 5 id of the
---       `confirmed` outbox event
+--       `confirmed` outbox event, 6 id of the `expired` outbox event
 -- Returns {'confirmed', record...} (also when this attempt already confirmed it: a
--- retried call) or {'lost', status}.
-local current = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'quantity')
+-- retried call), {'lost', status} or {'stock_missing'}.
+local current = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'quantity', 'expires_at_ms', 'user_id')
 if current[2] == ARGV[2] and current[1] == 'confirmed' then
   return {'confirmed', unpack(read_record(KEYS[2]))}
 end
@@ -14,12 +16,22 @@ if current[1] ~= 'paying' or current[2] ~= ARGV[2] then
   redis.call('SADD', KEYS[5], ARGV[2])
   return {'lost', current[1] or ''}
 end
+if stock_missing(KEYS[1]) then
+  return {'stock_missing'}
+end
 local now = now_ms()
 local quantity = tonumber(current[3])
+if now >= tonumber(current[4]) then
+  redis.call('SADD', KEYS[5], ARGV[2])
+  release(KEYS[1], KEYS[6], KEYS[3], KEYS[2], ARGV[1], current[5], quantity, 'expired', ARGV[4])
+  append_event(KEYS[4], KEYS[2], ARGV[1], ARGV[6], 'expired', now)
+  return {'lost', 'expired'}
+end
 redis.call('HINCRBY', KEYS[1], 'held', -quantity)
 redis.call('HINCRBY', KEYS[1], 'sold', quantity)
 redis.call('HSET', KEYS[2], 'status', 'confirmed', 'confirmed_at_ms', int(now), 'payment_id', ARGV[3])
-redis.call('HDEL', KEYS[2], 'paying_until_ms')
+redis.call('HDEL', KEYS[2], 'paying_until_ms', 'payment_key')
+-- Final: from now on the record only serves replays and reads, so it may expire.
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return {'confirmed', unpack(append_event(KEYS[4], KEYS[2], ARGV[1], ARGV[5], 'confirmed', now))}

@@ -3,11 +3,14 @@
 -- level on every call, so it only defines what is cheap to build; `reserve`, the hot
 -- path, does without it.
 --
--- A hold record (P:{c:C}:hold:R) has the fields of RECORD_FIELDS, plus `attempt` and
--- `paying_until_ms` while a payment runs. Stored statuses: held, paying, confirmed,
--- cancelled, expired. RECORD_FIELDS is not defined here: the Rust side prepends it,
--- built from `reservation::RECORD_FIELDS`, when it loads a script (engine::with_prelude),
--- so there is one definition of the layout.
+-- A hold record (P:{c:C}:hold:R) has the fields of RECORD_FIELDS, plus `attempt`,
+-- `paying_until_ms` and `payment_key` (the idempotency record of the payment, or '')
+-- while a payment runs. Stored statuses: held, paying, confirmed, cancelled, expired.
+-- A record has no TTL while it is held or paying, so it exists as long as its deadline
+-- entry whatever the reaper outage; it gets one only when it reaches a final status.
+-- RECORD_FIELDS is not defined here: the Rust side prepends it, built from
+-- `reservation::RECORD_FIELDS`, when it loads a script (engine::with_prelude), so the
+-- layout has one definition.
 
 -- Redis server time in ms: the only clock any expiry decision uses.
 local function now_ms()
@@ -19,6 +22,13 @@ end
 -- 14 digits.
 local function int(number)
   return string.format('%d', number)
+end
+
+-- Whether a category's stock is gone (or only a partial hash without `state` is left).
+-- Scripts that move tickets refuse then and write nothing: counters written into a
+-- missing hash would make a partial stock that reserve and repair cannot use.
+local function stock_missing(stock)
+  return redis.call('HEXISTS', stock, 'state') == 0
 end
 
 local function read_record(hold)
@@ -43,7 +53,7 @@ end
 
 -- Returns a hold's tickets to `available` and ends it with `status` (cancelled or
 -- expired). Confirmed tickets never come through here, so the user's count only
--- drops by what the hold still held.
+-- drops by what the hold still held. The caller has checked `stock_missing` first.
 local function release(stock, holders, deadlines, hold, reservation_id, user, quantity, status, final_ttl_ms)
   redis.call('HINCRBY', stock, 'available', quantity)
   redis.call('HINCRBY', stock, 'held', -quantity)
@@ -51,7 +61,7 @@ local function release(stock, holders, deadlines, hold, reservation_id, user, qu
     redis.call('HDEL', holders, user)
   end
   redis.call('HSET', hold, 'status', status)
-  redis.call('HDEL', hold, 'paying_until_ms')
+  redis.call('HDEL', hold, 'paying_until_ms', 'payment_key')
   redis.call('PEXPIRE', hold, final_ttl_ms)
   redis.call('ZREM', deadlines, reservation_id)
 end

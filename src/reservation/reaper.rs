@@ -23,9 +23,10 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::engine::{FINAL_RECORD_TTL, ReservationEngine, ReservationError, with_prelude};
+use super::engine::{ReservationEngine, ReservationError, with_prelude};
 use crate::catalog::CategoryId;
 use crate::keyspace::Keyspace;
+use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::payment::{AttemptId, PaymentGateway};
 use crate::script::LuaScript;
@@ -69,7 +70,8 @@ pub struct Sweep {
     pub returned: usize,
     /// Deadline entries of finished holds, dropped.
     pub stale: usize,
-    /// Deadline entries whose record was gone, dropped (their tickets cannot be returned).
+    /// Deadline entries whose record was gone, dropped (their tickets cannot be returned;
+    /// a live record has no TTL, so only a Redis loss does this).
     pub missing: usize,
     /// Payment attempts voided at the gateway.
     pub voided: usize,
@@ -83,12 +85,19 @@ pub struct Reaper {
     keys: Keyspace,
     gateway: Arc<dyn PaymentGateway>,
     options: ReaperOptions,
+    record_ttl: Duration,
 }
 
 impl Reaper {
     /// A reaper on the engine's Redis, keyspace and gateway.
     pub fn new(engine: &ReservationEngine, options: ReaperOptions) -> Self {
-        Self { redis: engine.redis(), keys: engine.keys().clone(), gateway: engine.gateway().clone(), options }
+        Self {
+            redis: engine.redis(),
+            keys: engine.keys().clone(),
+            gateway: engine.gateway().clone(),
+            options,
+            record_ttl: engine.options().record_ttl,
+        }
     }
 
     /// Sweeps every category each `interval` until `shutdown` fires.
@@ -230,7 +239,7 @@ impl Reaper {
         for id in due {
             invocation.key(format!("{hold_prefix}{id}"));
         }
-        invocation.arg(FINAL_RECORD_TTL.as_millis() as u64);
+        invocation.arg(milliseconds::of_duration(self.record_ttl));
         for id in due {
             // An id that is not a UUID has no hold record to release, so its event id is
             // never written.
@@ -238,7 +247,13 @@ impl Reaper {
             invocation.arg(id).arg(event.unwrap_or_default());
         }
         let (delays, returned, stale, missing, queued): (Vec<i64>, usize, usize, usize, Vec<String>) =
-            EXPIRE.run(&invocation, &mut self.redis.clone()).await?;
+            match EXPIRE.run(&invocation, &mut self.redis.clone()).await {
+                Ok(reply) => reply,
+                Err(error) if error.code() == Some("STOCK_MISSING") => {
+                    return Err(ReservationError::StockMissing(category));
+                }
+                Err(error) => return Err(error.into()),
+            };
         metrics::counter!("reservations_expired_total").increment(delays.len() as u64);
         for delay in &delays {
             metrics::histogram!("reaper_release_delay_seconds").record(*delay as f64 / 1000.0);
@@ -247,7 +262,7 @@ impl Reaper {
             tracing::error!(
                 category = category.get(),
                 missing,
-                "hold records vanished before release; their tickets stay unavailable (run `worker reconcile`)"
+                "hold records vanished before release (lost by redis); their tickets stay unavailable (run `worker reconcile`)"
             );
         }
         total.released += delays.len();

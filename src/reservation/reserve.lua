@@ -6,9 +6,9 @@
 -- The hot path: it runs without the prelude (whose top level Redis would run on every
 -- call) and keeps its redis.call count and garbage low.
 -- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 idempotency record (optional)
--- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms, 6 hold record ttl ms,
---       7 outbox backlog max, 8 event id or '', 9 request fingerprint or '', 10 idempotency ttl s,
---       11 id of the `reserved` outbox event (outbox::event_id)
+-- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms,
+--       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
+--       10 id of the `reserved` outbox event (outbox::event_id)
 -- Returns {outcome, replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms}: outcome `held` (with the fields) or a refusal code (without them), both stored
 -- for idempotent requests; `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog`,
@@ -18,7 +18,7 @@ if idempotency then
   local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
     'amount', 'currency', 'created_at_ms', 'expires_at_ms')
   if stored[1] then
-    if stored[1] ~= ARGV[9] then
+    if stored[1] ~= ARGV[8] then
       return {'key_reused', '0'}
     end
     return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8]}
@@ -40,7 +40,7 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local user = ARGV[2]
 local quantity = tonumber(ARGV[4])
 local refusal
-if ARGV[8] ~= '' and ARGV[8] ~= stock[2] then
+if ARGV[7] ~= '' and ARGV[7] ~= stock[2] then
   refusal = 'event_mismatch'
 elseif stock[7] ~= '' and now < tonumber(stock[7]) then
   refusal = 'sale_not_open'
@@ -50,7 +50,7 @@ end
 local amount = tonumber(stock[5]) * quantity
 local available = tonumber(stock[3])
 if not refusal then
-  if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
+  if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[6]) then
     return {'outbox_backlog', '0'}
   end
   if available < quantity then
@@ -75,8 +75,8 @@ if not refusal then
 end
 if refusal then
   if idempotency then
-    redis.call('HSET', idempotency, 'fingerprint', ARGV[9], 'outcome', refusal)
-    redis.call('EXPIRE', idempotency, ARGV[10])
+    redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', refusal)
+    redis.call('EXPIRE', idempotency, ARGV[9])
   end
   return {refusal, '0'}
 end
@@ -92,19 +92,18 @@ redis.call('HSET', KEYS[1], 'available', string.format('%d', available - quantit
 redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock[2], 'category_id', ARGV[3],
   'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
   'expires_at_ms', expires)
--- Garbage collection only: the record outlives its deadline by far, so the reaper can
--- always read what it releases.
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+-- No TTL while the hold lives: the record exists as long as its deadline entry, however
+-- long no reaper runs. It gets one when it reaches a final status.
 redis.call('ZADD', KEYS[3], expires, reservation_id)
 -- The outbox entry of src/outbox.rs, as the prelude's append_event writes it.
 redis.call('XADD', KEYS[5], '*',
-  'event', ARGV[11] .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
+  'event', ARGV[10] .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
     ARGV[3] .. '|' .. ARGV[4] .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires .. '|',
   'user_id', user, 'payment_id', '')
 if idempotency then
-  redis.call('HSET', idempotency, 'fingerprint', ARGV[9], 'outcome', 'held', 'reservation_id', reservation_id,
+  redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', 'held', 'reservation_id', reservation_id,
     'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
     'expires_at_ms', expires)
-  redis.call('EXPIRE', idempotency, ARGV[10])
+  redis.call('EXPIRE', idempotency, ARGV[9])
 end
 return {'held', '0', reservation_id, stock[2], amount_text, stock[6], created, expires}

@@ -7,11 +7,21 @@
 //! loses takes its offset with it, and the offset guard sends the worker back to the
 //! stored offset. Redelivered copies of events (same id) are skipped by the event
 //! log's unique key, and the reservation upsert never moves a status backwards.
+//!
+//! # Poison records
+//! A record that can never be applied must not stop its partition. Undecodable records
+//! arrive here already set aside ([`Batch::rejected`]). When Postgres refuses the batch
+//! with a data error ([`is_deterministic`]: SQLSTATE class 22, data exception, or 23,
+//! integrity constraint violation), the batch is applied again record by record, each
+//! in a savepoint, and the records Postgres refuses go to `dead_letters` instead. Either
+//! way the dead letters commit in the same transaction as the offset that moves past
+//! them. Every other error (connection lost, pool timeout, serialization failure,
+//! shutdown) is transient: nothing commits and the whole batch is retried.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool, PgTransaction};
 use uuid::Uuid;
 
 use crate::outbox::{EventType, ReservationEvent};
@@ -22,10 +32,59 @@ use crate::reservation::ReservationStatus;
 pub struct ConsumedEvent {
     /// Its offset in the partition.
     pub offset: i64,
+    /// The record key as published (the reservation id), kept for a dead letter.
+    pub key: Option<Vec<u8>>,
     /// The event.
     pub event: ReservationEvent,
     /// The record value as published (stored as the event's payload).
     pub payload: String,
+}
+
+/// A record the worker will never apply, parked in `dead_letters` with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// The record key as published.
+    pub key: Option<Vec<u8>>,
+    /// The record value as published.
+    pub value: Option<Vec<u8>>,
+    /// Why it cannot be applied.
+    pub error: String,
+}
+
+impl DeadLetter {
+    /// The dead letter of an event that Postgres refused with `error`.
+    fn refused(consumed: &ConsumedEvent, error: &sqlx::Error) -> Self {
+        let error = match error {
+            sqlx::Error::Database(database) => {
+                format!("SQLSTATE {}: {}", database.code().unwrap_or_default(), database.message())
+            }
+            other => other.to_string(),
+        };
+        Self {
+            offset: consumed.offset,
+            key: consumed.key.clone(),
+            value: Some(consumed.payload.clone().into_bytes()),
+            error,
+        }
+    }
+}
+
+/// Whether `error` will recur however often the same records are retried: Postgres
+/// refused the data (SQLSTATE class 22 or 23) or it could not be encoded. Connection
+/// loss, timeouts, serialization failures and the like are transient.
+pub fn is_deterministic(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| is_data_error(&code)),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// SQLSTATE class 22 (data exception) or 23 (integrity constraint violation).
+fn is_data_error(sqlstate: &str) -> bool {
+    sqlstate.starts_with("22") || sqlstate.starts_with("23")
 }
 
 /// Where a partition's consumption stands.
@@ -67,8 +126,10 @@ pub struct Batch {
     pub from_offset: i64,
     /// Where consumption stands after the batch.
     pub next: Position,
-    /// Its events in offset order (malformed records already left out).
+    /// Its events in offset order (undecodable records left out).
     pub events: Vec<ConsumedEvent>,
+    /// Its undecodable records, in offset order.
+    pub rejected: Vec<DeadLetter>,
 }
 
 /// The result of applying a batch.
@@ -82,6 +143,8 @@ pub enum Applied {
         duplicates: usize,
         /// When each newly recorded event happened.
         occurred_at: Vec<DateTime<Utc>>,
+        /// Records moved to `dead_letters`, in offset order.
+        dead_letters: Vec<DeadLetter>,
     },
     /// The stored offset was not `from_offset`: another worker consumes this
     /// partition too. Nothing was written; resume from `stored`.
@@ -117,8 +180,61 @@ pub async fn move_position(
     Ok(moved.rows_affected() == 1)
 }
 
-/// Applies `batch` and advances the partition's offset, in one transaction.
+/// Applies `batch` and advances the partition's offset, in one transaction. A batch
+/// that Postgres refuses for its data is applied again record by record, and the
+/// refused records are dead-lettered (see the module docs).
 pub async fn apply(database: &PgPool, topic: &str, batch: &Batch) -> Result<Applied, sqlx::Error> {
+    match apply_together(database, topic, batch).await {
+        Err(error) if is_deterministic(&error) => {
+            tracing::warn!(partition = batch.partition, %error, "postgres refused the batch; applying it record by record");
+            apply_one_by_one(database, topic, batch).await
+        }
+        result => result,
+    }
+}
+
+/// The whole batch in one statement per table.
+async fn apply_together(database: &PgPool, topic: &str, batch: &Batch) -> Result<Applied, sqlx::Error> {
+    let Some(mut transaction) = begin(database, topic, batch).await? else {
+        return fenced(database, topic, batch.partition).await;
+    };
+    let events = distinct_events(&batch.events);
+    let occurred_at = apply_events(&mut transaction, batch.partition, &events).await?;
+    insert_dead_letters(&mut transaction, topic, batch.partition, &batch.rejected).await?;
+    transaction.commit().await?;
+    Ok(committed(batch, occurred_at, batch.rejected.clone()))
+}
+
+/// Each event in its own savepoint; those Postgres refuses for their data become dead letters.
+async fn apply_one_by_one(database: &PgPool, topic: &str, batch: &Batch) -> Result<Applied, sqlx::Error> {
+    let Some(mut transaction) = begin(database, topic, batch).await? else {
+        return fenced(database, topic, batch.partition).await;
+    };
+    let mut occurred_at = Vec::new();
+    let mut dead_letters = batch.rejected.clone();
+    for consumed in distinct_events(&batch.events) {
+        let mut savepoint = transaction.begin().await?;
+        match apply_events(&mut savepoint, batch.partition, &[consumed]).await {
+            Ok(times) => {
+                savepoint.commit().await?;
+                occurred_at.extend(times);
+            }
+            Err(error) if is_deterministic(&error) => {
+                savepoint.rollback().await?;
+                dead_letters.push(DeadLetter::refused(consumed, &error));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    dead_letters.sort_by_key(|letter| letter.offset);
+    insert_dead_letters(&mut transaction, topic, batch.partition, &dead_letters).await?;
+    transaction.commit().await?;
+    Ok(committed(batch, occurred_at, dead_letters))
+}
+
+/// Opens the batch's transaction and moves the offset first; `None` when the stored
+/// offset was not the batch's start (nothing written).
+async fn begin(database: &PgPool, topic: &str, batch: &Batch) -> Result<Option<PgTransaction<'static>>, sqlx::Error> {
     let mut transaction = database.begin().await?;
     // The batch and its offset commit together, so a commit lost in a Postgres crash
     // loses both: the worker reads the batch again from the older offset. Waiting for
@@ -135,17 +251,55 @@ pub async fn apply(database: &PgPool, topic: &str, batch: &Batch) -> Result<Appl
         .await?;
     if advanced.rows_affected() != 1 {
         transaction.rollback().await?;
-        return Ok(Applied::Fenced { stored: load_position(database, topic, batch.partition).await? });
+        return Ok(None);
     }
-    let events = distinct_events(&batch.events);
-    let occurred_at = insert_events(&mut transaction, batch.partition, &events).await?;
-    upsert_reservations(&mut transaction, &events).await?;
-    transaction.commit().await?;
-    Ok(Applied::Committed {
+    Ok(Some(transaction))
+}
+
+async fn fenced(database: &PgPool, topic: &str, partition: i32) -> Result<Applied, sqlx::Error> {
+    Ok(Applied::Fenced { stored: load_position(database, topic, partition).await? })
+}
+
+fn committed(batch: &Batch, occurred_at: Vec<DateTime<Utc>>, dead_letters: Vec<DeadLetter>) -> Applied {
+    let refused = dead_letters.len() - batch.rejected.len();
+    Applied::Committed {
         applied: occurred_at.len(),
-        duplicates: batch.events.len() - occurred_at.len(),
+        duplicates: batch.events.len().saturating_sub(occurred_at.len() + refused),
         occurred_at,
-    })
+        dead_letters,
+    }
+}
+
+/// Records `events` and moves their reservations; returns when each newly recorded one happened.
+async fn apply_events(
+    transaction: &mut PgTransaction<'_>,
+    partition: i32,
+    events: &[&ConsumedEvent],
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+    let occurred_at = insert_events(transaction, partition, events).await?;
+    upsert_reservations(transaction, events).await?;
+    Ok(occurred_at)
+}
+
+async fn insert_dead_letters(
+    transaction: &mut PgTransaction<'_>,
+    topic: &str,
+    partition: i32,
+    dead_letters: &[DeadLetter],
+) -> Result<(), sqlx::Error> {
+    if dead_letters.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(include_str!("insert_dead_letters.sql"))
+        .bind(topic)
+        .bind(partition)
+        .bind(dead_letters.iter().map(|letter| letter.offset).collect::<Vec<_>>())
+        .bind(dead_letters.iter().map(|letter| letter.key.clone()).collect::<Vec<_>>())
+        .bind(dead_letters.iter().map(|letter| letter.value.clone()).collect::<Vec<_>>())
+        .bind(dead_letters.iter().map(|letter| letter.error.as_str()).collect::<Vec<_>>())
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
 }
 
 /// The batch without repeated event ids (first copy kept).
@@ -276,7 +430,7 @@ mod tests {
                 payment_id: None,
             },
         };
-        ConsumedEvent { offset, payload: serde_json::to_string(&event).unwrap(), event }
+        ConsumedEvent { offset, key: None, payload: serde_json::to_string(&event).unwrap(), event }
     }
 
     #[test]
@@ -294,6 +448,21 @@ mod tests {
         assert_eq!(chosen.len(), 2);
         assert_eq!((chosen[0].reservation.id, chosen[0].event_type), (first, EventType::Confirmed));
         assert_eq!((chosen[1].reservation.id, chosen[1].event_type), (second, EventType::Reserved));
+    }
+
+    #[test]
+    fn data_errors_are_deterministic_and_the_rest_transient() {
+        // invalid byte sequence, check violation, unique violation, invalid text representation
+        for sqlstate in ["22021", "23514", "23505", "22P02"] {
+            assert!(is_data_error(sqlstate), "{sqlstate}");
+        }
+        // serialization failure, deadlock, connection failure, admin shutdown, too many connections
+        for sqlstate in ["40001", "40P01", "08006", "57P01", "53300"] {
+            assert!(!is_data_error(sqlstate), "{sqlstate}");
+        }
+        assert!(!is_deterministic(&sqlx::Error::PoolTimedOut));
+        assert!(!is_deterministic(&sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        assert!(is_deterministic(&sqlx::Error::Encode("no such value".into())));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rskafka::record::RecordAndOffset;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{self, Applied, Batch, ConsumedEvent, Position, fingerprint};
+use super::apply::{self, Applied, Batch, ConsumedEvent, DeadLetter, Position, fingerprint};
 use crate::kafka::{self, KafkaError};
 use crate::outbox::ReservationEvent;
 use crate::retry::{Backoff, sleep_unless_stopped};
@@ -52,38 +52,28 @@ impl PartitionConsumer {
         let mut backoff = Backoff::new(self.options.backoff_max);
         let fetch_wait_ms = i32::try_from(self.options.fetch_wait.as_millis()).unwrap_or(i32::MAX);
         let deadline = self.options.kafka_timeout + self.options.fetch_wait;
-        // The log is checked at start and after every broker failure (it may have restarted).
-        let mut verified = false;
         while !shutdown.is_cancelled() {
-            if !verified {
-                match self.verify(position).await {
-                    Ok(checked) => (position, verified) = (checked, true),
-                    Err(error) => {
-                        tracing::warn!(partition = self.partition(), %error, "cannot check the log; retrying")
-                    }
-                }
-            }
-            let fetched = if verified {
-                let fetch =
-                    self.client.fetch_records(position.next_offset, 1..self.options.fetch_bytes_max, fetch_wait_ms);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    fetched = kafka::within(deadline, fetch) => Some(fetched),
-                }
-            } else {
-                None
+            let fetch = self.client.fetch_records(position.next_offset, 1..self.options.fetch_bytes_max, fetch_wait_ms);
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                fetched = kafka::within(deadline, fetch) => fetched,
             };
-            let (records, high_watermark) = match fetched {
-                Some(Ok(fetched)) => fetched,
-                Some(Err(error)) if error.is_offset_out_of_range() => {
-                    position = self.reset(position, &error.to_string()).await.unwrap_or(position);
+            let checked = match fetched {
+                Ok((records, high_watermark)) => self.check(position, records, high_watermark).await,
+                Err(error) if error.is_offset_out_of_range() => Checked::Replaced(error.to_string()),
+                Err(error) => {
+                    tracing::warn!(partition = self.partition(), %error, "fetch failed; backing off");
+                    Checked::Failed
+                }
+            };
+            let batch = match checked {
+                Checked::Batch(batch) => batch,
+                Checked::Nothing => continue,
+                Checked::Replaced(reason) => {
+                    position = self.reset(position, &reason).await.unwrap_or(position);
                     continue;
                 }
-                failed => {
-                    if let Some(Err(error)) = failed {
-                        tracing::warn!(partition = self.partition(), %error, "fetch failed; backing off");
-                        verified = false;
-                    }
+                Checked::Failed => {
                     if !sleep_unless_stopped(backoff.next_pause(), &shutdown).await {
                         break;
                     }
@@ -91,23 +81,51 @@ impl PartitionConsumer {
                 }
             };
             backoff.reset();
-            let Some(batch) = self.batch(records, position.next_offset) else {
-                // tansu (and Kafka after a topic was recreated) may answer a fetch past the
-                // end with nothing instead of an error.
-                if high_watermark < position.next_offset {
-                    let reason = format!("stored offset is past the high watermark {high_watermark}");
-                    position = self.reset(position, &reason).await.unwrap_or(position);
-                }
-                self.record_lag(high_watermark, position.next_offset);
-                continue;
-            };
-            match self.apply(&batch, &shutdown).await {
+            let high_watermark = batch.high_watermark;
+            match self.apply(&batch.batch, &shutdown).await {
                 Some(next) => position = next,
                 None => break,
             }
             self.record_lag(high_watermark, position.next_offset);
         }
         tracing::info!(partition = self.partition(), next_offset = position.next_offset, "partition consumer stopped");
+    }
+
+    /// Checks a fetch against the log the stored position was read from, on every fetch.
+    ///
+    /// The broker may restart between any two fetches without an error reaching us
+    /// (rskafka reconnects inside one call for up to `KAFKA_TIMEOUT`), so a replaced
+    /// log must be recognised from the fetch itself. Whenever a fetch returns records,
+    /// or a high watermark below our next offset, the first record of the last applied
+    /// batch must still be at its offset ([`Self::verify`]). The check runs after the
+    /// fetch: if the old log is still there then, the fetch read it too.
+    async fn check(&self, position: Position, records: Vec<RecordAndOffset>, high_watermark: i64) -> Checked {
+        let behind = high_watermark < position.next_offset;
+        let batch = self.batch(records, position.next_offset);
+        if batch.is_none() && !behind {
+            self.record_lag(high_watermark, position.next_offset);
+            return Checked::Nothing;
+        }
+        let continuity = match (position.check_offset, behind) {
+            // Nothing to compare with, and the log is shorter than what we read of it.
+            (None, true) => Ok(Continuity::Replaced),
+            _ => self.verify(position).await,
+        };
+        match (continuity, batch) {
+            (Ok(Continuity::Same), Some(batch)) => Checked::Batch(FetchedBatch { batch, high_watermark }),
+            (Ok(Continuity::Same), None) => {
+                // Kafka: a new partition leader's high watermark may lag for a moment.
+                tracing::warn!(partition = self.partition(), high_watermark, "high watermark behind our offset");
+                Checked::Failed
+            }
+            (Ok(Continuity::Replaced), _) => Checked::Replaced(format!(
+                "the last applied batch is not in the log any more (high watermark {high_watermark}): the log was replaced"
+            )),
+            (Err(error), _) => {
+                tracing::warn!(partition = self.partition(), %error, "cannot check the log; backing off");
+                Checked::Failed
+            }
+        }
     }
 
     async fn load_position(&self, shutdown: &CancellationToken) -> Option<Position> {
@@ -123,29 +141,57 @@ impl PartitionConsumer {
         }
     }
 
-    /// Checks that the first record of the last applied batch is still the one the
-    /// offset was committed with. If not, the log was replaced (a broker with memory
-    /// storage restarted and the topic was recreated) and the offset means nothing:
-    /// consumption starts again at the earliest record instead of skipping the new
-    /// log's first records.
-    async fn verify(&self, position: Position) -> Result<Position, KafkaError> {
+    /// Whether the first record of the last applied batch is still the one the offset
+    /// was committed with. If not, the log was replaced (a broker with memory storage
+    /// restarted and the topic was recreated, or a topic was deleted and created again)
+    /// and the stored offset means nothing in it. One record batch is read (`max_bytes`
+    /// 1: Kafka and tansu return at least the first whole batch).
+    async fn verify(&self, position: Position) -> Result<Continuity, KafkaError> {
         let (Some(check_offset), Some(expected)) = (position.check_offset, position.check_fingerprint) else {
-            return Ok(position);
+            return Ok(Continuity::Same);
         };
-        let fetch = self.client.fetch_records(check_offset, 1..self.options.fetch_bytes_max, 0);
-        let found = match kafka::within(self.options.kafka_timeout, fetch).await {
-            Ok((records, _)) => records
-                .into_iter()
-                .find(|record| record.offset == check_offset)
-                .map(|record| fingerprint(record.record.value.as_deref().unwrap_or_default())),
-            Err(error) if error.is_offset_out_of_range() => None,
-            Err(error) => return Err(error),
+        let mut found = self.fingerprint_at(check_offset, 1..2).await?;
+        if let Fingerprint::Missing { high_watermark } = found
+            && high_watermark > check_offset
+        {
+            // The record should be there: ask again allowing a whole fetch, in case the
+            // broker returns nothing when the first record batch exceeds `max_bytes`.
+            found = self.fingerprint_at(check_offset, 1..self.options.fetch_bytes_max).await?;
+        }
+        let found = match found {
+            Fingerprint::Found(found) => Some(found),
+            Fingerprint::Missing { .. } => None,
         };
         if found == Some(expected) {
-            return Ok(position);
+            return Ok(Continuity::Same);
         }
-        let reason = "the last applied batch is not in the log any more: the log was replaced";
-        Ok(self.reset(position, reason).await.unwrap_or(position))
+        if found.is_none() && self.retention_removed(check_offset, position.next_offset).await? {
+            // Retention deleted the checked record; the log itself is the same.
+            return Ok(Continuity::Same);
+        }
+        Ok(Continuity::Replaced)
+    }
+
+    /// The fingerprint of the record at `offset`, reading `bytes` from there.
+    async fn fingerprint_at(&self, offset: i64, bytes: std::ops::Range<i32>) -> Result<Fingerprint, KafkaError> {
+        let fetch = self.client.fetch_records(offset, bytes, 0);
+        match kafka::within(self.options.kafka_timeout, fetch).await {
+            Ok((records, high_watermark)) => Ok(records
+                .into_iter()
+                .find(|record| record.offset == offset)
+                .map(|record| Fingerprint::Found(fingerprint(record.record.value.as_deref().unwrap_or_default())))
+                .unwrap_or(Fingerprint::Missing { high_watermark })),
+            Err(error) if error.is_offset_out_of_range() => Ok(Fingerprint::Missing { high_watermark: -1 }),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether the log starts past `check_offset` but not past `next_offset`: Kafka's
+    /// retention removed old records, which leaves the offsets valid. A replaced log
+    /// starts at 0 again.
+    async fn retention_removed(&self, check_offset: i64, next_offset: i64) -> Result<bool, KafkaError> {
+        let earliest = kafka::within(self.options.kafka_timeout, self.client.get_offset(OffsetAt::Earliest)).await?;
+        Ok(earliest > check_offset && earliest <= next_offset)
     }
 
     /// All fetched records from `next_offset` on, decoded; `None` when there is
@@ -162,29 +208,14 @@ impl PartitionConsumer {
             check_offset: Some(first.offset),
             check_fingerprint: Some(fingerprint(first.record.value.as_deref().unwrap_or_default())),
         };
-        let events = records.into_iter().filter_map(|record| self.decode(record)).collect();
-        Some(Batch { partition: self.partition(), from_offset: next_offset, next, events })
-    }
-
-    /// A record's event; a record that is not one is logged, counted and skipped (it
-    /// stays in the topic for inspection) so it cannot stall the partition.
-    fn decode(&self, record: RecordAndOffset) -> Option<ConsumedEvent> {
-        let payload = record.record.value.and_then(|value| String::from_utf8(value).ok());
-        let event = payload.as_deref().map(serde_json::from_str::<ReservationEvent>);
-        match (payload, event) {
-            (Some(payload), Some(Ok(event))) => Some(ConsumedEvent { offset: record.offset, event, payload }),
-            (_, event) => {
-                let error = event.and_then(Result::err).map(|error| error.to_string());
-                tracing::error!(
-                    partition = self.partition(),
-                    offset = record.offset,
-                    ?error,
-                    "skipping a record that is not an event"
-                );
-                metrics::counter!("worker_records_malformed_total").increment(1);
-                None
+        let (mut events, mut rejected) = (Vec::with_capacity(records.len()), Vec::new());
+        for record in records {
+            match decode(record) {
+                Ok(event) => events.push(event),
+                Err(letter) => rejected.push(letter),
             }
         }
+        Some(Batch { partition: self.partition(), from_offset: next_offset, next, events, rejected })
     }
 
     /// Applies a batch, retrying while Postgres fails. Returns the new position, or
@@ -194,7 +225,8 @@ impl PartitionConsumer {
         loop {
             let started = Instant::now();
             match apply::apply(&self.database, &self.options.topic, batch).await {
-                Ok(Applied::Committed { applied, duplicates, occurred_at }) => {
+                Ok(Applied::Committed { applied, duplicates, occurred_at, dead_letters }) => {
+                    self.report_dead_letters(&dead_letters);
                     let now = Utc::now();
                     metrics::histogram!("worker_apply_duration_seconds").record(started.elapsed().as_secs_f64());
                     metrics::histogram!("worker_batch_records").record(batch.events.len() as f64);
@@ -252,8 +284,67 @@ impl PartitionConsumer {
         }
     }
 
+    fn report_dead_letters(&self, dead_letters: &[DeadLetter]) {
+        for letter in dead_letters {
+            let (partition, offset) = (self.partition(), letter.offset);
+            tracing::error!(partition, offset, error = letter.error, "record moved to dead_letters");
+        }
+        metrics::counter!("worker_dead_letters_total").increment(dead_letters.len() as u64);
+    }
+
     fn record_lag(&self, high_watermark: i64, next_offset: i64) {
         let lag = (high_watermark - next_offset).max(0);
         metrics::gauge!("worker_partition_lag_records", "partition" => self.partition().to_string()).set(lag as f64);
+    }
+}
+
+/// What a fetch brought, once checked against the log.
+enum Checked {
+    /// New records from the same log.
+    Batch(FetchedBatch),
+    /// Nothing new.
+    Nothing,
+    /// The log was replaced or truncated (why): reset.
+    Replaced(String),
+    /// The broker failed: back off.
+    Failed,
+}
+
+/// A fetch that passed the log check.
+struct FetchedBatch {
+    batch: Batch,
+    high_watermark: i64,
+}
+
+/// What the log holds at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fingerprint {
+    /// A record with this fingerprint.
+    Found(i64),
+    /// No record; the partition's high watermark (-1 when the offset was out of range).
+    Missing { high_watermark: i64 },
+}
+
+/// Whether the partition's log is still the one the stored position was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Continuity {
+    Same,
+    Replaced,
+}
+
+/// A record's event, or the dead letter of a record that is not one (it cannot stall
+/// the partition, and it is kept with why).
+fn decode(record: RecordAndOffset) -> Result<ConsumedEvent, DeadLetter> {
+    let RecordAndOffset { record, offset } = record;
+    let decoded = match record.value.as_deref().map(std::str::from_utf8) {
+        None => Err("the record has no value".to_owned()),
+        Some(Err(error)) => Err(format!("the value is not UTF-8: {error}")),
+        Some(Ok(payload)) => serde_json::from_str::<ReservationEvent>(payload)
+            .map(|event| (event, payload.to_owned()))
+            .map_err(|error| format!("the value is not an event: {error}")),
+    };
+    match decoded {
+        Ok((event, payload)) => Ok(ConsumedEvent { offset, key: record.key, event, payload }),
+        Err(error) => Err(DeadLetter { offset, key: record.key, value: record.value, error }),
     }
 }

@@ -8,7 +8,12 @@
 //! # What counts as drift
 //! For a category with stock: Redis `sold` against the confirmed tickets in Postgres,
 //! Redis `held` against the held tickets in Postgres, and `available + held + sold ==
-//! quota`. Entries still in the category's outbox mean Postgres trails; such a row is
+//! quota`. Within Redis, the live holds (the held and paying records that the
+//! category's deadlines list) must add up to the stock's `held`, every deadline entry
+//! must have its record, and each user's count in `holders` must equal their live held
+//! tickets plus their confirmed tickets (from Postgres: Redis keeps no per-user sold
+//! count, and confirmed records expire after 24 h). A hold whose record was lost while
+//! its deadline stayed breaks all three, which is how such a leak shows. Entries still in the category's outbox mean Postgres trails; such a row is
 //! reported as `pending`, not drift. A provisioned category without stock is `missing`.
 //! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
 //!
@@ -51,11 +56,15 @@ use crate::{api, kafka};
 
 lua_script!(REPAIR_STOCK, "repair_stock", "repair_stock.lua");
 
-/// How long restored records of confirmed reservations (and held ones past their
-/// deadline) are kept: they only serve replays and reads.
+/// How long restored records of confirmed reservations are kept: they only serve
+/// replays and reads (restored held records have no TTL, like every live one).
 const RESTORED_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Confirmed records written per pipeline.
 const RESTORE_CHUNK_RECORDS: usize = 500;
+/// Deadline entries read per round trip when counting live holds.
+const LIVE_HOLDS_CHUNK: usize = 1000;
+/// Reads of the live holds whose stock levels moved meanwhile, before giving up.
+const LIVE_HOLDS_ATTEMPTS: usize = 3;
 /// Pause between drain checks.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Deadline of each broker call of the drain check.
@@ -102,6 +111,24 @@ pub struct PostgresTotals {
     pub confirmed_tickets: i64,
 }
 
+/// What the live hold records of a category say, against its stock and per-user counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveHolds {
+    /// Tickets in the held and paying records listed in the category's deadlines.
+    pub held_tickets: i64,
+    /// Deadline entries whose record is gone (lost by Redis: live records have no TTL).
+    pub orphans: i64,
+    /// Users whose `holders` count differs from their live held + confirmed tickets.
+    pub users_off: i64,
+}
+
+impl LiveHolds {
+    /// Whether the records agree with the stock's `held` and the per-user counts.
+    pub fn agrees_with(&self, levels: &Levels) -> bool {
+        self.held_tickets == levels.held && self.orphans == 0 && self.users_off == 0
+    }
+}
+
 /// The outcome for one category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -138,6 +165,8 @@ pub struct CategoryReport {
     pub quota: i64,
     /// Redis levels, if the stock exists (after a repair: the rebuilt levels).
     pub redis: Option<Levels>,
+    /// The live hold records, if the stock exists.
+    pub live: Option<LiveHolds>,
     /// Entries waiting in the category's outbox.
     pub outbox_entries: i64,
     /// Postgres totals.
@@ -189,7 +218,7 @@ impl fmt::Display for ReconcileReport {
         }
         writeln!(
             out,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
             "category",
             "quota",
             "available",
@@ -200,15 +229,19 @@ impl fmt::Display for ReconcileReport {
             "pg_sold",
             "held_drift",
             "sold_drift",
+            "live_held",
+            "users_off",
             "status"
         )?;
         for row in &self.categories {
             let level =
                 |pick: fn(&Levels) -> i64| row.redis.as_ref().map_or("-".to_owned(), |levels| pick(levels).to_string());
             let drift = |value: Option<i64>| value.map_or("-".to_owned(), |value| format!("{value:+}"));
+            let live =
+                |pick: fn(&LiveHolds) -> i64| row.live.as_ref().map_or("-".to_owned(), |live| pick(live).to_string());
             writeln!(
                 out,
-                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8}",
+                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
                 row.category_id,
                 row.quota,
                 level(|levels| levels.available),
@@ -219,6 +252,8 @@ impl fmt::Display for ReconcileReport {
                 row.postgres.confirmed_tickets,
                 drift(row.held_drift()),
                 drift(row.sold_drift()),
+                live(|live| live.held_tickets),
+                live(|live| live.users_off + live.orphans),
                 row.verdict.as_str()
             )?;
         }
@@ -278,12 +313,13 @@ async fn compare(
     terms: &CategoryTerms,
 ) -> Result<CategoryReport, ReconcileError> {
     let category = CategoryId::new(terms.id).expect("stored category ids are valid");
-    let stock = Stock::new(redis.clone(), keys.clone());
-    let levels = match stock.levels(&[category]).await {
-        Ok(levels) => Some(levels[0]),
-        Err(StockError::Missing(_)) => None,
-        Err(StockError::Redis(error)) => return Err(error.into()),
-    };
+    let confirmed: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(include_str!("confirmed_per_user.sql"))
+        .bind(terms.id)
+        .fetch_all(database)
+        .await?
+        .into_iter()
+        .collect();
+    let (levels, live) = levels_and_live_holds(redis, keys, category, &confirmed).await?;
     let outbox_entries: i64 = redis::cmd("XLEN").arg(keys.outbox(category)).query_async(&mut redis.clone()).await?;
     let postgres: Option<(i64, PostgresTotals)> = sqlx::query_as::<_, TotalsRow>(include_str!("category_totals.sql"))
         .bind(vec![terms.id])
@@ -295,12 +331,118 @@ async fn compare(
         None => Verdict::Missing,
         Some(levels) if !levels.is_conserved() => Verdict::Drift,
         Some(_) if outbox_entries > 0 => Verdict::Pending,
-        Some(levels) if levels.held == postgres.held_tickets && levels.sold == postgres.confirmed_tickets => {
+        Some(levels)
+            if levels.held == postgres.held_tickets
+                && levels.sold == postgres.confirmed_tickets
+                && live.is_some_and(|live| live.agrees_with(&levels)) =>
+        {
             Verdict::Ok
         }
         Some(_) => Verdict::Drift,
     };
-    Ok(CategoryReport { category_id: terms.id, quota: terms.quota, redis: levels, outbox_entries, postgres, verdict })
+    Ok(CategoryReport {
+        category_id: terms.id,
+        quota: terms.quota,
+        redis: levels,
+        live,
+        outbox_entries,
+        postgres,
+        verdict,
+    })
+}
+
+/// The stock levels and the live holds read between two equal reads of the levels, so
+/// that a sale going on meanwhile does not show as drift (after a few tries the last
+/// reading is reported). `None`s when the stock is missing.
+async fn levels_and_live_holds(
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    category: CategoryId,
+    confirmed: &HashMap<String, i64>,
+) -> Result<(Option<Levels>, Option<LiveHolds>), ReconcileError> {
+    let stock = Stock::new(redis.clone(), keys.clone());
+    let mut before = read_levels(&stock, category).await?;
+    for _ in 0..LIVE_HOLDS_ATTEMPTS {
+        let Some(levels) = before else { return Ok((None, None)) };
+        let live = live_holds(redis, keys, category, confirmed).await?;
+        let after = read_levels(&stock, category).await?;
+        if after == Some(levels) {
+            return Ok((after, Some(live)));
+        }
+        before = after;
+    }
+    let live = match before {
+        Some(_) => Some(live_holds(redis, keys, category, confirmed).await?),
+        None => None,
+    };
+    Ok((before, live))
+}
+
+/// A category's stock levels, `None` when the stock is missing (or partial).
+async fn read_levels(stock: &Stock, category: CategoryId) -> Result<Option<Levels>, ReconcileError> {
+    match stock.levels(&[category]).await {
+        Ok(levels) => Ok(Some(levels[0])),
+        Err(StockError::Missing(_)) => Ok(None),
+        Err(StockError::Redis(error)) => Err(ReconcileError::Redis(error)),
+    }
+}
+
+/// Counts the held and paying records that the category's deadlines list and compares
+/// each user's `holders` count with their live held + `confirmed` tickets.
+async fn live_holds(
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    category: CategoryId,
+    confirmed: &HashMap<String, i64>,
+) -> Result<LiveHolds, redis::RedisError> {
+    let mut redis = redis.clone();
+    let hold_prefix = keys.hold_prefix(category);
+    let mut live = LiveHolds::default();
+    let mut held_per_user: HashMap<String, i64> = HashMap::new();
+    let mut start = 0;
+    loop {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.deadlines(category))
+            .arg(start)
+            .arg(start + LIVE_HOLDS_CHUNK - 1)
+            .query_async(&mut redis)
+            .await?;
+        if ids.is_empty() {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(format!("{hold_prefix}{id}")).arg(&["status", "user_id", "quantity"]);
+        }
+        let records: Vec<(Option<String>, Option<String>, Option<i64>)> = pipe.query_async(&mut redis).await?;
+        for record in records {
+            match record {
+                (None, _, _) => live.orphans += 1,
+                (Some(status), Some(user), Some(quantity)) if status == "held" || status == "paying" => {
+                    live.held_tickets += quantity;
+                    *held_per_user.entry(user).or_default() += quantity;
+                }
+                // A finished hold whose deadline entry the reaper drops next.
+                _ => {}
+            }
+        }
+        if ids.len() < LIVE_HOLDS_CHUNK {
+            break;
+        }
+        start += LIVE_HOLDS_CHUNK;
+    }
+    let holders: HashMap<String, i64> =
+        redis::cmd("HGETALL").arg(keys.holders(category)).query_async(&mut redis).await?;
+    let users: std::collections::HashSet<&String> =
+        holders.keys().chain(held_per_user.keys()).chain(confirmed.keys()).collect();
+    live.users_off = users
+        .into_iter()
+        .filter(|user| {
+            let expected = held_per_user.get(*user).unwrap_or(&0) + confirmed.get(*user).unwrap_or(&0);
+            holders.get(*user).copied().unwrap_or(0) != expected
+        })
+        .count() as i64;
+    Ok(live)
 }
 
 #[derive(sqlx::FromRow)]
@@ -456,9 +598,7 @@ async fn repair(
     for (user, tickets) in &holders {
         invocation.arg(*user).arg(*tickets);
     }
-    let now = Utc::now();
     for reservation in &held {
-        let remaining = (reservation.expires_at - now).to_std().unwrap_or_default();
         invocation.key(keys.hold(category, reservation.id));
         invocation
             .arg(reservation.id.to_string())
@@ -467,8 +607,7 @@ async fn repair(
             .arg(reservation.amount)
             .arg(&reservation.currency)
             .arg(reservation.created_at.timestamp_millis())
-            .arg(reservation.expires_at.timestamp_millis())
-            .arg((remaining + RESTORED_RECORD_TTL).as_millis() as u64);
+            .arg(reservation.expires_at.timestamp_millis());
     }
     let outcome: Vec<i64> = REPAIR_STOCK.run(&invocation, &mut redis).await?;
     let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id).query_async(&mut redis).await?;
@@ -516,9 +655,23 @@ async fn restore_confirmed_records(
                 .arg("payment_id")
                 .arg(reservation.payment_id.as_deref().unwrap_or(""))
                 .ignore();
-            pipe.cmd("PEXPIRE").arg(&key).arg(RESTORED_RECORD_TTL.as_millis() as u64).ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(milliseconds::of_duration(RESTORED_RECORD_TTL)).ignore();
         }
         let () = pipe.query_async(redis).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_holds_agree_only_with_the_stock_held_and_no_stray_counts() {
+        let levels = Levels { quota: 10, available: 5, held: 3, sold: 2 };
+        assert!(LiveHolds { held_tickets: 3, orphans: 0, users_off: 0 }.agrees_with(&levels));
+        assert!(!LiveHolds { held_tickets: 1, orphans: 0, users_off: 0 }.agrees_with(&levels));
+        assert!(!LiveHolds { held_tickets: 3, orphans: 1, users_off: 0 }.agrees_with(&levels));
+        assert!(!LiveHolds { held_tickets: 3, orphans: 0, users_off: 1 }.agrees_with(&levels));
+    }
 }

@@ -1,9 +1,11 @@
-//! Starts the real API on port 0 with an isolated database and Redis key prefix.
+//! Starts the real API on port 0 with an isolated database and Redis key prefix, and
+//! removes that database, those keys and the test's topic when the test ends.
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use reqwest::{Client, Response, StatusCode};
@@ -54,6 +56,10 @@ pub async fn create_database() -> String {
 }
 
 /// Isolation of one test: its database, Redis key prefix and Kafka topic.
+///
+/// Clones share one [`Cleanup`]: when the last clone is dropped (at the end of the
+/// test, also when it panics) the database, every key under the prefix and the topic
+/// on the shared broker are removed.
 #[derive(Debug, Clone)]
 pub struct Isolation {
     /// Postgres URL of the test's own database.
@@ -62,15 +68,23 @@ pub struct Isolation {
     pub redis_key_prefix: String,
     /// The test's Kafka topic.
     pub kafka_topic: String,
+    cleanup: Arc<Cleanup>,
 }
 
 impl Isolation {
     /// A new database, prefix and topic.
     pub async fn new() -> Self {
+        sweep_abandoned_once().await;
         let database_url = create_database().await;
         let redis_key_prefix = unique_name("test");
         let kafka_topic = unique_name("reservations");
-        Self { database_url, redis_key_prefix, kafka_topic }
+        let database = database_url.rsplit('/').next().expect("a database name").to_owned();
+        let cleanup = Arc::new(Cleanup {
+            database,
+            redis_key_prefix: redis_key_prefix.clone(),
+            kafka_topic: kafka_topic.clone(),
+        });
+        Self { database_url, redis_key_prefix, kafka_topic, cleanup }
     }
 
     /// The API configuration of this isolation plus `extra` flags (`["--hold-ttl", "1s"]`).
@@ -137,6 +151,14 @@ pub struct TestApp {
     /// Redis connection for assertions.
     pub redis: redis::aio::ConnectionManager,
     app: Option<stampede::api::RunningApi>,
+}
+
+impl Drop for TestApp {
+    // Why: a test that ends without `stop` must not leave the app writing keys while its
+    // isolation is being cleaned up.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl TestApp {
@@ -237,6 +259,29 @@ impl TestApp {
     }
 }
 
+/// Polls `check` every 50 ms until it is true; panics naming `what` after `timeout`.
+/// Use it instead of a fixed sleep wherever a test waits for something to happen.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of an unlabelled counter or gauge `metric` on a Prometheus text page (0 if absent).
+pub fn metric_value(page: &str, metric: &str) -> f64 {
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix(metric).filter(|rest| rest.starts_with(' ')).and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 /// A token signed with the test secret.
 pub fn token(role: Role, subject: &str) -> String {
     let jwt = Jwt::new(&Secret::new(SECRET));
@@ -262,4 +307,177 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status);
     body
+}
+
+/// What one test created; dropping it removes all of it.
+#[derive(Debug)]
+struct Cleanup {
+    database: String,
+    redis_key_prefix: String,
+    kafka_topic: String,
+}
+
+impl Drop for Cleanup {
+    // Why: a thread, since `Drop` cannot await and runs on the test's runtime, where a second
+    // runtime cannot block; the thread has its own and is joined, so the cleanup is done
+    // before the test (and the process) ends. Failures are printed, never panic (this
+    // may run while a failed test unwinds).
+    fn drop(&mut self) {
+        let (database, prefix, topic) =
+            (self.database.clone(), self.redis_key_prefix.clone(), self.kafka_topic.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                report("drop database", &database, drop_database(&database).await);
+                report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await);
+                report("delete topic", &topic, delete_topic(&topic).await);
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+type CleanupResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn report(what: &str, name: &str, result: CleanupResult) {
+    if let Err(error) = result {
+        eprintln!("test cleanup: cannot {what} {name}: {error}");
+    }
+}
+
+/// Drops a test database, closing the connections still open on it.
+async fn drop_database(name: &str) -> CleanupResult {
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", postgres_server_url())).await?;
+    let result =
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&admin).await;
+    admin.close().await;
+    result.map(drop).map_err(Into::into)
+}
+
+/// Unlinks every key matching `pattern` (SCAN, so Redis never blocks on it).
+async fn delete_keys(pattern: &str) -> CleanupResult {
+    let client = redis::Client::open(redis_url())?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut redis).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Deletes the test's topic on the shared broker, if the broker is up and has it
+/// (a private broker keeps its topics in memory and dies with its test).
+async fn delete_topic(topic: &str) -> CleanupResult {
+    let brokers = kafka_brokers();
+    let connect = tokio::net::TcpStream::connect(brokers.as_str());
+    if !matches!(tokio::time::timeout(Duration::from_millis(500), connect).await, Ok(Ok(_))) {
+        return Ok(());
+    }
+    let delete = async {
+        let client = rskafka::client::ClientBuilder::new(vec![brokers.clone()]).build().await?;
+        let topics = client.list_topics().await?;
+        if topics.iter().any(|known| known.name == topic) {
+            client.controller_client()?.delete_topic(topic, 5_000).await?;
+        }
+        Ok::<(), rskafka::client::error::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), delete).await??;
+    Ok(())
+}
+
+/// Older than this, what a test process that is gone left behind is swept.
+const ABANDONED_AGE: Duration = Duration::from_secs(3600);
+
+/// Once per test process: removes databases and keys that earlier, crashed runs left
+/// behind. Only what is clearly abandoned goes: its name carries the pid of a process
+/// that no longer runs and it is older than [`ABANDONED_AGE`], so concurrent runs are
+/// never touched.
+async fn sweep_abandoned_once() {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            if std::path::Path::new("/proc/self").exists() {
+                report("sweep databases of", "crashed runs", sweep_databases().await);
+                report("sweep keys of", "crashed runs", sweep_keys().await);
+            }
+        })
+        .await;
+}
+
+/// Whether a test name `<label>_<pid>_...` belongs to a process that is gone.
+fn abandoned(name: &str, label: &str) -> bool {
+    let pid = name.strip_prefix(label).and_then(|rest| rest.strip_prefix('_')).and_then(|rest| rest.split('_').next());
+    match pid.and_then(|pid| pid.parse::<u32>().ok()) {
+        Some(pid) => pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
+}
+
+async fn sweep_databases() -> CleanupResult {
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", postgres_server_url())).await?;
+    // The creation time of a database is that of its PG_VERSION file.
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'stampede\\_test\\_%' \
+         AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - make_interval(secs => $1)",
+    )
+    .bind(ABANDONED_AGE.as_secs_f64())
+    .fetch_all(&admin)
+    .await?;
+    admin.close().await;
+    for name in old.iter().filter(|name| abandoned(name, "stampede_test")) {
+        report("drop database", name, drop_database(name).await);
+    }
+    Ok(())
+}
+
+async fn sweep_keys() -> CleanupResult {
+    let client = redis::Client::open(redis_url())?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    // Each prefix is judged once, by the first of its keys the scan meets.
+    let mut judged = std::collections::BTreeMap::<String, bool>::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("test_*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await?;
+        for key in keys {
+            let prefix = key.split(':').next().unwrap_or_default();
+            if judged.contains_key(prefix) {
+                continue;
+            }
+            let old = abandoned(prefix, "test") && {
+                // Idle that long: nothing has touched this key for an hour.
+                let idle: Option<u64> = redis::cmd("OBJECT").arg("IDLETIME").arg(&key).query_async(&mut redis).await?;
+                idle.is_some_and(|idle| idle >= ABANDONED_AGE.as_secs())
+            };
+            judged.insert(prefix.to_owned(), old);
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let prefixes = judged.into_iter().filter_map(|(prefix, old)| old.then_some(prefix));
+    for prefix in prefixes {
+        report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await);
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Isolation, SECRET, TestApp, admin_token};
+use crate::harness::{Isolation, SECRET, TestApp, admin_token, wait_until};
 
 #[tokio::test]
 async fn health_and_ready_answer_200() {
@@ -116,11 +116,12 @@ async fn the_dev_environment_variable_does_not_turn_on_dev_mode() {
         command.env(name, value);
     }
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("api spawns");
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if child.try_wait().unwrap().is_none() {
+    let exited = tokio::time::timeout(Duration::from_secs(10), async {
+        while child.try_wait().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    if exited.await.is_err() {
         child.kill().unwrap();
         let output = child.wait_with_output().unwrap();
         panic!("DEV=true started the api in dev mode: {}", String::from_utf8_lossy(&output.stdout));
@@ -148,10 +149,17 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body.as_bytes()[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Why: a fixed pause, since the api must have accepted the connection and begun reading the
+    // request before SIGTERM lands, and nothing outside the process shows that moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let status = Command::new("kill").args(["-TERM", &api.id().to_string()]).status().unwrap();
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    // The api drops its listener once SIGTERM is handled: then the body's rest arrives
+    // during the drain.
+    wait_until(Duration::from_secs(10), "the api stops accepting after SIGTERM", || async {
+        tokio::net::TcpStream::connect(&address).await.is_err()
+    })
+    .await;
     stream.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
     let mut buffer = [0u8; 4096];

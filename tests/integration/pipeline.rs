@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use stampede::outbox::EventType;
 use uuid::Uuid;
 
-use crate::harness::{Isolation, TestApp, assert_problem, redis_url, user_token};
+use crate::harness::{Isolation, TestApp, assert_problem, metric_value, redis_url, user_token};
 use crate::pipeline_support::*;
 
 /// How long any drain may take in these tests.
@@ -207,9 +207,7 @@ async fn a_broker_outage_delays_events_but_loses_none_and_keeps_their_order() {
     // the worker notices the replaced log, and the events written meanwhile still arrive.
     let broker = PrivateBroker::start().await;
     let isolation = Isolation::new().await;
-    let mut config = isolation.api_config(&relay_flags());
-    config.shared.kafka_brokers = broker.brokers();
-    let app = TestApp::spawn_config(isolation.clone(), config).await;
+    let app = broker.relaying_app(&isolation).await;
     let keys = app.keys();
     register_category(&app.redis, &keys, 41).await;
     let worker = spawn_worker(&isolation, &broker.brokers(), &[]);
@@ -221,12 +219,15 @@ async fn a_broker_outage_delays_events_but_loses_none_and_keeps_their_order() {
     wait_for_event_rows(&database, 100, DRAIN_TIMEOUT).await;
 
     broker.process.signal("STOP");
+    let errors_before = relay_publish_errors(&app).await;
     let finals: Vec<_> =
         first.iter().filter_map(|reservation| reservation.outcome.map(|outcome| (reservation, outcome))).collect();
     append_events(&app.redis, &keys, &finals).await;
     let second = Synthetic::batch(41, 100);
     append_lifecycles(&app.redis, &keys, &second).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Only once the relay has tried the stopped broker and failed do the checks below
+    // say that nothing got through.
+    wait_for_publish_error(&app, errors_before).await;
     assert!(outbox_length(&app.redis, &keys, 41).await > 0, "the outbox holds the events while the broker is down");
     assert_eq!(event_rows(&database).await, 100, "nothing new reaches postgres meanwhile");
     broker.process.signal("CONT");
@@ -239,9 +240,10 @@ async fn a_broker_outage_delays_events_but_loses_none_and_keeps_their_order() {
 
     let port = broker.port;
     broker.process.kill().await;
+    let errors_before = relay_publish_errors(&app).await;
     let third = Synthetic::batch(41, 60);
     append_lifecycles(&app.redis, &keys, &third).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_publish_error(&app, errors_before).await;
     assert!(outbox_length(&app.redis, &keys, 41).await > 0);
     let restarted = PrivateBroker::start_on(port).await;
     all.extend(third);
@@ -252,6 +254,19 @@ async fn a_broker_outage_delays_events_but_loses_none_and_keeps_their_order() {
     worker.terminate().await;
     app.stop().await;
     drop(restarted);
+}
+
+/// `relay_publish_errors_total` of this process (every in-process relay counts into it).
+async fn relay_publish_errors(app: &TestApp) -> f64 {
+    metric_value(&app.get("/metrics", None).await.text().await.unwrap(), "relay_publish_errors_total")
+}
+
+/// Waits until a relay of this process has failed a publish since `before` errors.
+async fn wait_for_publish_error(app: &TestApp, before: f64) {
+    wait_until(DRAIN_TIMEOUT, "the relay fails to publish to the unavailable broker", || async {
+        relay_publish_errors(app).await > before
+    })
+    .await;
 }
 
 /// Reads the whole topic back and checks that each reservation's records sit in one
@@ -321,7 +336,10 @@ async fn the_worker_catches_up_after_postgres_was_unavailable() {
         outbox_length(&app.redis, &keys, 51).await == 0
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(DRAIN_TIMEOUT, "the worker fails to apply a batch and retries", || async {
+        worker.log_text().contains("cannot apply batch; retrying")
+    })
+    .await;
     sqlx::query(sqlx::AssertSqlSafe(set_connections(true))).execute(&admin).await.unwrap();
     admin.close().await;
 

@@ -9,6 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+use rskafka::client::partition::Compression;
+use rskafka::record::Record;
 use sqlx::PgPool;
 use stampede::catalog::CategoryId;
 use stampede::keyspace::Keyspace;
@@ -18,7 +20,8 @@ use stampede::reservation::{Reservation, ReservationId, ReservationStatus};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::harness::{Isolation, kafka_brokers, redis_url, unique_name};
+pub use crate::harness::wait_until;
+use crate::harness::{Isolation, TestApp, kafka_brokers, redis_url, unique_name};
 
 /// Partitions of every topic the pipeline tests create.
 pub const TEST_PARTITIONS: &str = "4";
@@ -95,6 +98,17 @@ impl ChildProcess {
         assert!(status.success(), "exit status {status}; log {}", self.log.display());
     }
 
+    /// The `http://host:port` the process printed as `listening on …`, once it did.
+    pub async fn listening_url(&self) -> String {
+        let mut url = None;
+        wait_until(Duration::from_secs(15), "the process listens", || {
+            url = self.log_text().lines().find_map(|line| line.strip_prefix("listening on ").map(str::to_owned));
+            std::future::ready(url.is_some())
+        })
+        .await;
+        url.unwrap()
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -144,7 +158,7 @@ fn binary(variable: &str, built: &str) -> String {
 
 /// Runs `worker reconcile [--repair]`; returns the exit code and what it printed.
 pub async fn reconcile(isolation: &Isolation, brokers: &str, repair: bool) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+    let mut command = Command::new(binary("WORKER_BIN", env!("CARGO_BIN_EXE_worker")));
     command.envs(worker_env(isolation, brokers)).env("RUST_LOG", "warn").arg("reconcile");
     if repair {
         command.arg("--repair");
@@ -166,7 +180,8 @@ fn tansu_binary() -> String {
     if tools.exists() { tools.to_string_lossy().into_owned() } else { "tansu".to_owned() }
 }
 
-fn free_port() -> u16 {
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -208,24 +223,18 @@ impl PrivateBroker {
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// An in-process API of `isolation` whose relay publishes to this broker.
+    pub async fn relaying_app(&self, isolation: &Isolation) -> TestApp {
+        let mut config = isolation.api_config(&relay_flags());
+        config.shared.kafka_brokers = self.brokers();
+        TestApp::spawn_config(isolation.clone(), config).await
+    }
 }
 
 /// The shared broker of the suite.
 pub fn shared_brokers() -> String {
     kafka_brokers()
-}
-
-/// Polls `check` every 50 ms until it is true; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A reservation made up by a test, with the final event it gets (if any).
@@ -278,12 +287,12 @@ impl Synthetic {
         1 + usize::from(self.outcome.is_some())
     }
 
-    /// The outbox fields of its event of `event_type`, as the reservation scripts write them.
-    pub fn fields(&self, event_type: EventType) -> Vec<(&'static str, String)> {
+    /// Its event of `event_type`, as the reservation scripts make it.
+    pub fn event(&self, event_type: EventType) -> ReservationEvent {
         let occurred = self.created_at_ms + if event_type == EventType::Reserved { 0 } else { 1_000 };
         let status = if event_type == EventType::Reserved { "held" } else { self.final_status() };
         let confirmed = event_type == EventType::Confirmed;
-        let event = ReservationEvent {
+        ReservationEvent {
             id: event_id(self.id, event_type),
             event_type,
             occurred_at: milliseconds::to_time(occurred),
@@ -301,8 +310,23 @@ impl Synthetic {
                 confirmed_at: confirmed.then(|| milliseconds::to_time(occurred)),
                 payment_id: confirmed.then(|| format!("pay_{}", self.id.simple())),
             },
-        };
-        entry_fields(&event)
+        }
+    }
+
+    /// The outbox fields of its event of `event_type`, as the reservation scripts write them.
+    pub fn fields(&self, event_type: EventType) -> Vec<(&'static str, String)> {
+        entry_fields(&self.event(event_type))
+    }
+
+    /// Its event of `event_type` as the relay publishes it (keyed by reservation id).
+    pub fn record(&self, event_type: EventType) -> Record {
+        let event = self.event(event_type);
+        Record {
+            key: Some(self.id.to_string().into_bytes()),
+            value: Some(serde_json::to_vec(&event).unwrap()),
+            headers: Default::default(),
+            timestamp: event.occurred_at,
+        }
     }
 }
 
@@ -387,4 +411,22 @@ pub async fn assert_rows_match(database: &PgPool, reservations: &[Synthetic]) {
     }
     let expected: i64 = reservations.iter().map(|reservation| reservation.event_count() as i64).sum();
     assert_eq!(event_rows(database).await, expected, "each event exactly once");
+}
+
+/// Produces `records` to `partition` of `topic` in one request (one record batch),
+/// bypassing the relay; creates the topic with [`TEST_PARTITIONS`] partitions if needed.
+pub async fn produce_directly(brokers: &str, topic: &str, partition: i32, records: Vec<Record>) {
+    let deadline = Duration::from_secs(10);
+    let client = stampede::kafka::connect(brokers, "pipeline-test", deadline).await.unwrap();
+    stampede::kafka::ensure_topic(&client, topic, TEST_PARTITIONS.parse().unwrap(), deadline).await.unwrap();
+    let partition = stampede::kafka::partition_client(&client, topic, partition, deadline).await.unwrap();
+    partition.produce(records, Compression::NoCompression).await.unwrap();
+}
+
+/// Rows of `dead_letters`, oldest first: (partition, offset, error).
+pub async fn dead_letter_rows(database: &PgPool) -> Vec<(i32, i64, String)> {
+    sqlx::query_as("SELECT kafka_partition, kafka_offset, error FROM dead_letters ORDER BY id")
+        .fetch_all(database)
+        .await
+        .unwrap_or_default()
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, admin_token, assert_problem, user_token};
 use crate::reservation_support::{
     PRICE, assert_consistent, cancel_as, confirm_as, final_counts, gateway, hold, id_of, levels, read, reserve_as,
-    sale, sale_in_window, standing_charges, user,
+    sale, sale_in_window, standing_charges, user, wait_until_paying,
 };
 
 /// Sends one single-ticket reserve per user, all at once, spread over `apps`.
@@ -301,7 +301,7 @@ async fn overload_and_rate_limits_answer_at_once_with_retry_after() {
     let (_, category) = sale(&app, 10, 10).await;
     let id = id_of(&hold(&app, "slow", category, 1).await);
     let (paid, shed) = tokio::join!(confirm_as(&app, "slow", &id, "tok_ok", None), async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        wait_until_paying(&app, &id).await;
         reserve_as(&app, "other", &json!({"category_id": category, "quantity": 1}), None).await
     });
     assert_eq!(shed.headers()["retry-after"], "1");

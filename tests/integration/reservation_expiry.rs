@@ -1,7 +1,9 @@
 //! Expiry: the reaper returns stock within 2 s of a deadline, confirm and cancel answer
 //! 410 at the deadline whether or not the reaper ran, several reapers never release a
-//! hold twice, and a slow payment racing the reaper never both sells and releases.
+//! hold twice, a payment still running at the deadline never confirms nor keeps the
+//! tickets (also when its process dies), and records outlive any reaper outage.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,10 +16,11 @@ use stampede::reservation::engine::PaymentStart;
 use stampede::reservation::reaper::{Reaper, ReaperOptions};
 use stampede::reservation::{ReservationError, ReservationId};
 
-use crate::harness::{TestApp, assert_problem, user_token};
+use crate::harness::{TestApp, assert_problem, user_token, wait_until};
+use crate::pipeline_support::{free_port, spawn_api};
 use crate::reservation_support::{
-    assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, read, reserve_as,
-    sale, standing_charges,
+    assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, paying_attempt, read,
+    reserve_as, sale, standing_charges,
 };
 
 fn expires_at(body: &Value) -> DateTime<Utc> {
@@ -25,6 +28,7 @@ fn expires_at(body: &Value) -> DateTime<Utc> {
 }
 
 /// Sleeps until `deadline` (host clock; only used to pace the test, never to decide).
+// Why: a sleep, since the test needs a moment to have passed (a deadline), not an event.
 async fn sleep_until(deadline: DateTime<Utc>) {
     let remaining = (deadline - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(remaining).await;
@@ -133,22 +137,124 @@ async fn many_reapers_never_release_a_hold_twice() {
 }
 
 #[tokio::test]
-async fn a_slow_payment_that_outlives_the_hold_is_confirmed_and_not_released() {
-    // Goal: a charge slower than the hold's remaining time still confirms (the paying state keeps the reaper off) and nothing is released.
-    let app =
-        TestApp::spawn_with(&["--hold-ttl", "1s", "--payment-latency", "1500ms", "--reaper-interval", "20ms"]).await;
+async fn a_payment_still_running_at_the_deadline_does_not_confirm() {
+    // Goal: with HOLD_TTL=3s and PAYMENT_LATENCY=5s, a confirm started at ~1 s answers 410, its attempt is voided in the gateway ledger, and the tickets are back within expires_at + 2 s while the charge still runs.
+    let app = TestApp::spawn_with(&["--hold-ttl", "3s", "--payment-latency", "5s", "--reaper-interval", "50ms"]).await;
     let (_, category) = sale(&app, 5, 5).await;
-    let id = id_of(&hold(&app, "patient", category, 2).await);
-    let response = confirm_as(&app, "patient", &id, "tok_ok", None).await;
-    assert_eq!(response.status(), 200);
-    let confirmed: Value = response.json().await.unwrap();
-    assert_eq!(confirmed["status"], "confirmed");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = hold(&app, "slow-payer", category, 2).await;
+    let id = id_of(&held);
+    sleep_until(created_at(&held) + chrono::Duration::seconds(1)).await;
+    let answered = AtomicBool::new(false);
+    let (confirmed, attempt) = tokio::join!(
+        async {
+            let response = confirm_as(&app, "slow-payer", &id, "tok_ok", None).await;
+            answered.store(true, Ordering::SeqCst);
+            response
+        },
+        async {
+            let attempt = paying_attempt(&app, &id).await;
+            wait_for_release(&app, category, 5, expires_at(&held)).await;
+            assert!(!answered.load(Ordering::SeqCst), "the tickets came back while the charge still ran");
+            attempt
+        }
+    );
+    assert_problem(confirmed, 410, "reservation_expired").await;
+    let entry = gateway(&app).entry(&attempt).await.unwrap().expect("the attempt is in the ledger");
+    assert!(matches!(entry.state.as_str(), "voided" | "refunded"), "{entry:?}");
+    assert_eq!(standing_charges(&app, &id).await, 0);
+    let read_back: Value = read(&app, &user_token("slow-payer"), &id).await.json().await.unwrap();
+    assert_eq!(read_back["status"], "expired");
     let levels = levels(&app, category).await;
-    assert_eq!((levels.available, levels.held, levels.sold), (3, 0, 2));
-    assert_eq!(standing_charges(&app, &id).await, 1);
+    assert_eq!((levels.available, levels.held, levels.sold), (5, 0, 0));
     let history = assert_consistent(&app, category).await;
-    assert_eq!(final_counts(&history).get("confirmed"), Some(&1), "confirmed, never expired");
+    assert_eq!(final_counts(&history).get("expired"), Some(&1), "expired, never confirmed");
+    app.stop().await;
+}
+
+/// Waits until `category` has `quota` tickets available again; panics if that takes
+/// past `expires_at + 2 s` (the contract's bound).
+async fn wait_for_release(app: &TestApp, category: i64, quota: i64, expires_at: DateTime<Utc>) {
+    let bound = expires_at + chrono::Duration::seconds(2);
+    while levels(app, category).await.available != quota {
+        assert!(Utc::now() < bound, "the tickets were not back within expires_at + 2 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn created_at(body: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(body["created_at"].as_str().unwrap()).unwrap().with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_of_a_killed_api_never_stands_and_its_hold_is_released() {
+    // Goal: an API process SIGKILLed mid-charge (HOLD_TTL=3s, PAYMENT_LATENCY=5s) leaves a paying hold; another process's reaper releases it within expires_at + 2 s and voids its attempt, so no charge for it can ever stand.
+    let app = TestApp::spawn_with(&["--hold-ttl", "3s", "--reaper-interval", "50ms"]).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = spawn_api(
+        &app.isolation,
+        &[("LISTEN_ADDR", &listen), ("HOLD_TTL", "3s"), ("PAYMENT_LATENCY", "5s"), ("REAPER_ENABLED", "false")],
+    );
+    let child_url = format!("http://{listen}");
+    wait_until(Duration::from_secs(30), "the child api answers", || async {
+        app.client.get(format!("{child_url}/health")).send().await.is_ok_and(|response| response.status() == 200)
+    })
+    .await;
+    let (_, category) = sale(&app, 4, 4).await;
+    let held = hold(&app, "killed-payer", category, 3).await;
+    let id = id_of(&held);
+    sleep_until(created_at(&held) + chrono::Duration::seconds(1)).await;
+    let request = app
+        .client
+        .post(format!("{child_url}/confirm"))
+        .bearer_auth(user_token("killed-payer"))
+        .json(&json!({"reservation_id": id, "payment": {"token": "tok_ok"}}))
+        .send();
+    let confirming = tokio::spawn(request);
+    let attempt = paying_attempt(&app, &id).await;
+    child.kill().await;
+    assert!(confirming.await.unwrap().is_err(), "the killed process never answered");
+    wait_for_release(&app, category, 4, expires_at(&held)).await;
+    // The reaper that expired the paying hold voided its attempt: voiding is final, so
+    // a charge the dead process had sent can never land or stand.
+    let entry = gateway(&app).entry(&attempt).await.unwrap().expect("the reaper voided the attempt");
+    assert_eq!(entry.state, "voided");
+    let attempt = AttemptId::parse(&attempt).unwrap();
+    let token = PaymentToken::parse("tok_ok").unwrap();
+    let charge = Charge { attempt, amount: 3000, currency: "USD", token: &token, reference: &id };
+    assert!(gateway(&app).charge(&charge).await.is_err(), "the dead process's charge is refused");
+    assert_eq!(standing_charges(&app, &id).await, 0);
+    let read_back: Value = read(&app, &user_token("killed-payer"), &id).await.json().await.unwrap();
+    assert_eq!(read_back["status"], "expired");
+    let history = assert_consistent(&app, category).await;
+    assert_eq!(final_counts(&history).get("expired"), Some(&1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hold_outlives_a_reaper_outage_longer_than_the_record_lifetime() {
+    // Goal: with no reaper running for longer than records live (test-only RECORD_TTL=1s), held and paying records still exist; a reaper that comes back returns their tickets, the user's count and their expired events.
+    let app = TestApp::spawn_with(&["--hold-ttl", "1s", "--record-ttl", "1s", "--reaper-enabled", "false"]).await;
+    let (_, category) = sale(&app, 10, 5).await;
+    let held = hold(&app, "forgotten", category, 2).await;
+    let paying = hold(&app, "forgotten", category, 1).await;
+    let paying_id = ReservationId::parse(&id_of(&paying)).unwrap();
+    let user = UserId::parse("forgotten").unwrap();
+    let payer = engine(&app, Duration::from_millis(300));
+    let start = payer.begin_payment(&user, paying_id, AttemptId::generate(), None).await.unwrap();
+    assert!(matches!(start, PaymentStart::Pay(_)));
+    sleep_until(expires_at(&paying) + chrono::Duration::milliseconds(2500)).await;
+    let reaper =
+        Reaper::new(&engine(&app, Duration::from_secs(15)), ReaperOptions { interval: Duration::ZERO, batch_max: 10 });
+    let swept = reaper.sweep(CategoryId::new(category).unwrap()).await.unwrap();
+    assert_eq!((swept.released, swept.missing), (2, 0), "{swept:?}");
+    assert_eq!(levels_after(&app, category).await, (10, 0));
+    for body in [&held, &paying] {
+        let read_back: Value = read(&app, &user_token("forgotten"), &id_of(body)).await.json().await.unwrap();
+        assert_eq!(read_back["status"], "expired");
+    }
+    let history = assert_consistent(&app, category).await;
+    assert_eq!(final_counts(&history).get("expired"), Some(&2));
     app.stop().await;
 }
 
@@ -170,10 +276,12 @@ async fn a_payment_that_times_out_is_voided_and_the_hold_released() {
     let held = hold(&app, "timed-out", category, 1).await;
     let id = id_of(&held);
     assert_problem(confirm_as(&app, "timed-out", &id, "tok_ok", None).await, 503, "unavailable").await;
-    sleep_until(expires_at(&held) + chrono::Duration::seconds(2)).await;
+    wait_until(Duration::from_secs(10), "the reaper released the hold", || async {
+        levels_after(&app, category).await == (5, 0)
+    })
+    .await;
     let read_back: Value = read(&app, &user_token("timed-out"), &id).await.json().await.unwrap();
     assert_eq!(read_back["status"], "expired");
-    assert_eq!(levels_after(&app, category).await, (5, 0));
     assert_eq!(standing_charges(&app, &id).await, 0);
     assert_consistent(&app, category).await;
     app.stop().await;
@@ -189,7 +297,6 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
     let user = UserId::parse("stalled").unwrap();
     let token = PaymentToken::parse("tok_ok").unwrap();
     let mut attempts = Vec::new();
-    let mut last = None;
     for _ in 0..2 {
         let held = hold(&app, "stalled", category, 1).await;
         let id = ReservationId::parse(&id_of(&held)).unwrap();
@@ -197,7 +304,6 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
         let start = engine.begin_payment(&user, id, attempt, None).await.unwrap();
         let PaymentStart::Pay(paying) = start else { panic!("expected to pay, got {start:?}") };
         attempts.push((id, attempt, paying));
-        last = Some(held);
     }
     // The first charge lands before the reaper acts; the second only after it.
     let (early_id, early_attempt, early) = &attempts[0];
@@ -210,10 +316,11 @@ async fn a_charge_that_outlives_the_payment_window_never_stands() {
         reference: &early_reference,
     };
     let early_payment = gateway(&app).charge(&charge).await.expect("charged before the reaper acted");
-    sleep_until(expires_at(last.as_ref().unwrap()) + chrono::Duration::milliseconds(1500)).await;
-    assert_eq!(levels_after(&app, category).await, (5, 0), "the reaper released both lapsed payments");
-    assert_eq!(standing_charges(&app, &early_reference).await, 0, "the landed charge was refunded");
-    let finished = engine.finish_payment(*early_id, *early_attempt, &early_payment).await;
+    wait_until(Duration::from_secs(10), "the reaper released both lapsed payments and refunded the charge", || async {
+        levels_after(&app, category).await == (5, 0) && standing_charges(&app, &early_reference).await == 0
+    })
+    .await;
+    let finished = engine.finish_payment(&user, *early_id, *early_attempt, &early_payment).await;
     assert!(matches!(finished, Err(ReservationError::Expired)), "{finished:?}");
 
     let (late_id, late_attempt, late) = &attempts[1];
@@ -247,7 +354,7 @@ async fn a_lapsed_payment_before_the_deadline_returns_the_hold() {
     let user = UserId::parse("retrier").unwrap();
     let attempt = AttemptId::generate();
     assert!(matches!(engine.begin_payment(&user, id, attempt, None).await.unwrap(), PaymentStart::Pay(_)));
-    assert_problem(confirm_as(&app, "retrier", &id.to_string(), "tok_ok", None).await, 409, "idempotency_in_progress")
+    assert_problem(confirm_as(&app, "retrier", &id.to_string(), "tok_ok", None).await, 409, "reservation_not_held")
         .await;
     // The window lapses after 800 ms; the reaper then voids the attempt and returns the hold.
     let deadline = std::time::Instant::now() + Duration::from_secs(4);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, assert_problem};
 use crate::reservation_support::{
     assert_consistent, cancel_as, confirm_as, final_counts, gateway, hold, id_of, levels, reserve_as, sale,
-    standing_charges,
+    standing_charges, wait_until_paying,
 };
 
 /// Status, Location and raw body of a response.
@@ -133,7 +133,7 @@ async fn keyed_confirms_replay_and_run_once() {
     let (_, category) = sale(&app, 10, 5).await;
     let id = id_of(&hold(&app, "payer", category, 1).await);
     let (first, duplicate) = tokio::join!(confirm_as(&app, "payer", &id, "tok_ok", Some("pay-1")), async {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        wait_until_paying(&app, &id).await;
         confirm_as(&app, "payer", &id, "tok_ok", Some("pay-1")).await
     });
     assert_problem(duplicate, 409, "idempotency_in_progress").await;
@@ -153,5 +153,32 @@ async fn keyed_confirms_replay_and_run_once() {
     assert_eq!(standing_charges(&app, &declined_id).await, 1);
     let history = assert_consistent(&app, category).await;
     assert_eq!(final_counts(&history).get("confirmed"), Some(&2));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_confirm_without_a_key_during_a_payment_is_not_held() {
+    // Goal: two overlapping confirms of one hold without an Idempotency-Key (PAYMENT_LATENCY=1s): one 200, the other 409 reservation_not_held (not idempotency_in_progress), and one charge stands; with another key the answer is the same.
+    let app = TestApp::spawn_with(&["--payment-latency", "1s"]).await;
+    let (_, category) = sale(&app, 10, 5).await;
+    let id = id_of(&hold(&app, "double-clicker", category, 2).await);
+    let later = |key: Option<&'static str>| {
+        let id = id.clone();
+        let app = &app;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            confirm_as(app, "double-clicker", &id, "tok_ok", key).await
+        }
+    };
+    let (first, second, keyed) =
+        tokio::join!(confirm_as(&app, "double-clicker", &id, "tok_ok", None), later(None), later(Some("another-key")));
+    assert_problem(second, 409, "reservation_not_held").await;
+    assert_problem(keyed, 409, "reservation_not_held").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(standing_charges(&app, &id).await, 1);
+    let levels = levels(&app, category).await;
+    assert_eq!((levels.available, levels.held, levels.sold), (8, 0, 2));
+    let history = assert_consistent(&app, category).await;
+    assert_eq!(final_counts(&history).get("confirmed"), Some(&1));
     app.stop().await;
 }

@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use stampede::catalog::CategoryId;
 
-use crate::harness::{TestApp, user_token};
+use crate::harness::{TestApp, user_token, wait_until};
 use crate::reservation_support::{
     assert_consistent, cancel_as, confirm_as, final_counts, id_of, levels, read, reserve_as, sale,
 };
@@ -83,10 +83,11 @@ async fn random_reserve_confirm_cancel_and_wait_keep_every_invariant() {
         (0..USERS).map(|index| one_user(&app, category, format!("random-{index}"), seed.wrapping_add(index as u64)));
     let holds: Vec<Vec<String>> = join_all(users).await;
 
-    // Let every remaining hold lapse, then everything must have settled.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let levels = levels(&app, category).await;
-    assert_eq!(levels.held, 0, "every hold ended (seed {seed})");
+    // Every remaining hold lapses (1 s TTL, 50 ms reaper), then everything must have settled.
+    wait_until(Duration::from_secs(10), &format!("every hold ended (seed {seed})"), || async {
+        levels(&app, category).await.held == 0
+    })
+    .await;
     let history = assert_consistent(&app, category).await;
     println!("final outcomes: {:?}", final_counts(&history));
     assert_eq!(history.len(), holds.iter().map(Vec::len).sum::<usize>(), "one reserved event per 201 (seed {seed})");

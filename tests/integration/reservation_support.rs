@@ -14,11 +14,12 @@ use serde_json::{Value, json};
 use stampede::catalog::CategoryId;
 use stampede::outbox::{self, EventType, ReservationEvent};
 use stampede::payment::SimulatedGateway;
+use stampede::reservation::engine::FINAL_RECORD_TTL;
 use stampede::reservation::{EngineOptions, ReservationEngine, ReservationId, ReservationStatus};
 use stampede::stock::Levels;
 use uuid::Uuid;
 
-use crate::harness::{TestApp, admin_token, unique_name, user_token};
+use crate::harness::{TestApp, admin_token, unique_name, user_token, wait_until};
 
 /// Price of every test category (`TestApp::create_category`).
 pub const PRICE: i64 = 1000;
@@ -90,8 +91,20 @@ pub fn engine(app: &TestApp, payment_window: Duration) -> ReservationEngine {
         outbox_backlog_max: 1_000_000,
         payment_timeout: Duration::from_secs(5),
         payment_window,
+        record_ttl: FINAL_RECORD_TTL,
     };
     ReservationEngine::new(app.redis.clone(), app.keys(), Arc::new(gateway(app)), options)
+}
+
+/// Waits until reservation `id` is `paying`: a confirm has begun and waits for the gateway.
+pub async fn wait_until_paying(app: &TestApp, id: &str) {
+    let id = ReservationId::parse(id).expect("a reservation id");
+    let key = app.keys().hold(id.category(), id.uuid());
+    wait_until(Duration::from_secs(10), "the confirm is paying", || async {
+        let status: Option<String> = app.redis.clone().hget(&key, "status").await.unwrap();
+        status.as_deref() == Some("paying")
+    })
+    .await;
 }
 
 /// The simulated gateway's ledger on the app's keyspace.
@@ -223,4 +236,37 @@ pub fn final_counts(history: &History) -> HashMap<&'static str, usize> {
 /// A user name unique to this test run.
 pub fn user(label: &str) -> String {
     unique_name(label)
+}
+
+/// A field of a reservation's Redis record (`None` when absent).
+pub async fn record_field(app: &TestApp, reservation: &str, field: &str) -> Option<String> {
+    let id = ReservationId::parse(reservation).unwrap();
+    let mut redis = app.redis.clone();
+    redis.hget(app.keys().hold(id.category(), id.uuid()), field).await.unwrap()
+}
+
+/// Polls the record until its status is `paying` and returns the payment attempt's id.
+pub async fn paying_attempt(app: &TestApp, reservation: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if record_field(app, reservation, "status").await.as_deref() == Some("paying") {
+            return record_field(app, reservation, "attempt").await.expect("a paying record names its attempt");
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the hold never started paying");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every key of a category and its dumped value (stock, holds, deadlines, holders,
+/// outbox...), to show that an operation wrote nothing.
+pub async fn category_dump(app: &TestApp, category: i64) -> BTreeMap<String, Vec<u8>> {
+    let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
+    let mut redis = app.redis.clone();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
+    let mut dump = BTreeMap::new();
+    for key in keys {
+        let value: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut redis).await.unwrap();
+        dump.insert(key, value);
+    }
+    dump
 }
