@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{HttpService, service_fn};
 use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -78,10 +78,34 @@ impl RequestContext {
 /// A handler's answer.
 pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
 
-/// Accepts connections until `shutdown` fires, then lets in-flight requests finish
-/// under `options.shutdown_timeout`.
+/// Serves the API until `shutdown` fires, then lets in-flight requests finish under
+/// `options.shutdown_timeout`.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerOptions, shutdown: CancellationToken) {
     let router = Arc::new(Router::new());
+    accept_loop(listener, options, shutdown, move |peer, clock| {
+        let (state, router) = (state.clone(), router.clone());
+        service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), request))
+    })
+    .await;
+}
+
+/// The accept loop of every HTTP endpoint (the API and the worker's metrics): at most
+/// `options.connections_max` connections, each under the deadlines of [`connection`];
+/// `service` builds a connection's service from the peer and the connection's clock, and
+/// must call [`ConnectionClock::begin_request`] per request and answer with
+/// [`ClockedBody`]. Accepts until `shutdown` fires, then lets in-flight requests finish
+/// under `options.shutdown_timeout`.
+pub async fn accept_loop<S, F>(
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+    mut service: F,
+) where
+    F: FnMut(SocketAddr, Arc<ConnectionClock>) -> S,
+    S: HttpService<Incoming, ResBody = ClockedBody> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let slots = Arc::new(Semaphore::new(options.connections_max));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -106,10 +130,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerO
             },
         };
         let _ = stream.set_nodelay(true);
-        let (state, router) = (state.clone(), router.clone());
         let clock = ConnectionClock::new(options.request_timeout);
-        let stream = TokioIo::new(TimedStream::new(stream, clock.clone()));
-        let service = service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), request));
+        let service = service(peer, clock.clone());
+        let stream = TokioIo::new(TimedStream::new(stream, clock));
         let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {

@@ -29,8 +29,8 @@
 //!
 //! # When the broker is down
 //! Sales go on and the streams grow (the reserve script sheds with 503 past
-//! `OUTBOX_BACKLOG_MAX`). Each category relay retries with capped exponential backoff
-//! and reconnects; when the broker is back, the backlog drains oldest first.
+//! `OUTBOX_BACKLOG_MAX`). The process's one relay loop retries failed rounds with capped
+//! exponential backoff and reconnects; when the broker is back, the backlog drains oldest first.
 
 pub mod lease;
 pub mod publisher;
