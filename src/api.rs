@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Jwt, Role, UserId};
+use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
 use crate::config::ApiConfig;
+use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::{self, ServerOptions};
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
@@ -27,6 +29,8 @@ use crate::reservation::reaper::{Reaper, ReaperOptions};
 use crate::reservation::{EngineOptions, ReservationEngine};
 use crate::stock::Stock;
 use crate::telemetry;
+use crate::waiting_room::pass::{PassKeys, PassKeysError};
+use crate::waiting_room::{WaitingRoomOptions, WaitingRooms};
 
 /// How often provisioning interrupted by a crash is finished.
 const PROVISIONING_RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -44,6 +48,12 @@ pub enum StartError {
     /// Postgres could not be reached or migrated.
     #[error(transparent)]
     Persistence(#[from] persistence::PersistenceError),
+    /// The waiting-room directory could not be loaded.
+    #[error("cannot load the waiting rooms")]
+    WaitingRooms(#[from] crate::waiting_room::WaitingRoomError),
+    /// `QUEUE_PASS_KEYS` is malformed.
+    #[error(transparent)]
+    PassKeys(#[from] PassKeysError),
     /// The relay settings contradict each other.
     #[error(transparent)]
     RelayConfig(#[from] relay::RelayConfigError),
@@ -83,6 +93,12 @@ pub struct AppState {
     pub reservations: ReservationEngine,
     /// Backpressure on the reservation endpoints.
     pub admission: Admission,
+    /// One availability watcher per watched event.
+    pub availability: Watchers,
+    /// The open availability streams and their bound.
+    pub streams: Streams,
+    /// The events' waiting rooms.
+    pub waiting_rooms: WaitingRooms,
 }
 
 /// A started API.
@@ -118,6 +134,10 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisE
 pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<RunningApi, StartError> {
     let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
     let jwt = Jwt::new(&secret);
+    let pass_keys = match &config.queue_pass_keys {
+        Some(keys) => PassKeys::parse(keys)?,
+        None => PassKeys::derived_from(&secret),
+    };
     let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
     let database =
         persistence::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
@@ -143,8 +163,34 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
     let admission = Admission::new(config.reserve_in_flight_max as usize, config.rate_limit_per_ip_per_second);
     let hold_ttl = config.hold_ttl;
-    let state =
-        Arc::new(AppState { jwt, database, redis, keys, catalog, stock, hold_ttl, metrics, reservations, admission });
+    let watcher_options = WatcherOptions { poll_interval: config.availability_poll_interval };
+    let availability = Watchers::new(catalog.clone(), stock.clone(), watcher_options, shutdown.clone());
+    let stream_options = StreamOptions {
+        streams_max: config.streams_max as usize,
+        keep_alive_interval: config.stream_keep_alive_interval,
+    };
+    let streams = Streams::new(stream_options, shutdown.clone());
+    let room_options = WaitingRoomOptions { pass_keys, refresh_interval: config.waiting_room_refresh_interval };
+    let waiting_rooms = WaitingRooms::new(redis.clone(), keys.clone(), database.clone(), stock.clone(), room_options);
+    // The directory is loaded before the first request, so a restart never serves a guarded
+    // category without the pass check.
+    waiting_rooms.load_scripts().await?;
+    waiting_rooms.refresh().await?;
+    let state = Arc::new(AppState {
+        jwt,
+        database,
+        redis,
+        keys,
+        catalog,
+        stock,
+        hold_ttl,
+        metrics,
+        reservations,
+        admission,
+        availability,
+        streams,
+        waiting_rooms,
+    });
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,
@@ -173,6 +219,7 @@ async fn serve_until_shutdown(
         background.spawn(relay::run(redis, state.keys.clone(), relay, relay_stop.clone()));
     }
     background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
+    background.spawn(state.waiting_rooms.clone().run_refresher(shutdown.clone()));
     background.spawn(telemetry::sampler::run(
         state.redis.clone(),
         state.keys.clone(),

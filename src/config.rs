@@ -16,6 +16,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A keep-alive interval: the contract promises a comment at least every 15 s.
+fn parse_keep_alive_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval > Duration::from_secs(15) {
+        return Err("must be at most 15s".to_owned());
+    }
+    Ok(interval)
+}
+
+/// A poll interval short enough that a change reaches every stream within 500 ms.
+fn parse_availability_poll_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if !(Duration::from_millis(10)..=Duration::from_millis(400)).contains(&interval) {
+        return Err("must be from 10ms to 400ms".to_owned());
+    }
+    Ok(interval)
+}
+
 /// Parses a human duration that may be zero (`0ms`, `0s`, `250ms`).
 pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|error| error.to_string())
@@ -203,6 +221,30 @@ pub struct ApiConfig {
     /// rounds are split. Keep it well under the broker's `message.max.bytes` (Kafka: about 1 MiB).
     #[arg(long, env = "RELAY_PRODUCE_BYTES_MAX", default_value_t = 524_288, value_parser = clap::value_parser!(u32).range(1_024..=16_000_000))]
     pub relay_produce_bytes_max: u32,
+
+    /// Open availability streams at most; more are refused with 503. Stream connections
+    /// do not count against CONNECTIONS_MAX, so the file limit must cover both.
+    #[arg(long, env = "STREAMS_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_max: u32,
+
+    /// Longest silence on an availability stream before a `: keep-alive` comment (at most 15 s).
+    #[arg(long, env = "STREAM_KEEP_ALIVE_INTERVAL", default_value = "15s", value_parser = parse_keep_alive_interval)]
+    pub stream_keep_alive_interval: Duration,
+
+    /// How often a watched event's stock is read for its availability streams (10 ms to 400 ms).
+    #[arg(long, env = "AVAILABILITY_POLL_INTERVAL", default_value = "100ms", value_parser = parse_availability_poll_interval)]
+    pub availability_poll_interval: Duration,
+    /// Waiting-room queue pass keys, `id:secret,id:secret` (secrets of at least 16 bytes): new
+    /// passes are signed with the first, a pass verifies under any listed key, so a key can be
+    /// rotated in front and retired once its passes have expired. Unset: one key derived from
+    /// the JWT secret.
+    #[arg(long, env = "QUEUE_PASS_KEYS", hide_env_values = true)]
+    pub queue_pass_keys: Option<Secret>,
+
+    /// How often each API process reloads which events have their waiting room on (and
+    /// which are sold out); another process's change takes effect here within this.
+    #[arg(long, env = "WAITING_ROOM_REFRESH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub waiting_room_refresh_interval: Duration,
 }
 
 impl ApiConfig {
@@ -345,6 +387,17 @@ mod tests {
         assert!(!config.reaper_enabled);
         assert_eq!(config.payment_latency, Duration::from_millis(1500));
         assert!(parse_duration_or_zero("0s").unwrap().is_zero());
+    }
+
+    #[test]
+    fn stream_settings_have_defaults_and_bounds() {
+        let config = ApiConfig::parse_from(["api"]);
+        assert_eq!(config.streams_max, 10_000);
+        assert_eq!(config.stream_keep_alive_interval, Duration::from_secs(15));
+        assert_eq!(config.availability_poll_interval, Duration::from_millis(100));
+        assert!(ApiConfig::try_parse_from(["api", "--stream-keep-alive-interval", "16s"]).is_err());
+        assert!(ApiConfig::try_parse_from(["api", "--availability-poll-interval", "1s"]).is_err());
+        assert!(ApiConfig::try_parse_from(["api", "--streams-max", "0"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP server: hyper 1 connections, a matchit router, bounded bodies and
 //! connections, deadlines for slow clients, and graceful shutdown.
 
+pub mod availability_stream;
 pub mod catalog;
 pub mod connection;
 pub mod documentation;
@@ -11,14 +12,15 @@ pub mod operations;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
+pub mod waiting_room;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::{HttpService, service_fn};
@@ -26,7 +28,7 @@ use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
@@ -61,6 +63,8 @@ pub struct RequestContext {
     pub body: Bytes,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The connection's place in the `connections_max` bound.
+    pub connection: ConnectionSlot,
 }
 
 impl RequestContext {
@@ -78,31 +82,49 @@ impl RequestContext {
 /// A handler's answer.
 pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
 
+/// Every response body: a whole one, or a server-sent event stream.
+pub type ResponseBody = Either<Full<Bytes>, availability_stream::EventStream>;
+
+/// A connection's permit of the `connections_max` bound. A long-lived stream gives it
+/// back early (it is bounded by its own limit), so streams never take buyers' slots.
+#[derive(Clone)]
+pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    /// Gives the permit back; the connection no longer counts against the bound.
+    pub fn release(&self) {
+        self.0.lock().expect("not poisoned").take();
+    }
+}
+
 /// Serves the API until `shutdown` fires, then lets in-flight requests finish under
 /// `options.shutdown_timeout`.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerOptions, shutdown: CancellationToken) {
     let router = Arc::new(Router::new());
-    accept_loop(listener, options, shutdown, move |peer, clock| {
+    accept_loop(listener, options, shutdown, move |peer, clock, slot| {
         let (state, router) = (state.clone(), router.clone());
-        service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), request))
+        service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), slot.clone(), request))
     })
     .await;
 }
 
 /// The accept loop of every HTTP endpoint (the API and the worker's metrics): at most
 /// `options.connections_max` connections, each under the deadlines of [`connection`];
-/// `service` builds a connection's service from the peer and the connection's clock, and
+/// `service` builds a connection's service from the peer, the connection's clock and its
+/// [`ConnectionSlot`] (the permit is held until the service is dropped or releases it), and
 /// must call [`ConnectionClock::begin_request`] per request and answer with
 /// [`ClockedBody`]. Accepts until `shutdown` fires, then lets in-flight requests finish
 /// under `options.shutdown_timeout`.
-pub async fn accept_loop<S, F>(
+pub async fn accept_loop<S, F, B>(
     listener: TcpListener,
     options: ServerOptions,
     shutdown: CancellationToken,
     mut service: F,
 ) where
-    F: FnMut(SocketAddr, Arc<ConnectionClock>) -> S,
-    S: HttpService<Incoming, ResBody = ClockedBody> + Send + 'static,
+    F: FnMut(SocketAddr, Arc<ConnectionClock>, ConnectionSlot) -> S,
+    S: HttpService<Incoming, ResBody = ClockedBody<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -130,15 +152,15 @@ pub async fn accept_loop<S, F>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let slot = ConnectionSlot(Arc::new(Mutex::new(Some(permit))));
         let clock = ConnectionClock::new(options.request_timeout);
-        let service = service(peer, clock.clone());
+        let service = service(peer, clock.clone(), slot);
         let stream = TokioIo::new(TimedStream::new(stream, clock));
         let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -153,21 +175,22 @@ async fn handle(
     router: Arc<Router>,
     peer: SocketAddr,
     clock: Arc<ConnectionClock>,
+    connection: ConnectionSlot,
     request: Request<Incoming>,
-) -> Result<Response<ClockedBody>, Infallible> {
+) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
     let (result, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
-            (respond(&state, matched, peer, body_deadline, request).await, pattern)
+            (respond(&state, matched, peer, body_deadline, connection, request).await, pattern)
         }
         Err((error, pattern)) => (Err(error), pattern),
     };
     let response = result.unwrap_or_else(|error| {
         record_error(&error);
-        error.into_response()
+        error.into_response().map(Either::Left)
     });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     record_request(&method, pattern, response.status().as_u16(), started);
@@ -179,8 +202,9 @@ async fn respond(
     matched: Matched,
     peer: SocketAddr,
     body_deadline: tokio::time::Instant,
+    connection: ConnectionSlot,
     request: Request<Incoming>,
-) -> HandlerResult {
+) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = request.into_parts();
     let collected = tokio::time::timeout_at(body_deadline, Limited::new(body, BODY_SIZE_MAX).collect()).await;
     let body = match collected {
@@ -200,12 +224,18 @@ async fn respond(
         params: matched.params,
         body,
         peer,
+        connection,
     };
     dispatch(state, matched.operation, context).await
 }
 
-async fn dispatch(state: &AppState, operation: Operation, request: RequestContext) -> HandlerResult {
-    match operation {
+async fn dispatch(
+    state: &AppState,
+    operation: Operation,
+    request: RequestContext,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let response = match operation {
+        Operation::AvailabilityStream => return availability_stream::availability_stream(state, request).await,
         Operation::Health => operations::health(state, request).await,
         Operation::Ready => operations::ready(state, request).await,
         Operation::CreateEvent => catalog::create_event(state, request).await,
@@ -223,12 +253,17 @@ async fn dispatch(state: &AppState, operation: Operation, request: RequestContex
         Operation::SwaggerUiIndex => documentation::swagger_ui_index(state, request).await,
         Operation::SwaggerUiFile => documentation::swagger_ui_file(state, request).await,
         Operation::ListReservations => reservation_list::list_reservations(state, request).await,
-    }
+        Operation::ConfigureWaitingRoom => waiting_room::configure_waiting_room(state, request).await,
+        Operation::GetWaitingRoom => waiting_room::get_waiting_room(state, request).await,
+        Operation::JoinQueue => waiting_room::join_queue(state, request).await,
+        Operation::GetQueueStatus => waiting_room::get_queue_status(state, request).await,
+    };
+    response.map(|response| response.map(Either::Left))
 }
 
-fn strip_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+fn strip_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
     let (parts, _) = response.into_parts();
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, Either::Left(Full::new(Bytes::new())))
 }
 
 /// The one place a failed request is logged and counted: the cause of a 5xx is logged

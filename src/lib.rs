@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`api`]: the `api` process: shared state, start-up and shutdown.
+//! - [`availability`]: live availability of an event and the per-event watchers that feed its streams.
 //! - [`auth`]: JWT verification and minting, roles.
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
@@ -26,10 +27,12 @@
 //! - [`stock`]: live stock levels and the conservation check.
 //! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
 //! - [`validation`]: field errors for 422 responses.
+//! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
 
 pub mod api;
 pub mod auth;
+pub mod availability;
 pub mod catalog;
 pub mod config;
 pub mod http;
@@ -48,4 +51,5 @@ pub mod shutdown;
 pub mod stock;
 pub mod telemetry;
 pub mod validation;
+pub mod waiting_room;
 pub mod worker;

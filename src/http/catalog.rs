@@ -10,7 +10,8 @@ use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext, page_query};
 use crate::api::AppState;
-use crate::catalog::{CatalogError, Category, CategoryId, Event, EventId, NewCategory, NewEvent, SaleWindow};
+pub use crate::availability::{Availability, CategoryAvailability};
+use crate::catalog::{CatalogError, Category, Event, EventId, NewCategory, NewEvent, SaleWindow};
 use crate::stock::StockError;
 use crate::validation::FieldErrors;
 
@@ -96,35 +97,6 @@ pub struct EventPage {
     pub next_after: Option<i64>,
 }
 
-/// Live stock of one category.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"category_id": 1, "name": "VIP", "quota": 5000, "available": 4890, "held": 60, "sold": 50}))]
-pub struct CategoryAvailability {
-    /// Category id.
-    pub category_id: i64,
-    /// Category name.
-    pub name: String,
-    /// Tickets for sale in total.
-    pub quota: i64,
-    /// Reservable now.
-    pub available: i64,
-    /// In unexpired holds.
-    pub held: i64,
-    /// Confirmed.
-    pub sold: i64,
-}
-
-/// Live stock of an event; `available + held + sold == quota` per category.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"event_id": 1, "categories": [{"category_id": 1, "name": "VIP", "quota": 5000,
-    "available": 4890, "held": 60, "sold": 50}]}))]
-pub struct Availability {
-    /// Event id.
-    pub event_id: i64,
-    /// Its categories in id order.
-    pub categories: Vec<CategoryAvailability>,
-}
-
 fn parse_time(errors: &mut FieldErrors, field: &str, text: Option<&str>) -> Option<DateTime<Utc>> {
     let text = text?;
     let parsed = DateTime::parse_from_rfc3339(text).map(|time| time.with_timezone(&Utc));
@@ -154,7 +126,7 @@ fn validate_event(request: CreateEventRequest) -> Result<NewEvent, ApiError> {
 }
 
 /// The path's `{id}` as an event id; anything else names no event.
-fn event_id(request: &RequestContext) -> Result<EventId, ApiError> {
+pub(crate) fn event_id(request: &RequestContext) -> Result<EventId, ApiError> {
     request
         .param("id")
         .and_then(|id| id.parse::<i64>().ok())
@@ -277,22 +249,7 @@ pub async fn create_category(state: &AppState, request: RequestContext) -> Handl
     responses((status = 200, description = "Live levels per category.", body = Availability)),
 )]
 pub async fn availability(state: &AppState, request: RequestContext) -> HandlerResult {
-    let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
-    let ids: Vec<CategoryId> =
-        event.categories.iter().map(|category| CategoryId::new(category.id).expect("stored ids are valid")).collect();
-    let levels = state.stock.levels(&ids).await.map_err(stock_error)?;
-    let categories = event
-        .categories
-        .into_iter()
-        .zip(levels)
-        .map(|(category, levels)| CategoryAvailability {
-            category_id: category.id,
-            name: category.name,
-            quota: levels.quota,
-            available: levels.available,
-            held: levels.held,
-            sold: levels.sold,
-        })
-        .collect();
-    Ok(json::response(StatusCode::OK, &Availability { event_id: event.id, categories }))
+    let availability =
+        Availability::read(&state.catalog, &state.stock, event_id(&request)?).await.map_err(catalog_error)?;
+    Ok(json::response(StatusCode::OK, &availability))
 }

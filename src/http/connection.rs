@@ -16,7 +16,6 @@
 //! request handler; the [`ClockedBody`] of each response restarts the budget when hyper is
 //! done with it.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -108,29 +107,29 @@ impl ConnectionClock {
 
 /// A response body that restarts the connection's request budget when hyper drops it,
 /// which it does once the body is fully handed to the connection (or the connection ends).
-pub struct ClockedBody {
-    inner: Full<Bytes>,
+pub struct ClockedBody<B = Full<Bytes>> {
+    inner: B,
     clock: Arc<ConnectionClock>,
 }
 
-impl ClockedBody {
+impl<B> ClockedBody<B> {
     /// Wraps a response body of the connection `clock` belongs to.
-    pub fn new(inner: Full<Bytes>, clock: Arc<ConnectionClock>) -> Self {
+    pub fn new(inner: B, clock: Arc<ConnectionClock>) -> Self {
         Self { inner, clock }
     }
 }
 
-impl Drop for ClockedBody {
+impl<B> Drop for ClockedBody<B> {
     fn drop(&mut self) {
         self.clock.response_finished();
     }
 }
 
-impl Body for ClockedBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for ClockedBody<B> {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// Valid token, wrong role.
     #[error("this endpoint needs a different role")]
     Forbidden,
+    /// Reserve in an event whose waiting room is on, without a valid pass of the caller for it.
+    #[error("this event's waiting room is on: reserve with a valid queue pass of yours for this event")]
+    QueuePassRequired,
     /// Unknown route or resource.
     #[error("{0}")]
     NotFound(&'static str),
@@ -137,7 +140,7 @@ impl ApiError {
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::QueuePassRequired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::SoldOut
@@ -165,6 +168,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::PaymentDeclined => "payment_declined",
             Self::Forbidden => "forbidden",
+            Self::QueuePassRequired => "queue_pass_required",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::SoldOut => "sold_out",

@@ -161,16 +161,25 @@ fn created(reservation: &Reservation) -> HandlerResult {
     description = "Holds `quantity` tickets of a category until `expires_at` (`created_at + HOLD_TTL`). \
         Never more tickets held + sold than the quota, whatever the concurrency. With an `Idempotency-Key`, \
         the same key and body from the same user within 24 h returns the first response again and creates \
-        nothing; the same key with another body is 422 `idempotency_key_reused`.",
+        nothing; the same key with another body is 422 `idempotency_key_reused`. In an event whose waiting \
+        room is on, the request needs the caller's queue pass for that event in `Queue-Pass` (403 \
+        `queue_pass_required` otherwise).",
     security(("bearer_auth" = [])),
-    params((
-        "Idempotency-Key" = Option<String>,
-        Header,
-        description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[ -~]+$",
-    )),
+    params(
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
+            min_length = 1,
+            max_length = 255,
+            pattern = "^[ -~]+$",
+        ),
+        (
+            "Queue-Pass" = Option<String>,
+            Header,
+            description = "The caller's pass from `GET /events/{id}/queue`; needed while the event's waiting room is on.",
+        ),
+    ),
     request_body(content = ReserveRequest, description = "What to hold."),
     responses((
         status = 201,
@@ -186,6 +195,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
     let new = NewReservation::parse(body.category_id, body.quantity, body.event_id).map_err(ApiError::Validation)?;
+    super::waiting_room::require_pass(state, &request, &caller.user_id, new.category)?;
     let result = state.reservations.reserve(&caller.user_id, &new, key).await;
     record_outcome("reserve", &result, "held");
     match result {

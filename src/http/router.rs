@@ -22,6 +22,8 @@ pub enum Operation {
     CreateCategory,
     /// `GET /events/{id}/availability`.
     Availability,
+    /// `GET /events/{id}/availability/stream`.
+    AvailabilityStream,
     /// `POST /reserve`.
     Reserve,
     /// `POST /confirm`.
@@ -42,6 +44,14 @@ pub enum Operation {
     SwaggerUiFile,
     /// `GET /reservations`.
     ListReservations,
+    /// `PUT /events/{id}/waiting-room`.
+    ConfigureWaitingRoom,
+    /// `GET /events/{id}/waiting-room`.
+    GetWaitingRoom,
+    /// `POST /events/{id}/queue`.
+    JoinQueue,
+    /// `GET /events/{id}/queue`.
+    GetQueueStatus,
 }
 
 /// One path pattern and what each method does there.
@@ -63,6 +73,7 @@ pub const ROUTES: &[Route] = &[
     Route { pattern: "/events/{id}", methods: &[(Method::GET, Operation::GetEvent)] },
     Route { pattern: "/events/{id}/ticket-category", methods: &[(Method::POST, Operation::CreateCategory)] },
     Route { pattern: "/events/{id}/availability", methods: &[(Method::GET, Operation::Availability)] },
+    Route { pattern: "/events/{id}/availability/stream", methods: &[(Method::GET, Operation::AvailabilityStream)] },
     Route { pattern: "/reserve", methods: &[(Method::POST, Operation::Reserve)] },
     Route { pattern: "/confirm", methods: &[(Method::POST, Operation::Confirm)] },
     Route { pattern: "/reservations/{id}/cancel", methods: &[(Method::POST, Operation::CancelReservation)] },
@@ -74,6 +85,14 @@ pub const ROUTES: &[Route] = &[
     Route { pattern: "/swagger-ui/", methods: &[(Method::GET, Operation::SwaggerUiIndex)] },
     Route { pattern: "/swagger-ui/{*file}", methods: &[(Method::GET, Operation::SwaggerUiFile)] },
     Route { pattern: "/reservations", methods: &[(Method::GET, Operation::ListReservations)] },
+    Route {
+        pattern: "/events/{id}/waiting-room",
+        methods: &[(Method::GET, Operation::GetWaitingRoom), (Method::PUT, Operation::ConfigureWaitingRoom)],
+    },
+    Route {
+        pattern: "/events/{id}/queue",
+        methods: &[(Method::GET, Operation::GetQueueStatus), (Method::POST, Operation::JoinQueue)],
+    },
 ];
 
 /// A matched request: the operation, its pattern and path parameters.

@@ -32,7 +32,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves metrics until `shutdown` fires.
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
-    accept_loop(listener, OPTIONS, shutdown, move |_, clock| {
+    accept_loop(listener, OPTIONS, shutdown, move |_, clock, _slot| {
         let handle = handle.clone();
         service_fn(move |request| {
             // Nothing is read while the answer is built; the clock restarts when it is sent.

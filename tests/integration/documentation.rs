@@ -21,6 +21,7 @@ const CONTRACT_ERROR_CODES: &[&str] = &[
     "unauthorized",
     "payment_declined",
     "forbidden",
+    "queue_pass_required",
     "not_found",
     "method_not_allowed",
     "sold_out",

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod availability_stream;
 mod catalog;
 mod client_hang_up;
 mod deployment;
@@ -21,3 +22,4 @@ mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
 mod slow_clients;
+mod waiting_room;
