@@ -139,15 +139,16 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
         None => PassKeys::derived_from(&secret),
     };
     let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
-    let database = persistence::connect_and_migrate(&config.database_url, config.database_connections_max).await?;
-    let redis = connect_redis(&config.redis_url).await?;
+    let database =
+        persistence::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
+    let redis = connect_redis(&config.shared.redis_url).await?;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => Some((connect_redis(&config.redis_url).await?, options)),
+        Some(options) => Some((connect_redis(&config.shared.redis_url).await?, options)),
         None => None,
     };
-    let keys = Keyspace::new(config.redis_key_prefix.clone());
+    let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
     let stock = Stock::new(redis.clone(), keys.clone());
     let catalog = Catalog::new(database.clone(), stock.clone());
     let listener = TcpListener::bind(config.listen_addr)
@@ -193,7 +194,7 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,
-        shutdown_timeout: config.shutdown_timeout,
+        shutdown_timeout: config.shared.shutdown_timeout,
     };
     let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));
     Ok(RunningApi { local_addr, dev_tokens, task })

@@ -14,6 +14,7 @@
 //! - [`http`]: the hyper server, connection deadlines, router, handlers and the problem+json errors.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
+//! - [`milliseconds`]: Unix milliseconds, as times and durations cross into scripts and the outbox.
 //! - [`openapi`]: the OpenAPI document derived from the handlers and types.
 //! - [`outbox`]: the outbox stream's entries and the events they become.
 //! - [`payment`]: the payment gateway boundary and the simulated gateway.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod keyspace;
+pub mod milliseconds;
 pub mod openapi;
 pub mod outbox;
 pub mod payment;

@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 use crate::auth::UserId;
 use crate::catalog::{CategoryId, EventId, SaleWindow};
 use crate::keyspace::Keyspace;
-use crate::reservation::time_from_millis;
+use crate::milliseconds;
 use crate::script::LuaScript;
 use crate::stock::Stock;
 use crate::validation::{FieldError, FieldErrors};
@@ -299,7 +299,7 @@ fn room_from(event: EventId, reply: Vec<String>, script: &'static str) -> Result
         enabled: reply[0] == "1",
         admit_per_second: rate,
         pass_ttl_seconds: pass_ttl,
-        opens_at: time_from_millis(opens_ms),
+        opens_at: milliseconds::to_time(opens_ms),
         waiting,
         admitted,
     })
@@ -429,9 +429,9 @@ impl WaitingRooms {
             event_id: event.get(),
             status: reply.state,
             position,
-            joined_at: time_from_millis(reply.joined_ms),
+            joined_at: milliseconds::to_time(reply.joined_ms),
             pass: admitted.then(|| self.options.pass_keys.sign(user, event, reply.expires_ms)),
-            pass_expires_at: (reply.expires_ms >= 0).then(|| time_from_millis(reply.expires_ms)),
+            pass_expires_at: (reply.expires_ms >= 0).then(|| milliseconds::to_time(reply.expires_ms)),
             retry_after_seconds,
         }
     }

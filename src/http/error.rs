@@ -86,6 +86,8 @@ pub enum ApiError {
     Shed {
         /// Seconds to wait.
         retry_after_seconds: u64,
+        /// The `reason` label of `requests_shed_total`.
+        reason: &'static str,
     },
     /// A dependency is down.
     #[error("the service is unavailable; retry later")]
@@ -218,13 +220,9 @@ impl ApiError {
         }
     }
 
-    /// The problem+json response; logs the cause of a 5xx once.
+    /// The problem+json response. Pure: the request wrapper (`http::handle`) logs and
+    /// counts the error once, before calling this.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        match &self {
-            Self::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
-            Self::Unavailable { reason, .. } => tracing::warn!(reason = %reason, "request shed or dependency down"),
-            _ => {}
-        }
         let body = serde_json::to_vec(&self.problem()).expect("problems serialize");
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = self.status();
@@ -235,7 +233,7 @@ impl ApiError {
                 headers.insert(ALLOW, HeaderValue::from_str(allow).expect("allow lists are ASCII"));
             }
             Self::RateLimited { retry_after_seconds }
-            | Self::Shed { retry_after_seconds }
+            | Self::Shed { retry_after_seconds, .. }
             | Self::Unavailable { retry_after_seconds, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }

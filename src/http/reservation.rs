@@ -15,7 +15,6 @@ use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext};
 use crate::api::AppState;
 use crate::auth::{Role, UserId};
-use crate::catalog::CategoryId;
 use crate::reservation::admission::{self, Admission};
 use crate::reservation::idempotency::IdempotencyKey;
 use crate::reservation::{
@@ -71,9 +70,8 @@ impl RequestBody for ConfirmRequest {
 }
 
 fn shed(refusal: admission::Refusal) -> ApiError {
-    metrics::counter!("requests_shed_total", "reason" => refusal.reason()).increment(1);
     match refusal {
-        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1 },
+        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1, reason: refusal.reason() },
         admission::Refusal::RateLimited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
     }
 }
@@ -107,9 +105,10 @@ fn field_error(field: &str, message: &str) -> ApiError {
 }
 
 /// Maps an engine error to the contract's answer.
-async fn reservation_error(state: &AppState, error: ReservationError) -> ApiError {
+fn reservation_error(error: ReservationError) -> ApiError {
     match error {
         ReservationError::NotFound => ApiError::NotFound("no such reservation"),
+        ReservationError::UnknownCategory(_) => ApiError::NotFound("no such ticket category"),
         ReservationError::NotHeld(NotHeldReason::Cancelled) => {
             ApiError::ReservationNotHeld("the reservation was cancelled")
         }
@@ -125,13 +124,12 @@ async fn reservation_error(state: &AppState, error: ReservationError) -> ApiErro
         ReservationError::Refused(refusal) => refusal_error(refusal),
         ReservationError::PaymentDeclined => ApiError::PaymentDeclined,
         ReservationError::PaymentFailed(reason) => ApiError::unavailable(format!("payment failed: {reason}")),
-        ReservationError::StockMissing(category) => missing_stock_error(state, category).await,
-        ReservationError::OutboxBacklog(_) => {
-            // The relay logs why the outbox is not draining; per-request logs would flood.
-            metrics::counter!("requests_shed_total", "reason" => "outbox_backlog").increment(1);
-            ApiError::Shed { retry_after_seconds: 1 }
+        // The relay logs why the outbox is not draining; per-request logs would flood.
+        ReservationError::OutboxBacklog(_) => ApiError::Shed { retry_after_seconds: 1, reason: "outbox_backlog" },
+        ReservationError::Catalog(cause) => ApiError::unavailable(format!("postgres: {cause:?}")),
+        ReservationError::StockMissing(_) | ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => {
+            ApiError::unavailable(&error)
         }
-        ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => ApiError::unavailable(&error),
         ReservationError::UnexpectedReply { .. } => ApiError::internal(&error),
     }
 }
@@ -144,22 +142,6 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::SaleClosed => ApiError::SaleClosed,
         Refusal::EventMismatch => field_error("event_id", "is not the event of this ticket category"),
         Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
-    }
-}
-
-/// Stock is missing: a category that never existed is 404; a real one whose stock is
-/// gone (a flushed Redis) is 503 until `worker reconcile --repair` rebuilds it. Only
-/// this failure path reads Postgres.
-async fn missing_stock_error(state: &AppState, category: CategoryId) -> ApiError {
-    let exists: Result<bool, sqlx::Error> =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ticket_categories WHERE id = $1)")
-            .bind(category.get())
-            .fetch_one(&state.database)
-            .await;
-    match exists {
-        Ok(false) => ApiError::NotFound("no such ticket category"),
-        Ok(true) => ApiError::unavailable(format!("stock of category {} is missing from redis", category.get())),
-        Err(error) => ApiError::unavailable(format!("postgres: {error}")),
     }
 }
 
@@ -218,7 +200,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     record_outcome("reserve", &result, "held");
     match result {
         Ok(reservation) => created(&reservation),
-        Err(error) => Err(reservation_error(state, error).await),
+        Err(error) => Err(reservation_error(error.explain_missing_stock(&state.catalog).await)),
     }
 }
 
@@ -271,7 +253,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
     record_outcome("confirm", &result, "confirmed");
     match result {
         Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
-        Err(error) => Err(reservation_error(state, error).await),
+        Err(error) => Err(reservation_error(error)),
     }
 }
 
@@ -297,7 +279,7 @@ pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> Ha
     record_outcome("cancel", &result, "cancelled");
     match result {
         Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
-        Err(error) => Err(reservation_error(state, error).await),
+        Err(error) => Err(reservation_error(error)),
     }
 }
 
@@ -321,7 +303,7 @@ pub async fn get_reservation(state: &AppState, request: RequestContext) -> Handl
     let reservation = match live {
         Ok(Some(reservation)) => Some(reservation),
         Ok(None) => archived_reservation(state, id).await?,
-        Err(error) => return Err(reservation_error(state, error).await),
+        Err(error) => return Err(reservation_error(error)),
     };
     match reservation {
         Some(reservation) if caller.role == Role::Admin || reservation.user_id == caller.user_id.as_str() => {
