@@ -29,6 +29,8 @@ use crate::reservation::reaper::{Reaper, ReaperOptions};
 use crate::reservation::{EngineOptions, ReservationEngine};
 use crate::stock::Stock;
 use crate::telemetry;
+use crate::waiting_room::pass::{PassKeys, PassKeysError};
+use crate::waiting_room::{WaitingRoomOptions, WaitingRooms};
 
 /// How often provisioning interrupted by a crash is finished.
 const PROVISIONING_RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -46,6 +48,12 @@ pub enum StartError {
     /// Postgres could not be reached or migrated.
     #[error(transparent)]
     Persistence(#[from] infrastructure::PersistenceError),
+    /// The waiting-room directory could not be loaded.
+    #[error("cannot load the waiting rooms")]
+    WaitingRooms(#[from] crate::waiting_room::WaitingRoomError),
+    /// `QUEUE_PASS_KEYS` is malformed.
+    #[error(transparent)]
+    PassKeys(#[from] PassKeysError),
     /// The relay settings contradict each other.
     #[error(transparent)]
     RelayConfig(#[from] relay::RelayConfigError),
@@ -86,16 +94,21 @@ impl RunningApi {
 pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<RunningApi, StartError> {
     let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
     let jwt = Jwt::new(&secret);
+    let pass_keys = match &config.queue_pass_keys {
+        Some(keys) => PassKeys::parse(keys)?,
+        None => PassKeys::derived_from(&secret),
+    };
     let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
-    let database = infrastructure::connect_and_migrate(&config.database_url, config.database_connections_max).await?;
-    let redis = connect_redis(&config.redis_url).await?;
+    let database =
+        infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
+    let redis = connect_redis(&config.shared.redis_url).await?;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => Some((connect_redis(&config.redis_url).await?, options)),
+        Some(options) => Some((connect_redis(&config.shared.redis_url).await?, options)),
         None => None,
     };
-    let keys = Keyspace::new(config.redis_key_prefix.clone());
+    let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
     let stock = Stock::new(redis.clone(), keys.clone());
     let catalog = Catalog::new(database.clone(), stock.clone());
     let listener = TcpListener::bind(config.listen_addr)
@@ -116,6 +129,12 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
         keep_alive_interval: config.stream_keep_alive_interval,
     };
     let streams = Streams::new(stream_options, shutdown.clone());
+    let room_options = WaitingRoomOptions { pass_keys, refresh_interval: config.waiting_room_refresh_interval };
+    let waiting_rooms = WaitingRooms::new(redis.clone(), keys.clone(), database.clone(), stock.clone(), room_options);
+    // The directory is loaded before the first request, so a restart never serves a guarded
+    // category without the pass check.
+    waiting_rooms.load_scripts().await?;
+    waiting_rooms.refresh().await?;
     let state = Arc::new(AppState {
         jwt,
         database,
@@ -129,11 +148,12 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
         admission,
         availability,
         streams,
+        waiting_rooms,
     });
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,
-        shutdown_timeout: config.shutdown_timeout,
+        shutdown_timeout: config.shared.shutdown_timeout,
     };
     let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));
     Ok(RunningApi { local_addr, dev_tokens, task })
@@ -158,6 +178,7 @@ async fn serve_until_shutdown(
         background.spawn(relay::run(redis, state.keys.clone(), relay, relay_stop.clone()));
     }
     background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
+    background.spawn(state.waiting_rooms.clone().run_refresher(shutdown.clone()));
     background.spawn(telemetry::sampler::run(
         state.redis.clone(),
         state.keys.clone(),

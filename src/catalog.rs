@@ -273,6 +273,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether the category exists in Postgres.
+    pub async fn category_exists(&self, category: CategoryId) -> Result<bool, CatalogError> {
+        Ok(store::category_exists(&self.database, category).await?)
+    }
+
     /// Finishes provisioning interrupted by a crash; run at start and periodically.
     /// Returns how many categories it provisioned or opened.
     pub async fn recover_provisioning(&self) -> Result<usize, CatalogError> {

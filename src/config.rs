@@ -78,23 +78,14 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// Configuration of the `api` binary.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "api", about = "Stampede HTTP API: catalog, reservations, reaper and outbox relay")]
-pub struct ApiConfig {
-    /// Address the HTTP server listens on (port 0 picks a free port).
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
-    pub listen_addr: SocketAddr,
-
+/// Settings both binaries take, under the same flags, variables and defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SharedConfig {
     /// Postgres connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/stampede")]
     pub database_url: String,
 
-    /// Largest number of pooled Postgres connections.
-    #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 16)]
-    pub database_connections_max: u32,
-
-    /// Redis connection URL.
+    /// Redis connection URL (the worker uses it for `reconcile`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
@@ -106,9 +97,36 @@ pub struct ApiConfig {
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
 
-    /// Kafka topic for reservation events.
+    /// Kafka topic of reservation events.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "reservations")]
     pub kafka_topic: String,
+
+    /// Partitions of `KAFKA_TOPIC` when the relay or the worker has to create it (an existing
+    /// topic keeps its count).
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+
+    /// How long shutdown waits for in-flight requests, background tasks and the current
+    /// batches to commit.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Configuration of the `api` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "api", about = "Stampede HTTP API: catalog, reservations, reaper and outbox relay")]
+pub struct ApiConfig {
+    /// Settings the worker shares.
+    #[command(flatten)]
+    pub shared: SharedConfig,
+
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Largest number of pooled Postgres connections.
+    #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 16)]
+    pub database_connections_max: u32,
 
     /// HS256 secret for JWTs; required unless `--dev` is given.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -134,17 +152,9 @@ pub struct ApiConfig {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    /// How long shutdown waits for in-flight requests and background tasks.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
     /// Run the outbox relay in this process (`--relay-enabled false` for tests without a broker).
     #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay_enabled: bool,
-
-    /// Partitions of `KAFKA_TOPIC` when the relay has to create it (an existing topic keeps its count).
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    pub kafka_partitions: i32,
 
     /// Most outbox entries the relay reads per category in one round (a round publishes all its categories together).
     #[arg(long, env = "RELAY_BATCH_RECORDS_MAX", default_value_t = 500, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=50_000))]
@@ -224,6 +234,17 @@ pub struct ApiConfig {
     /// How often a watched event's stock is read for its availability streams (10 ms to 400 ms).
     #[arg(long, env = "AVAILABILITY_POLL_INTERVAL", default_value = "100ms", value_parser = parse_availability_poll_interval)]
     pub availability_poll_interval: Duration,
+    /// Waiting-room queue pass keys, `id:secret,id:secret` (secrets of at least 16 bytes): new
+    /// passes are signed with the first, a pass verifies under any listed key, so a key can be
+    /// rotated in front and retired once its passes have expired. Unset: one key derived from
+    /// the JWT secret.
+    #[arg(long, env = "QUEUE_PASS_KEYS", hide_env_values = true)]
+    pub queue_pass_keys: Option<Secret>,
+
+    /// How often each API process reloads which events have their waiting room on (and
+    /// which are sold out); another process's change takes effect here within this.
+    #[arg(long, env = "WAITING_ROOM_REFRESH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub waiting_room_refresh_interval: Duration,
 }
 
 impl ApiConfig {
@@ -281,25 +302,13 @@ impl std::str::FromStr for PartitionSelection {
     about = "Stampede worker: applies reservation events from Kafka to Postgres; `reconcile` compares Redis with Postgres"
 )]
 pub struct WorkerConfig {
-    /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/stampede")]
-    pub database_url: String,
+    /// Settings the API shares.
+    #[command(flatten)]
+    pub shared: SharedConfig,
 
     /// Largest number of pooled Postgres connections (one per owned partition is enough).
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 8)]
     pub database_connections_max: u32,
-
-    /// Comma-separated Kafka bootstrap brokers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
-    /// Kafka topic of reservation events.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "reservations")]
-    pub kafka_topic: String,
-
-    /// Partitions of `KAFKA_TOPIC` when the worker has to create it (an existing topic keeps its count).
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    pub kafka_partitions: i32,
 
     /// Partitions this worker owns: `all` or a list such as `0,2,4`. Each partition must be
     /// owned by exactly one running worker (see the `worker` module docs).
@@ -327,18 +336,6 @@ pub struct WorkerConfig {
     /// Longest pause between retries while Postgres or the broker fails (backoff doubles from 50 ms).
     #[arg(long, env = "WORKER_BACKOFF_MAX", default_value = "5s", value_parser = parse_duration)]
     pub worker_backoff_max: Duration,
-
-    /// Redis connection URL (used by `reconcile`).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-
-    /// Prefix of every Redis key (used by `reconcile`).
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "stampede")]
-    pub redis_key_prefix: String,
-
-    /// How long shutdown waits for the current batches to commit.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
 
     /// What to run; without a command the worker consumes until SIGTERM.
     #[command(subcommand)]

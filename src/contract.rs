@@ -1,7 +1,7 @@
 //! The contract's view of a reservation: [`Reservation`] and its [`ReservationStatus`],
 //! shared by the engine, the outbox events, the worker and the read side.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -80,11 +80,6 @@ pub struct Reservation {
     /// The payment gateway's id of the charge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
-}
-
-/// Milliseconds since the Unix epoch as a UTC time.
-pub fn time_from_millis(millis: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(millis).single().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod reservation;
 pub mod reservation_list;
 pub mod router;
 pub mod state;
+pub mod waiting_room;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{HttpService, service_fn};
 use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -98,10 +99,37 @@ impl ConnectionSlot {
     }
 }
 
-/// Accepts connections until `shutdown` fires, then lets in-flight requests finish
-/// under `options.shutdown_timeout`.
+/// Serves the API until `shutdown` fires, then lets in-flight requests finish under
+/// `options.shutdown_timeout`.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerOptions, shutdown: CancellationToken) {
     let router = Arc::new(Router::new());
+    accept_loop(listener, options, shutdown, move |peer, clock, slot| {
+        let (state, router) = (state.clone(), router.clone());
+        service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), slot.clone(), request))
+    })
+    .await;
+}
+
+/// The accept loop of every HTTP endpoint (the API and the worker's metrics): at most
+/// `options.connections_max` connections, each under the deadlines of [`connection`];
+/// `service` builds a connection's service from the peer, the connection's clock and its
+/// [`ConnectionSlot`] (the permit is held until the service is dropped or releases it), and
+/// must call [`ConnectionClock::begin_request`] per request and answer with
+/// [`ClockedBody`]. Accepts until `shutdown` fires, then lets in-flight requests finish
+/// under `options.shutdown_timeout`.
+pub async fn accept_loop<S, F, B>(
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+    mut service: F,
+) where
+    F: FnMut(SocketAddr, Arc<ConnectionClock>, ConnectionSlot) -> S,
+    S: HttpService<Incoming, ResBody = ClockedBody<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let slots = Arc::new(Semaphore::new(options.connections_max));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -126,13 +154,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerO
             },
         };
         let _ = stream.set_nodelay(true);
-        let (state, router) = (state.clone(), router.clone());
         let slot = ConnectionSlot(Arc::new(Mutex::new(Some(permit))));
         let clock = ConnectionClock::new(options.request_timeout);
-        let stream = TokioIo::new(TimedStream::new(stream, clock.clone()));
-        let service = service_fn(move |request| {
-            handle(state.clone(), router.clone(), peer, clock.clone(), slot.clone(), request)
-        });
+        let service = service(peer, clock.clone(), slot);
+        let stream = TokioIo::new(TimedStream::new(stream, clock));
         let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -158,13 +183,17 @@ async fn handle(
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
-    let (response, pattern) = match router.route(&method, request.uri().path()) {
+    let (result, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
             (respond(&state, matched, peer, body_deadline, connection, request).await, pattern)
         }
-        Err((error, pattern)) => (error.into_response().map(Either::Left), pattern),
+        Err((error, pattern)) => (Err(error), pattern),
     };
+    let response = result.unwrap_or_else(|error| {
+        record_error(&error);
+        error.into_response().map(Either::Left)
+    });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     record_request(&method, pattern, response.status().as_u16(), started);
     Ok(response.map(|body| ClockedBody::new(body, clock)))
@@ -177,20 +206,18 @@ async fn respond(
     body_deadline: tokio::time::Instant,
     connection: ConnectionSlot,
     request: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = request.into_parts();
     let collected = tokio::time::timeout_at(body_deadline, Limited::new(body, BODY_SIZE_MAX).collect()).await;
     let body = match collected {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return ApiError::PayloadTooLarge.into_response().map(Either::Left);
+            return Err(ApiError::PayloadTooLarge);
         }
-        Ok(Err(error)) => {
-            return ApiError::InvalidJson(format!("cannot read the body: {error}")).into_response().map(Either::Left);
-        }
+        Ok(Err(error)) => return Err(ApiError::InvalidJson(format!("cannot read the body: {error}"))),
         Err(_) => {
             connection::count_timeout("body");
-            return ApiError::RequestTimeout.into_response().map(Either::Left);
+            return Err(ApiError::RequestTimeout);
         }
     };
     let context = RequestContext {
@@ -201,10 +228,7 @@ async fn respond(
         peer,
         connection,
     };
-    match dispatch(state, matched.operation, context).await {
-        Ok(response) => response,
-        Err(error) => error.into_response().map(Either::Left),
-    }
+    dispatch(state, matched.operation, context).await
 }
 
 async fn dispatch(
@@ -231,6 +255,10 @@ async fn dispatch(
         Operation::SwaggerUiIndex => documentation::swagger_ui_index(state, request).await,
         Operation::SwaggerUiFile => documentation::swagger_ui_file(state, request).await,
         Operation::ListReservations => reservation_list::list_reservations(state, request).await,
+        Operation::ConfigureWaitingRoom => waiting_room::configure_waiting_room(state, request).await,
+        Operation::GetWaitingRoom => waiting_room::get_waiting_room(state, request).await,
+        Operation::JoinQueue => waiting_room::join_queue(state, request).await,
+        Operation::GetQueueStatus => waiting_room::get_queue_status(state, request).await,
     };
     response.map(|response| response.map(Either::Left))
 }
@@ -238,6 +266,20 @@ async fn dispatch(
 fn strip_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Either::Left(Full::new(Bytes::new())))
+}
+
+/// The one place a failed request is logged and counted: the cause of a 5xx is logged
+/// once; shed load is counted, never logged per request.
+fn record_error(error: &ApiError) {
+    match error {
+        ApiError::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
+        ApiError::Unavailable { reason, .. } => tracing::warn!(reason = %reason, "request shed or dependency down"),
+        ApiError::Shed { reason, .. } => ::metrics::counter!("requests_shed_total", "reason" => *reason).increment(1),
+        ApiError::RateLimited { .. } => {
+            ::metrics::counter!("requests_shed_total", "reason" => "rate_limited").increment(1);
+        }
+        _ => {}
+    }
 }
 
 fn record_request(method: &Method, pattern: &'static str, status: u16, started: Instant) {

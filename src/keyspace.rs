@@ -10,16 +10,23 @@
 //! - `P:{c:C}:voids`: set of payment attempts to void at the gateway;
 //! - `P:{c:C}:outbox`: stream of reservation events waiting for the relay.
 //!
+//! Per event `E` (hash tag `{e:E}`), its waiting room (see the `waiting_room` module):
+//! - `P:{e:E}:room`: hash of the room's settings and admission state;
+//! - `P:{e:E}:queue`: sorted set of the users who joined, by place;
+//! - `P:{e:E}:joined`: hash of user id to join time;
+//! - `P:{e:E}:admissions`: sorted set of admission batches.
+//!
 //! Outside categories:
 //! - `P:{catalog}:categories`: set of category ids that have stock (for the reaper and relay);
 //! - `P:{u:HEX}:idem:OP:K`: binds user `HEX` (hex of the id) and key `K` to one request body.
+//! - `P:{catalog}:waiting-rooms`: set of event ids whose waiting room was ever configured;
 //! - `P:{relay}:lease:C`: which process relays category `C`'s outbox.
 //! - `P:{gateway}:attempt:A` and `P:{gateway}:reference:R`: the simulated payment
 //!   gateway's ledger (see the `payment` module); a third party's data, not ours.
 
 use uuid::Uuid;
 
-use crate::ids::{CategoryId, UserId};
+use crate::ids::{CategoryId, EventId, UserId};
 
 /// Builds every Redis key under one prefix.
 #[derive(Debug, Clone)]
@@ -102,6 +109,36 @@ impl Keyspace {
         format!("{}:{{u:{user_hex}}}:idem:{operation}:{key}", self.prefix)
     }
 
+    /// `P:{e:E}:<suffix>`: a key of an event's waiting room.
+    fn event_key(&self, event: EventId, suffix: &str) -> String {
+        format!("{}:{{e:{}}}:{suffix}", self.prefix, event.get())
+    }
+
+    /// An event's waiting-room settings and admission state.
+    pub fn waiting_room(&self, event: EventId) -> String {
+        self.event_key(event, "room")
+    }
+
+    /// The users in an event's queue, by place.
+    pub fn waiting_queue(&self, event: EventId) -> String {
+        self.event_key(event, "queue")
+    }
+
+    /// When each user joined an event's queue.
+    pub fn waiting_joined(&self, event: EventId) -> String {
+        self.event_key(event, "joined")
+    }
+
+    /// An event's admission batches.
+    pub fn waiting_admissions(&self, event: EventId) -> String {
+        self.event_key(event, "admissions")
+    }
+
+    /// Event ids whose waiting room was ever configured.
+    pub fn waiting_rooms(&self) -> String {
+        format!("{}:{{catalog}}:waiting-rooms", self.prefix)
+    }
+
     /// Lease of the relay for one category's outbox.
     pub fn relay_lease(&self, category: CategoryId) -> String {
         format!("{}:{{relay}}:lease:{}", self.prefix, category.get())
@@ -136,6 +173,22 @@ mod tests {
             assert_eq!(hash_tag(key), "c:42", "{key}");
             assert!(key.starts_with("t:"));
         }
+    }
+
+    #[test]
+    fn waiting_room_keys_share_the_event_hash_tag() {
+        let keys = Keyspace::new("t");
+        let event = EventId::new(9).unwrap();
+        let all = [
+            keys.waiting_room(event),
+            keys.waiting_queue(event),
+            keys.waiting_joined(event),
+            keys.waiting_admissions(event),
+        ];
+        for key in &all {
+            assert_eq!(hash_tag(key), "e:9", "{key}");
+        }
+        assert_eq!(keys.waiting_queue(event), "t:{e:9}:queue");
     }
 
     #[test]

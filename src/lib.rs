@@ -17,6 +17,7 @@
 //! - [`infrastructure`]: connection set-up: the Redis connection, the Postgres pool and migrations.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
+//! - [`milliseconds`]: Unix milliseconds, as times and durations cross into scripts and the outbox.
 //! - [`outbox`]: the outbox stream's entries and the events they become.
 //! - [`payment`]: the payment gateway boundary and the simulated gateway.
 //! - [`persistence`]: the read side of the rows the worker writes to Postgres.
@@ -28,6 +29,7 @@
 //! - [`stock`]: live stock levels and the conservation check.
 //! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
 //! - [`validation`]: field errors for 422 responses.
+//! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -43,6 +45,7 @@ pub mod ids;
 pub mod infrastructure;
 pub mod kafka;
 pub mod keyspace;
+pub mod milliseconds;
 pub mod outbox;
 pub mod payment;
 pub mod persistence;
@@ -54,4 +57,5 @@ pub mod shutdown;
 pub mod stock;
 pub mod telemetry;
 pub mod validation;
+pub mod waiting_room;
 pub mod worker;

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::contract::{Reservation, ReservationStatus, time_from_millis};
+use crate::contract::{Reservation, ReservationStatus};
+use crate::milliseconds;
 
 /// Namespace of event ids (a fixed random UUID).
 pub const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b7e_5d4a_4c3b_9a8f_1e2d_3c4b_5a69);
@@ -98,34 +99,56 @@ pub struct MalformedEntry {
     pub field: &'static str,
 }
 
-/// Fields of the packed `event` value, in order.
-const PACKED_FIELDS: [&str; 13] = [
-    "id",
-    "type",
-    "occurred_at_ms",
-    "reservation_id",
-    "status",
-    "event_id",
-    "category_id",
-    "quantity",
-    "amount",
-    "currency",
-    "created_at_ms",
-    "expires_at_ms",
-    "confirmed_at_ms",
-];
+/// Fields of the packed `event` value; the discriminant is the position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PackedField {
+    Id,
+    Type,
+    OccurredAt,
+    ReservationId,
+    Status,
+    EventId,
+    CategoryId,
+    Quantity,
+    Amount,
+    Currency,
+    CreatedAt,
+    ExpiresAt,
+    ConfirmedAt,
+}
 
-fn millis(time: DateTime<Utc>) -> String {
-    time.timestamp_millis().to_string()
+impl PackedField {
+    /// How many fields the packed value has.
+    const COUNT: usize = Self::ConfirmedAt as usize + 1;
+
+    /// The field's name, as in the module docs and [`MalformedEntry`].
+    fn name(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Type => "type",
+            Self::OccurredAt => "occurred_at_ms",
+            Self::ReservationId => "reservation_id",
+            Self::Status => "status",
+            Self::EventId => "event_id",
+            Self::CategoryId => "category_id",
+            Self::Quantity => "quantity",
+            Self::Amount => "amount",
+            Self::Currency => "currency",
+            Self::CreatedAt => "created_at_ms",
+            Self::ExpiresAt => "expires_at_ms",
+            Self::ConfirmedAt => "confirmed_at_ms",
+        }
+    }
 }
 
 /// The stream entry of `event`, as the scripts write it.
 pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
     let reservation = &event.reservation;
-    let packed = [
+    // In `PackedField` order.
+    let packed: [String; PackedField::COUNT] = [
         event.id.to_string(),
         event.event_type.as_str().to_owned(),
-        millis(event.occurred_at),
+        milliseconds::text(event.occurred_at),
         reservation.id.to_string(),
         reservation.status.as_str().to_owned(),
         reservation.event_id.to_string(),
@@ -133,9 +156,9 @@ pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
         reservation.quantity.to_string(),
         reservation.amount.to_string(),
         reservation.currency.clone(),
-        millis(reservation.created_at),
-        millis(reservation.expires_at),
-        reservation.confirmed_at.map(millis).unwrap_or_default(),
+        milliseconds::text(reservation.created_at),
+        milliseconds::text(reservation.expires_at),
+        milliseconds::optional_text(reservation.confirmed_at),
     ];
     vec![
         ("event", packed.join("|")),
@@ -144,7 +167,7 @@ pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The packed `event` value split into its [`PACKED_FIELDS`].
+/// The packed `event` value split into its [`PackedField`]s.
 struct Packed<'a> {
     parts: Vec<&'a str>,
 }
@@ -152,29 +175,29 @@ struct Packed<'a> {
 impl<'a> Packed<'a> {
     fn parse(fields: &'a HashMap<String, String>) -> Result<Self, MalformedEntry> {
         let parts: Vec<&str> = text(fields, "event")?.split('|').collect();
-        if parts.len() != PACKED_FIELDS.len() {
+        if parts.len() != PackedField::COUNT {
             return Err(MalformedEntry { field: "event" });
         }
         Ok(Self { parts })
     }
 
-    fn text(&self, index: usize) -> &'a str {
-        self.parts[index]
+    fn text(&self, field: PackedField) -> &'a str {
+        self.parts[field as usize]
     }
 
-    fn number(&self, index: usize) -> Result<i64, MalformedEntry> {
-        self.parts[index].parse().map_err(|_| MalformedEntry { field: PACKED_FIELDS[index] })
+    fn number(&self, field: PackedField) -> Result<i64, MalformedEntry> {
+        self.text(field).parse().map_err(|_| MalformedEntry { field: field.name() })
     }
 
-    fn optional_number(&self, index: usize) -> Result<Option<i64>, MalformedEntry> {
-        match self.parts[index] {
+    fn optional_number(&self, field: PackedField) -> Result<Option<i64>, MalformedEntry> {
+        match self.text(field) {
             "" => Ok(None),
-            _ => self.number(index).map(Some),
+            _ => self.number(field).map(Some),
         }
     }
 
-    fn uuid(&self, index: usize) -> Result<Uuid, MalformedEntry> {
-        Uuid::try_parse(self.parts[index]).map_err(|_| MalformedEntry { field: PACKED_FIELDS[index] })
+    fn uuid(&self, field: PackedField) -> Result<Uuid, MalformedEntry> {
+        Uuid::try_parse(self.text(field)).map_err(|_| MalformedEntry { field: field.name() })
     }
 }
 
@@ -196,25 +219,28 @@ impl ReservationEvent {
     /// Builds the event from a stream entry's fields.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, MalformedEntry> {
         let packed = Packed::parse(fields)?;
-        let status = ReservationStatus::parse(packed.text(4)).ok_or(MalformedEntry { field: "status" })?;
+        use PackedField as Field;
+        let status = ReservationStatus::parse(packed.text(Field::Status))
+            .ok_or(MalformedEntry { field: Field::Status.name() })?;
         let reservation = Reservation {
-            id: packed.uuid(3)?,
+            id: packed.uuid(Field::ReservationId)?,
             status,
-            event_id: packed.number(5)?,
-            category_id: packed.number(6)?,
+            event_id: packed.number(Field::EventId)?,
+            category_id: packed.number(Field::CategoryId)?,
             user_id: text(fields, "user_id")?.to_owned(),
-            quantity: packed.number(7)?,
-            amount: packed.number(8)?,
-            currency: packed.text(9).to_owned(),
-            created_at: time_from_millis(packed.number(10)?),
-            expires_at: time_from_millis(packed.number(11)?),
-            confirmed_at: packed.optional_number(12)?.map(time_from_millis),
+            quantity: packed.number(Field::Quantity)?,
+            amount: packed.number(Field::Amount)?,
+            currency: packed.text(Field::Currency).to_owned(),
+            created_at: milliseconds::to_time(packed.number(Field::CreatedAt)?),
+            expires_at: milliseconds::to_time(packed.number(Field::ExpiresAt)?),
+            confirmed_at: packed.optional_number(Field::ConfirmedAt)?.map(milliseconds::to_time),
             payment_id: fields.get("payment_id").filter(|value| !value.is_empty()).cloned(),
         };
         Ok(Self {
-            id: packed.uuid(0)?,
-            event_type: EventType::parse(packed.text(1)).ok_or(MalformedEntry { field: "type" })?,
-            occurred_at: time_from_millis(packed.number(2)?),
+            id: packed.uuid(Field::Id)?,
+            event_type: EventType::parse(packed.text(Field::Type))
+                .ok_or(MalformedEntry { field: Field::Type.name() })?,
+            occurred_at: milliseconds::to_time(packed.number(Field::OccurredAt)?),
             reservation,
         })
     }
@@ -229,7 +255,7 @@ mod tests {
         ReservationEvent {
             id: event_id(reservation, EventType::Confirmed),
             event_type: EventType::Confirmed,
-            occurred_at: time_from_millis(1_700_000_005_000),
+            occurred_at: milliseconds::to_time(1_700_000_005_000),
             reservation: Reservation {
                 id: reservation,
                 status: ReservationStatus::Confirmed,
@@ -239,9 +265,9 @@ mod tests {
                 quantity: 2,
                 amount: 300,
                 currency: "USD".into(),
-                created_at: time_from_millis(1_700_000_000_000),
-                expires_at: time_from_millis(1_700_000_600_000),
-                confirmed_at: Some(time_from_millis(1_700_000_005_000)),
+                created_at: milliseconds::to_time(1_700_000_000_000),
+                expires_at: milliseconds::to_time(1_700_000_600_000),
+                confirmed_at: Some(milliseconds::to_time(1_700_000_005_000)),
                 payment_id: Some("pay_1".into()),
             },
         }

@@ -29,8 +29,8 @@
 //!
 //! # When the broker is down
 //! Sales go on and the streams grow (the reserve script sheds with 503 past
-//! `OUTBOX_BACKLOG_MAX`). Each category relay retries with capped exponential backoff
-//! and reconnects; when the broker is back, the backlog drains oldest first.
+//! `OUTBOX_BACKLOG_MAX`). The process's one relay loop retries failed rounds with capped
+//! exponential backoff and reconnects; when the broker is back, the backlog drains oldest first.
 
 pub mod lease;
 pub mod publisher;
@@ -101,9 +101,9 @@ impl RelayOptions {
         }
         Ok(Self {
             publisher: PublisherOptions {
-                brokers: config.kafka_brokers.clone(),
-                topic: config.kafka_topic.clone(),
-                partitions: config.kafka_partitions,
+                brokers: config.shared.kafka_brokers.clone(),
+                topic: config.shared.kafka_topic.clone(),
+                partitions: config.shared.kafka_partitions,
                 timeout: config.relay_publish_timeout,
                 produce_bytes_max: config.relay_produce_bytes_max as usize,
             },

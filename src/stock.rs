@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::lua_script;
+use crate::milliseconds;
 
 lua_script!(CREATE_STOCK, "create_stock", "stock/create_stock.lua");
 lua_script!(OPEN_STOCK, "open_stock", "stock/open_stock.lua");
@@ -77,10 +78,6 @@ pub struct StockTerms {
     pub sale_window: SaleWindow,
 }
 
-fn millis_or_empty(time: Option<DateTime<Utc>>) -> String {
-    time.map(|time| time.timestamp_millis().to_string()).unwrap_or_default()
-}
-
 /// The stock store.
 #[derive(Clone)]
 pub struct Stock {
@@ -106,8 +103,8 @@ impl Stock {
             .arg(terms.max_per_user)
             .arg(terms.price)
             .arg(&terms.currency)
-            .arg(millis_or_empty(terms.sale_window.starts_at))
-            .arg(millis_or_empty(terms.sale_window.ends_at));
+            .arg(milliseconds::optional_text(terms.sale_window.starts_at))
+            .arg(milliseconds::optional_text(terms.sale_window.ends_at));
         let _: i64 = CREATE_STOCK.run(&invocation, &mut redis).await?;
         Ok(())
     }

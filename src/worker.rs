@@ -95,9 +95,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let Some(database) = connect_database(&config, &shutdown).await else { return Ok(()) };
     let Some((client, count)) = connect_broker(&config, &shutdown).await else { return Ok(()) };
     let owned = owned_partitions(&config, count)?;
-    tracing::info!(topic = %config.kafka_topic, ?owned, "worker starting");
+    tracing::info!(topic = %config.shared.kafka_topic, ?owned, "worker starting");
     let options = Arc::new(ConsumerOptions {
-        topic: config.kafka_topic.clone(),
+        topic: config.shared.kafka_topic.clone(),
         fetch_bytes_max: config.worker_fetch_bytes_max,
         fetch_wait: config.worker_fetch_wait,
         kafka_timeout: config.kafka_timeout,
@@ -107,7 +107,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     for partition in owned {
         let mut backoff = Backoff::new(config.worker_backoff_max);
         let client = loop {
-            match kafka::partition_client(&client, &config.kafka_topic, partition, config.kafka_timeout).await {
+            match kafka::partition_client(&client, &config.shared.kafka_topic, partition, config.kafka_timeout).await {
                 Ok(client) => break client,
                 Err(error) => tracing::warn!(partition, %error, "cannot reach the partition leader; retrying"),
             }
@@ -120,7 +120,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     }
     tasks.close();
     shutdown.cancelled().await;
-    if tokio::time::timeout(config.shutdown_timeout, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(config.shared.shutdown_timeout, tasks.wait()).await.is_err() {
         tracing::warn!("partition consumers did not stop before the shutdown deadline");
     }
     database.close().await;
@@ -132,7 +132,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 async fn connect_database(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<PgPool> {
     let mut backoff = Backoff::new(config.worker_backoff_max);
     loop {
-        match infrastructure::connect_and_migrate(&config.database_url, config.database_connections_max).await {
+        match infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await {
             Ok(database) => return Some(database),
             Err(error) => tracing::warn!(error = ?error, "postgres not ready; retrying"),
         }
@@ -147,10 +147,14 @@ async fn connect_broker(config: &WorkerConfig, shutdown: &CancellationToken) -> 
     let mut backoff = Backoff::new(config.worker_backoff_max);
     loop {
         let connected = async {
-            let client = kafka::connect(&config.kafka_brokers, "stampede-worker", config.kafka_timeout).await?;
-            let count =
-                kafka::ensure_topic(&client, &config.kafka_topic, config.kafka_partitions, config.kafka_timeout)
-                    .await?;
+            let client = kafka::connect(&config.shared.kafka_brokers, "stampede-worker", config.kafka_timeout).await?;
+            let count = kafka::ensure_topic(
+                &client,
+                &config.shared.kafka_topic,
+                config.shared.kafka_partitions,
+                config.kafka_timeout,
+            )
+            .await?;
             Ok::<_, kafka::KafkaError>((client, count))
         };
         match connected.await {
@@ -170,7 +174,7 @@ fn owned_partitions(config: &WorkerConfig, count: i32) -> Result<Vec<i32>, Worke
             Ok(requested.clone())
         }
         PartitionSelection::Only(requested) => Err(WorkerError::UnknownPartitions {
-            topic: config.kafka_topic.clone(),
+            topic: config.shared.kafka_topic.clone(),
             count,
             requested: requested.clone(),
         }),

@@ -112,12 +112,7 @@ pub(super) async fn insert_category(
 }
 
 pub(super) async fn mark_provisioned(database: &PgPool, category: CategoryId) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE ticket_categories SET stock_provisioned_at = now() WHERE id = $1 AND stock_provisioned_at IS NULL",
-    )
-    .bind(category.get())
-    .execute(database)
-    .await?;
+    sqlx::query(include_str!("mark_provisioned.sql")).bind(category.get()).execute(database).await?;
     Ok(())
 }
 
@@ -128,9 +123,10 @@ pub(super) async fn unprovisioned_categories(database: &PgPool) -> Result<Vec<(C
 }
 
 pub(super) async fn provisioned_category_ids(database: &PgPool) -> Result<Vec<CategoryId>, sqlx::Error> {
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM ticket_categories WHERE stock_provisioned_at IS NOT NULL ORDER BY id")
-            .fetch_all(database)
-            .await?;
+    let ids: Vec<i64> = sqlx::query_scalar(include_str!("provisioned_category_ids.sql")).fetch_all(database).await?;
     Ok(ids.into_iter().filter_map(CategoryId::new).collect())
+}
+
+pub(super) async fn category_exists(database: &PgPool, category: CategoryId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(include_str!("category_exists.sql")).bind(category.get()).fetch_one(database).await
 }

@@ -118,10 +118,11 @@ pub async fn availability_stream(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let event = event_id(&request)?;
     let streams = &state.streams;
-    let slot = streams.slots.clone().try_acquire_owned().map_err(|_| {
-        metrics::counter!("requests_shed_total", "reason" => "streams_max").increment(1);
-        ApiError::Shed { retry_after_seconds: STREAMS_FULL_RETRY_AFTER_SECONDS }
-    })?;
+    let slot = streams
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Shed { retry_after_seconds: STREAMS_FULL_RETRY_AFTER_SECONDS, reason: "streams_max" })?;
     let subscription = state.availability.subscribe(event).await.map_err(|error| match error {
         WatchError::EventNotFound => ApiError::NotFound("no such event"),
         error => ApiError::unavailable(error),

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// Valid token, wrong role.
     #[error("this endpoint needs a different role")]
     Forbidden,
+    /// Reserve in an event whose waiting room is on, without a valid pass of the caller for it.
+    #[error("this event's waiting room is on: reserve with a valid queue pass of yours for this event")]
+    QueuePassRequired,
     /// Unknown route or resource.
     #[error("{0}")]
     NotFound(&'static str),
@@ -83,6 +86,8 @@ pub enum ApiError {
     Shed {
         /// Seconds to wait.
         retry_after_seconds: u64,
+        /// The `reason` label of `requests_shed_total`.
+        reason: &'static str,
     },
     /// A dependency is down.
     #[error("the service is unavailable; retry later")]
@@ -135,7 +140,7 @@ impl ApiError {
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::QueuePassRequired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::SoldOut
@@ -163,6 +168,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::PaymentDeclined => "payment_declined",
             Self::Forbidden => "forbidden",
+            Self::QueuePassRequired => "queue_pass_required",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::SoldOut => "sold_out",
@@ -214,13 +220,9 @@ impl ApiError {
         }
     }
 
-    /// The problem+json response; logs the cause of a 5xx once.
+    /// The problem+json response. Pure: the request wrapper (`http::handle`) logs and
+    /// counts the error once, before calling this.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        match &self {
-            Self::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
-            Self::Unavailable { reason, .. } => tracing::warn!(reason = %reason, "request shed or dependency down"),
-            _ => {}
-        }
         let body = serde_json::to_vec(&self.problem()).expect("problems serialize");
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = self.status();
@@ -231,7 +233,7 @@ impl ApiError {
                 headers.insert(ALLOW, HeaderValue::from_str(allow).expect("allow lists are ASCII"));
             }
             Self::RateLimited { retry_after_seconds }
-            | Self::Shed { retry_after_seconds }
+            | Self::Shed { retry_after_seconds, .. }
             | Self::Unavailable { retry_after_seconds, .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }

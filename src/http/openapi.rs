@@ -22,7 +22,9 @@ use utoipa::openapi::{Components, ContentBuilder, Object, Ref, RefOr, Required, 
 use utoipa::{Modify, OpenApi};
 
 use crate::http::error::{ApiError, Problem};
-use crate::http::{availability_stream, catalog, documentation, metrics, operations, reservation, reservation_list};
+use crate::http::{
+    availability_stream, catalog, documentation, metrics, operations, reservation, reservation_list, waiting_room,
+};
 use crate::validation::FieldError;
 
 /// Name of the security scheme that handlers list in `security(...)`.
@@ -73,6 +75,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         &[
             "invalid_json",
             "unauthorized",
+            "queue_pass_required",
             "not_found",
             "sold_out",
             "limit_exceeded",
@@ -116,6 +119,22 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
     ("swagger_ui_redirect", &[]),
     ("swagger_ui_index", &[]),
     ("swagger_ui_file", &["not_found"]),
+    (
+        "configure_waiting_room",
+        &[
+            "invalid_json",
+            "unauthorized",
+            "forbidden",
+            "not_found",
+            "payload_too_large",
+            "unsupported_media_type",
+            "validation_failed",
+            "unavailable",
+        ],
+    ),
+    ("get_waiting_room", &["not_found", "unavailable"]),
+    ("join_queue", &["unauthorized", "not_found", "sale_closed", "unavailable"]),
+    ("get_queue_status", &["unauthorized", "not_found", "unavailable"]),
 ];
 
 /// The document's paths, schemas and tags; [`document`] is the finished document.
@@ -146,12 +165,17 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         documentation::swagger_ui_redirect,
         documentation::swagger_ui_index,
         documentation::swagger_ui_file,
+        waiting_room::configure_waiting_room,
+        waiting_room::get_waiting_room,
+        waiting_room::join_queue,
+        waiting_room::get_queue_status,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerScheme, &ProblemResponses, &ClosedRequestBodies),
     tags(
         (name = "catalog", description = "Events, their ticket categories, and live availability."),
         (name = "reservations", description = "Holds, confirmation with payment, cancellation, and reading them back."),
+        (name = "waiting room", description = "Per-event virtual waiting rooms: fair admission by queue pass."),
         (name = "operations", description = "Health, readiness and Prometheus metrics."),
         (name = "documentation", description = "This document and the Swagger UI that renders it."),
     ),
@@ -188,6 +212,7 @@ pub fn error_examples() -> Vec<ApiError> {
         ApiError::Unauthorized,
         ApiError::PaymentDeclined,
         ApiError::Forbidden,
+        ApiError::QueuePassRequired,
         ApiError::NotFound("no such resource"),
         ApiError::MethodNotAllowed("GET, POST".to_owned()),
         ApiError::SoldOut,
@@ -220,6 +245,9 @@ pub fn when(error: &ApiError) -> &'static str {
         ApiError::Unauthorized => "The token is missing, malformed, expired or badly signed.",
         ApiError::PaymentDeclined => "The (simulated) payment was declined; the hold stays until it expires.",
         ApiError::Forbidden => "The token is valid but its role may not call this endpoint.",
+        ApiError::QueuePassRequired => {
+            "Reserve in an event whose waiting room is on, without a valid `Queue-Pass` of the caller for that event."
+        }
         ApiError::NotFound(_) => "Unknown route or resource; also a reservation owned by someone else.",
         ApiError::MethodNotAllowed(_) => "Known path, wrong method; the `Allow` header lists the right ones.",
         ApiError::SoldOut => "Fewer tickets are left than were asked for.",

@@ -16,7 +16,7 @@ use super::{HandlerResult, RequestContext};
 use crate::auth::Role;
 use crate::contract::{Reservation, ReservationStatus};
 use crate::http::state::AppState;
-use crate::ids::{CategoryId, ReservationId, UserId};
+use crate::ids::{ReservationId, UserId};
 use crate::reservation::admission::{self, Admission};
 use crate::reservation::idempotency::IdempotencyKey;
 use crate::reservation::{Confirmation, NewReservation, NotHeldReason, Refusal, ReservationError};
@@ -69,9 +69,8 @@ impl RequestBody for ConfirmRequest {
 }
 
 fn shed(refusal: admission::Refusal) -> ApiError {
-    metrics::counter!("requests_shed_total", "reason" => refusal.reason()).increment(1);
     match refusal {
-        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1 },
+        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1, reason: refusal.reason() },
         admission::Refusal::RateLimited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
     }
 }
@@ -105,9 +104,10 @@ fn field_error(field: &str, message: &str) -> ApiError {
 }
 
 /// Maps an engine error to the contract's answer.
-async fn reservation_error(state: &AppState, error: ReservationError) -> ApiError {
+fn reservation_error(error: ReservationError) -> ApiError {
     match error {
         ReservationError::NotFound => ApiError::NotFound("no such reservation"),
+        ReservationError::UnknownCategory(_) => ApiError::NotFound("no such ticket category"),
         ReservationError::NotHeld(NotHeldReason::Cancelled) => {
             ApiError::ReservationNotHeld("the reservation was cancelled")
         }
@@ -123,13 +123,12 @@ async fn reservation_error(state: &AppState, error: ReservationError) -> ApiErro
         ReservationError::Refused(refusal) => refusal_error(refusal),
         ReservationError::PaymentDeclined => ApiError::PaymentDeclined,
         ReservationError::PaymentFailed(reason) => ApiError::unavailable(format!("payment failed: {reason}")),
-        ReservationError::StockMissing(category) => missing_stock_error(state, category).await,
-        ReservationError::OutboxBacklog(_) => {
-            // The relay logs why the outbox is not draining; per-request logs would flood.
-            metrics::counter!("requests_shed_total", "reason" => "outbox_backlog").increment(1);
-            ApiError::Shed { retry_after_seconds: 1 }
+        // The relay logs why the outbox is not draining; per-request logs would flood.
+        ReservationError::OutboxBacklog(_) => ApiError::Shed { retry_after_seconds: 1, reason: "outbox_backlog" },
+        ReservationError::Catalog(cause) => ApiError::unavailable(format!("postgres: {cause:?}")),
+        ReservationError::StockMissing(_) | ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => {
+            ApiError::unavailable(&error)
         }
-        ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => ApiError::unavailable(&error),
         ReservationError::UnexpectedReply { .. } => ApiError::internal(&error),
     }
 }
@@ -142,22 +141,6 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::SaleClosed => ApiError::SaleClosed,
         Refusal::EventMismatch => field_error("event_id", "is not the event of this ticket category"),
         Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
-    }
-}
-
-/// Stock is missing: a category that never existed is 404; a real one whose stock is
-/// gone (a flushed Redis) is 503 until `worker reconcile --repair` rebuilds it. Only
-/// this failure path reads Postgres.
-async fn missing_stock_error(state: &AppState, category: CategoryId) -> ApiError {
-    let exists: Result<bool, sqlx::Error> =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ticket_categories WHERE id = $1)")
-            .bind(category.get())
-            .fetch_one(&state.database)
-            .await;
-    match exists {
-        Ok(false) => ApiError::NotFound("no such ticket category"),
-        Ok(true) => ApiError::unavailable(format!("stock of category {} is missing from redis", category.get())),
-        Err(error) => ApiError::unavailable(format!("postgres: {error}")),
     }
 }
 
@@ -177,16 +160,25 @@ fn created(reservation: &Reservation) -> HandlerResult {
     description = "Holds `quantity` tickets of a category until `expires_at` (`created_at + HOLD_TTL`). \
         Never more tickets held + sold than the quota, whatever the concurrency. With an `Idempotency-Key`, \
         the same key and body from the same user within 24 h returns the first response again and creates \
-        nothing; the same key with another body is 422 `idempotency_key_reused`.",
+        nothing; the same key with another body is 422 `idempotency_key_reused`. In an event whose waiting \
+        room is on, the request needs the caller's queue pass for that event in `Queue-Pass` (403 \
+        `queue_pass_required` otherwise).",
     security(("bearer_auth" = [])),
-    params((
-        "Idempotency-Key" = Option<String>,
-        Header,
-        description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[ -~]+$",
-    )),
+    params(
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
+            min_length = 1,
+            max_length = 255,
+            pattern = "^[ -~]+$",
+        ),
+        (
+            "Queue-Pass" = Option<String>,
+            Header,
+            description = "The caller's pass from `GET /events/{id}/queue`; needed while the event's waiting room is on.",
+        ),
+    ),
     request_body(content = ReserveRequest, description = "What to hold."),
     responses((
         status = 201,
@@ -202,11 +194,12 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
     let new = NewReservation::parse(body.category_id, body.quantity, body.event_id).map_err(ApiError::Validation)?;
+    super::waiting_room::require_pass(state, &request, &caller.user_id, new.category)?;
     let result = state.reservations.reserve(&caller.user_id, &new, key).await;
     record_outcome("reserve", &result, "held");
     match result {
         Ok(reservation) => created(&reservation),
-        Err(error) => Err(reservation_error(state, error).await),
+        Err(error) => Err(reservation_error(error.explain_missing_stock(&state.catalog).await)),
     }
 }
 
@@ -259,7 +252,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
     record_outcome("confirm", &result, "confirmed");
     match result {
         Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
-        Err(error) => Err(reservation_error(state, error).await),
+        Err(error) => Err(reservation_error(error)),
     }
 }
 
@@ -285,7 +278,7 @@ pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> Ha
     record_outcome("cancel", &result, "cancelled");
     match result {
         Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
-        Err(error) => Err(reservation_error(state, error).await),
+        Err(error) => Err(reservation_error(error)),
     }
 }
 
@@ -309,7 +302,7 @@ pub async fn get_reservation(state: &AppState, request: RequestContext) -> Handl
     let reservation = match live {
         Ok(Some(reservation)) => Some(reservation),
         Ok(None) => archived_reservation(state, id).await?,
-        Err(error) => return Err(reservation_error(state, error).await),
+        Err(error) => return Err(reservation_error(error)),
     };
     match reservation {
         Some(reservation) if caller.role == Role::Admin || reservation.user_id == caller.user_id.as_str() => {

@@ -44,6 +44,14 @@ pub enum Operation {
     SwaggerUiFile,
     /// `GET /reservations`.
     ListReservations,
+    /// `PUT /events/{id}/waiting-room`.
+    ConfigureWaitingRoom,
+    /// `GET /events/{id}/waiting-room`.
+    GetWaitingRoom,
+    /// `POST /events/{id}/queue`.
+    JoinQueue,
+    /// `GET /events/{id}/queue`.
+    GetQueueStatus,
 }
 
 /// One path pattern and what each method does there.
@@ -77,6 +85,14 @@ pub const ROUTES: &[Route] = &[
     Route { pattern: "/swagger-ui/", methods: &[(Method::GET, Operation::SwaggerUiIndex)] },
     Route { pattern: "/swagger-ui/{*file}", methods: &[(Method::GET, Operation::SwaggerUiFile)] },
     Route { pattern: "/reservations", methods: &[(Method::GET, Operation::ListReservations)] },
+    Route {
+        pattern: "/events/{id}/waiting-room",
+        methods: &[(Method::GET, Operation::GetWaitingRoom), (Method::PUT, Operation::ConfigureWaitingRoom)],
+    },
+    Route {
+        pattern: "/events/{id}/queue",
+        methods: &[(Method::GET, Operation::GetQueueStatus), (Method::POST, Operation::JoinQueue)],
+    },
 ];
 
 /// A matched request: the operation, its pattern and path parameters.

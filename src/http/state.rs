@@ -14,6 +14,7 @@ use crate::keyspace::Keyspace;
 use crate::reservation::ReservationEngine;
 use crate::reservation::admission::Admission;
 use crate::stock::Stock;
+use crate::waiting_room::WaitingRooms;
 
 /// Everything a handler needs, shared by all requests.
 pub struct AppState {
@@ -41,4 +42,6 @@ pub struct AppState {
     pub availability: Watchers,
     /// The open availability streams and their bound.
     pub streams: Streams,
+    /// The events' waiting rooms.
+    pub waiting_rooms: WaitingRooms,
 }

@@ -31,7 +31,7 @@ impl Lease {
     }
 
     fn ttl_millis(&self) -> u64 {
-        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+        crate::milliseconds::of_duration(self.ttl).max(1)
     }
 
     /// Takes the lease if nobody holds it; `true` when this process holds it now.

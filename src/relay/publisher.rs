@@ -1,5 +1,5 @@
-//! Publishing events to the topic: one connection per process, shared by the
-//! category relays, rebuilt after failures; batches split by partition and produced
+//! Publishing events to the topic: one connection per process, used by its relay
+//! loop for every leased category, rebuilt after failures; batches split by partition and produced
 //! concurrently, each partition's records in stream order.
 //!
 //! # Request size

@@ -32,9 +32,11 @@ use super::idempotency::{
     Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
 };
 use super::{Confirmation, NewReservation, RECORD_FIELDS, reservation_from_record};
-use crate::contract::{Reservation, ReservationStatus, time_from_millis};
+use crate::catalog::{Catalog, CatalogError};
+use crate::contract::{Reservation, ReservationStatus};
 use crate::ids::{CategoryId, ReservationId, UserId};
 use crate::keyspace::Keyspace;
+use crate::milliseconds;
 use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
 use crate::script::LuaScript;
@@ -42,9 +44,24 @@ use crate::script::LuaScript;
 /// Helpers the reservation scripts start with.
 const PRELUDE: &str = include_str!("prelude.lua");
 
-/// A reservation script: the prelude followed by the script's own file.
+/// A reservation script: the hold-record layout, the prelude, then the script's own file.
 pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
-    LuaScript::new(name, &format!("{PRELUDE}{body}"))
+    LuaScript::new(name, &format!("{}{PRELUDE}{body}", record_fields_lua()))
+}
+
+/// The Lua definition of [`RECORD_FIELDS`] that every prelude script starts with.
+fn record_fields_lua() -> String {
+    let quoted: Vec<String> = RECORD_FIELDS.iter().map(|field| format!("'{field}'")).collect();
+    format!("local RECORD_FIELDS = {{{}}}\n", quoted.join(", "))
+}
+
+/// A script that answers the hold-record layout the prelude scripts run with, so a
+/// test can compare what Redis sees with [`RECORD_FIELDS`].
+static RECORD_LAYOUT: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("record_layout", "return RECORD_FIELDS"));
+
+/// The hold-record fields as the prelude scripts see them in Redis (for tests).
+pub async fn record_layout(redis: &mut ConnectionManager) -> redis::RedisResult<Vec<String>> {
+    RECORD_LAYOUT.run(&RECORD_LAYOUT.prepare(), redis).await
 }
 
 // The hot path runs without the prelude, whose top level Redis would run on every call.
@@ -169,9 +186,16 @@ pub enum ReservationError {
     /// The gateway failed or did not answer in time; the hold stays.
     #[error("the payment failed: {0}")]
     PaymentFailed(String),
-    /// The category's stock is not in Redis.
-    #[error("stock of category {} is missing", .0.get())]
+    /// The category's stock is not in Redis, though the category exists (a flushed
+    /// Redis, until `worker reconcile --repair` rebuilds it).
+    #[error("stock of category {} is missing from redis", .0.get())]
     StockMissing(CategoryId),
+    /// No such ticket category: its stock is missing because it never existed.
+    #[error("no such ticket category {}", .0.get())]
+    UnknownCategory(CategoryId),
+    /// Postgres failed while telling a missing category from missing stock.
+    #[error("catalog lookup failed")]
+    Catalog(#[source] CatalogError),
     /// The category's stock exists but is not open yet (provisioning in progress).
     #[error("stock of category {} is not open", .0.get())]
     StockNotOpen(CategoryId),
@@ -195,7 +219,7 @@ impl ReservationError {
     /// The `outcome` label of `reservation_outcomes_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::UnknownCategory(_) => "not_found",
             Self::NotHeld(_) => "reservation_not_held",
             Self::Expired => "reservation_expired",
             Self::InProgress => "idempotency_in_progress",
@@ -204,18 +228,26 @@ impl ReservationError {
             Self::PaymentDeclined => "payment_declined",
             Self::PaymentFailed(_) => "payment_failed",
             Self::OutboxBacklog(_) => "outbox_backlog",
-            Self::StockMissing(_) | Self::StockNotOpen(_) | Self::Redis(_) => "unavailable",
+            Self::StockMissing(_) | Self::StockNotOpen(_) | Self::Redis(_) | Self::Catalog(_) => "unavailable",
             Self::UnexpectedReply { .. } => "internal_error",
+        }
+    }
+
+    /// Tells the two causes of missing stock apart: a category that never existed
+    /// becomes [`Self::UnknownCategory`]; a real one stays [`Self::StockMissing`]. Only
+    /// this failure path reads Postgres; every other error passes through unchanged.
+    pub async fn explain_missing_stock(self, catalog: &Catalog) -> Self {
+        let Self::StockMissing(category) = self else { return self };
+        match catalog.category_exists(category).await {
+            Ok(true) => self,
+            Ok(false) => Self::UnknownCategory(category),
+            Err(error) => Self::Catalog(error),
         }
     }
 }
 
 fn unexpected(script: &'static str, reply: &[Option<String>]) -> ReservationError {
     ReservationError::UnexpectedReply { script, reply: format!("{reply:?}") }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn count_replay(operation: IdempotentOperation) {
@@ -359,7 +391,7 @@ impl ReservationEngine {
             .arg(user.as_str())
             .arg(category.get())
             .arg(request.quantity.get())
-            .arg(millis(self.options.hold_ttl))
+            .arg(milliseconds::of_duration(self.options.hold_ttl))
             .arg(self.options.outbox_backlog_max)
             .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
             .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
@@ -457,7 +489,7 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(user.as_str())
             .arg(attempt.to_string())
-            .arg(millis(self.options.payment_window))
+            .arg(milliseconds::of_duration(self.options.payment_window))
             .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()));
         let reply: Vec<Option<String>> = BEGIN_PAYMENT.run(&invocation, &mut self.redis.clone()).await?;
         let record = |reply: &[Option<String>]| {
@@ -503,7 +535,7 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(attempt.to_string())
             .arg(payment_id.as_str())
-            .arg(millis(self.options.record_ttl))
+            .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string())
             .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string());
         let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
@@ -618,7 +650,7 @@ impl ReservationEngine {
             .key(self.keys.outbox(category))
             .arg(id.to_string())
             .arg(user.as_str())
-            .arg(millis(self.options.record_ttl))
+            .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
         let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
@@ -721,8 +753,8 @@ fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<Str
         quantity: request.quantity.get(),
         amount: amount.parse().ok()?,
         currency: currency.clone(),
-        created_at: time_from_millis(created.parse().ok()?),
-        expires_at: time_from_millis(expires.parse().ok()?),
+        created_at: milliseconds::to_time(created.parse().ok()?),
+        expires_at: milliseconds::to_time(expires.parse().ok()?),
         confirmed_at: None,
         payment_id: None,
     })
@@ -737,6 +769,16 @@ mod tests {
         let call = script.split("redis.call('XADD',").nth(1).unwrap().split(")\n").next().unwrap();
         let arguments: Vec<&str> = call.split(',').map(str::trim).skip(2).collect();
         arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect()
+    }
+
+    #[test]
+    fn the_prelude_gets_the_layout_from_rust() {
+        assert!(!PRELUDE.contains("local RECORD_FIELDS"), "the layout has one definition: RECORD_FIELDS in Rust");
+        assert_eq!(
+            record_fields_lua(),
+            "local RECORD_FIELDS = {'status', 'user_id', 'event_id', 'category_id', 'quantity', 'amount', \
+             'currency', 'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id'}\n"
+        );
     }
 
     #[test]

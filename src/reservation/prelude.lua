@@ -8,9 +8,9 @@
 -- while a payment runs. Stored statuses: held, paying, confirmed, cancelled, expired.
 -- A record has no TTL while it is held or paying, so it exists as long as its deadline
 -- entry whatever the reaper outage; it gets one only when it reaches a final status.
-
-local RECORD_FIELDS = {'status', 'user_id', 'event_id', 'category_id', 'quantity', 'amount', 'currency',
-  'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id'}
+-- RECORD_FIELDS is not defined here: the Rust side prepends it, built from
+-- `reservation::RECORD_FIELDS`, when it loads a script (engine::with_prelude), so the
+-- layout has one definition.
 
 -- Redis server time in ms: the only clock any expiry decision uses.
 local function now_ms()

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::engine::{ReservationEngine, ReservationError, with_prelude};
 use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
+use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::payment::{AttemptId, PaymentGateway};
 use crate::script::LuaScript;
@@ -238,7 +239,7 @@ impl Reaper {
         for id in due {
             invocation.key(format!("{hold_prefix}{id}"));
         }
-        invocation.arg(u64::try_from(self.record_ttl.as_millis()).unwrap_or(u64::MAX));
+        invocation.arg(milliseconds::of_duration(self.record_ttl));
         for id in due {
             // An id that is not a UUID has no hold record to release, so its event id is
             // never written.

@@ -239,7 +239,7 @@ async fn begin(database: &PgPool, topic: &str, batch: &Batch) -> Result<Option<P
     // The batch and its offset commit together, so a commit lost in a Postgres crash
     // loses both: the worker reads the batch again from the older offset. Waiting for
     // the WAL flush buys nothing here.
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *transaction).await?;
+    sqlx::query(include_str!("relax_commit.sql")).execute(&mut *transaction).await?;
     let advanced = sqlx::query(include_str!("advance_offset.sql"))
         .bind(topic)
         .bind(batch.partition)
@@ -406,14 +406,15 @@ async fn upsert_reservations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{Reservation, time_from_millis};
+    use crate::contract::Reservation;
+    use crate::milliseconds;
     use crate::outbox::event_id;
 
     fn consumed(reservation: Uuid, event_type: EventType, offset: i64) -> ConsumedEvent {
         let event = ReservationEvent {
             id: event_id(reservation, event_type),
             event_type,
-            occurred_at: time_from_millis(1_700_000_000_000 + offset),
+            occurred_at: milliseconds::to_time(1_700_000_000_000 + offset),
             reservation: Reservation {
                 id: reservation,
                 status: status_after(event_type),
@@ -423,8 +424,8 @@ mod tests {
                 quantity: 1,
                 amount: 100,
                 currency: "USD".into(),
-                created_at: time_from_millis(1_700_000_000_000),
-                expires_at: time_from_millis(1_700_000_600_000),
+                created_at: milliseconds::to_time(1_700_000_000_000),
+                expires_at: milliseconds::to_time(1_700_000_600_000),
                 confirmed_at: None,
                 payment_id: None,
             },

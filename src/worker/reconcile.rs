@@ -49,6 +49,7 @@ use crate::contract::{Reservation, ReservationStatus};
 use crate::ids::CategoryId;
 use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
+use crate::milliseconds;
 use crate::stock::{Levels, Stock, StockError};
 use crate::{infrastructure, kafka, lua_script, persistence};
 
@@ -275,9 +276,9 @@ struct CategoryTerms {
 
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
 pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<ReconcileReport, ReconcileError> {
-    let database = infrastructure::connect_and_migrate(&config.database_url, 2).await?;
-    let redis = infrastructure::connect_redis(&config.redis_url).await?;
-    let keys = Keyspace::new(config.redis_key_prefix.clone());
+    let database = infrastructure::connect_and_migrate(&config.shared.database_url, 2).await?;
+    let redis = infrastructure::connect_redis(&config.shared.redis_url).await?;
+    let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
     let terms: Vec<CategoryTerms> =
         sqlx::query_as(include_str!("provisioned_categories.sql")).fetch_all(&database).await?;
     let started = Instant::now();
@@ -509,12 +510,14 @@ async fn wait_for_drain(config: &WorkerConfig, database: &PgPool, timeout: Durat
     };
     let started = Instant::now();
     loop {
-        let stored: Vec<(i32, i64)> =
-            match sqlx::query_as(include_str!("topic_offsets.sql")).bind(&config.kafka_topic).fetch_all(database).await
-            {
-                Ok(stored) => stored,
-                Err(error) => return Drain::Unknown(error.to_string()),
-            };
+        let stored: Vec<(i32, i64)> = match sqlx::query_as(include_str!("topic_offsets.sql"))
+            .bind(&config.shared.kafka_topic)
+            .fetch_all(database)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(error) => return Drain::Unknown(error.to_string()),
+        };
         let stored: HashMap<i32, i64> = stored.into_iter().collect();
         let behind: i64 = watermarks
             .iter()
@@ -533,20 +536,21 @@ async fn wait_for_drain(config: &WorkerConfig, database: &PgPool, timeout: Durat
 /// The high watermark of every partition, from fetch responses (tansu's `Latest`
 /// offset is not reliable after batched produces).
 async fn high_watermarks(config: &WorkerConfig, database: &PgPool) -> Result<BTreeMap<i32, i64>, kafka::KafkaError> {
-    let client = kafka::connect(&config.kafka_brokers, "stampede-reconcile", BROKER_TIMEOUT).await?;
+    let client = kafka::connect(&config.shared.kafka_brokers, "stampede-reconcile", BROKER_TIMEOUT).await?;
     let topics = kafka::within(BROKER_TIMEOUT, client.list_topics()).await?;
-    let Some(topic) = topics.into_iter().find(|topic| topic.name == config.kafka_topic) else {
+    let Some(topic) = topics.into_iter().find(|topic| topic.name == config.shared.kafka_topic) else {
         return Ok(BTreeMap::new());
     };
     let stored: Vec<(i32, i64)> = sqlx::query_as(include_str!("topic_offsets.sql"))
-        .bind(&config.kafka_topic)
+        .bind(&config.shared.kafka_topic)
         .fetch_all(database)
         .await
         .unwrap_or_default();
     let stored: HashMap<i32, i64> = stored.into_iter().collect();
     let mut watermarks = BTreeMap::new();
     for partition in topic.partitions {
-        let partition_client = kafka::partition_client(&client, &config.kafka_topic, partition, BROKER_TIMEOUT).await?;
+        let partition_client =
+            kafka::partition_client(&client, &config.shared.kafka_topic, partition, BROKER_TIMEOUT).await?;
         let from = stored.get(&partition).copied().unwrap_or(0);
         let fetched = kafka::within(BROKER_TIMEOUT, partition_client.fetch_records(from, 1..2, 0)).await;
         let watermark = match fetched {
@@ -558,10 +562,6 @@ async fn high_watermarks(config: &WorkerConfig, database: &PgPool) -> Result<BTr
         watermarks.insert(partition, watermark);
     }
     Ok(watermarks)
-}
-
-fn millis(time: Option<DateTime<Utc>>) -> String {
-    time.map(|time| time.timestamp_millis().to_string()).unwrap_or_default()
 }
 
 /// Rebuilds a missing stock; `false` if a stock appeared meanwhile (nothing written).
@@ -591,8 +591,8 @@ async fn repair(
         .arg(terms.max_per_user)
         .arg(terms.price)
         .arg(&terms.currency)
-        .arg(millis(terms.sale_starts_at))
-        .arg(millis(terms.sale_ends_at))
+        .arg(milliseconds::optional_text(terms.sale_starts_at))
+        .arg(milliseconds::optional_text(terms.sale_ends_at))
         .arg(sold)
         .arg(holders.len());
     for (user, tickets) in &holders {
@@ -655,14 +655,11 @@ async fn restore_confirmed_records(
                 .arg("expires_at_ms")
                 .arg(reservation.expires_at.timestamp_millis())
                 .arg("confirmed_at_ms")
-                .arg(millis(reservation.confirmed_at))
+                .arg(milliseconds::optional_text(reservation.confirmed_at))
                 .arg("payment_id")
                 .arg(reservation.payment_id.as_deref().unwrap_or(""))
                 .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&key)
-                .arg(u64::try_from(RESTORED_RECORD_TTL.as_millis()).unwrap_or(u64::MAX))
-                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(milliseconds::of_duration(RESTORED_RECORD_TTL)).ignore();
         }
         let () = pipe.query_async(redis).await?;
     }

@@ -249,7 +249,7 @@ async fn shutdown_ends_open_streams_cleanly() {
     // the drain deadline, even with a long SHUTDOWN_TIMEOUT.
     let isolation = Isolation::new().await;
     let mut config = isolation.api_config(&[]);
-    config.shutdown_timeout = Duration::from_secs(3600);
+    config.shared.shutdown_timeout = Duration::from_secs(3600);
     let app = TestApp::spawn_config(isolation, config).await;
     let (event, _) = sale(&app, 10, 4).await;
     let mut streams = Vec::new();

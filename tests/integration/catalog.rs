@@ -175,7 +175,8 @@ async fn category_validation_and_missing_events() {
 
 #[tokio::test]
 async fn missing_stock_is_503_and_never_recreated() {
-    // Goal: when a category's Redis stock vanishes, availability is 503 and the recovery sweep does not refill it.
+    // Goal: when a category's Redis stock vanishes, availability and reserve are 503 (a category that never existed
+    // is 404) and the recovery sweep does not refill it.
     let app = TestApp::spawn().await;
     let event = app.create_event().await;
     let category = app.create_category(event, 10, 2).await;
@@ -185,6 +186,11 @@ async fn missing_stock_is_503_and_never_recreated() {
     let response = app.get(&format!("/events/{event}/availability"), None).await;
     assert!(response.headers().contains_key("retry-after"));
     assert_problem(response, 503, "unavailable").await;
+    let token = user_token("flushed");
+    for (category, status, code) in [(category, 503, "unavailable"), (category + 1000, 404, "not_found")] {
+        let body = json!({"category_id": category, "quantity": 1});
+        assert_problem(app.post("/reserve", Some(&token), &body).await, status, code).await;
+    }
 
     let database = sqlx::PgPool::connect(&app.isolation.database_url).await.unwrap();
     let stock = app.stock();

@@ -24,3 +24,4 @@ mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
 mod slow_clients;
+mod waiting_room;

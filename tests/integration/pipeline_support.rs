@@ -12,9 +12,10 @@ use redis::aio::ConnectionManager;
 use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 use sqlx::PgPool;
-use stampede::contract::{Reservation, ReservationStatus, time_from_millis};
+use stampede::contract::{Reservation, ReservationStatus};
 use stampede::ids::{CategoryId, ReservationId};
 use stampede::keyspace::Keyspace;
+use stampede::milliseconds;
 use stampede::outbox::{EventType, ReservationEvent, entry_fields, event_id};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -226,7 +227,7 @@ impl PrivateBroker {
     /// An in-process API of `isolation` whose relay publishes to this broker.
     pub async fn relaying_app(&self, isolation: &Isolation) -> TestApp {
         let mut config = isolation.api_config(&relay_flags());
-        config.kafka_brokers = self.brokers();
+        config.shared.kafka_brokers = self.brokers();
         TestApp::spawn_config(isolation.clone(), config).await
     }
 }
@@ -294,7 +295,7 @@ impl Synthetic {
         ReservationEvent {
             id: event_id(self.id, event_type),
             event_type,
-            occurred_at: time_from_millis(occurred),
+            occurred_at: milliseconds::to_time(occurred),
             reservation: Reservation {
                 id: self.id,
                 status: ReservationStatus::parse(status).unwrap(),
@@ -304,9 +305,9 @@ impl Synthetic {
                 quantity: self.quantity,
                 amount: self.quantity * 1000,
                 currency: "USD".to_owned(),
-                created_at: time_from_millis(self.created_at_ms),
-                expires_at: time_from_millis(self.created_at_ms + 600_000),
-                confirmed_at: confirmed.then(|| time_from_millis(occurred)),
+                created_at: milliseconds::to_time(self.created_at_ms),
+                expires_at: milliseconds::to_time(self.created_at_ms + 600_000),
+                confirmed_at: confirmed.then(|| milliseconds::to_time(occurred)),
                 payment_id: confirmed.then(|| format!("pay_{}", self.id.simple())),
             },
         }

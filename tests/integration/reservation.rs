@@ -383,3 +383,35 @@ async fn reservations_read_from_postgres_once_redis_forgot_them() {
     assert_problem(app.get(&path, Some(&user_token("someone-else"))).await, 404, "not_found").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn hold_records_have_the_layout_rust_defines() {
+    // Goal: the scripts in Redis use the hold-record layout of `reservation::RECORD_FIELDS`: the prelude's table is
+    // that list, and the records reserve.lua and finish_payment.lua write have exactly those fields.
+    use redis::AsyncCommands;
+    use stampede::ids::CategoryId;
+    use stampede::reservation::{RECORD_FIELDS, engine};
+    let app = TestApp::spawn().await;
+    let mut redis = app.redis.clone();
+    assert_eq!(engine::record_layout(&mut redis).await.unwrap(), RECORD_FIELDS);
+    let (_, category) = sale(&app, 5, 2).await;
+    let id = id_of(&hold(&app, "layout", category, 1).await);
+    let key = app.keys().hold(CategoryId::new(category).unwrap(), uuid::Uuid::parse_str(&id).unwrap());
+    let fields = |names: Vec<String>| -> Vec<String> {
+        let mut names = names;
+        names.sort();
+        names
+    };
+    let mut unset = vec!["confirmed_at_ms".to_owned(), "payment_id".to_owned()];
+    let expected = |unset: &[String]| {
+        fields(RECORD_FIELDS.iter().map(|field| field.to_string()).filter(|field| !unset.contains(field)).collect())
+    };
+    let held: Vec<String> = redis.hkeys(&key).await.unwrap();
+    assert_eq!(fields(held), expected(&unset));
+    assert_eq!(confirm_as(&app, "layout", &id, "tok_ok", None).await.status(), 200);
+    unset.clear();
+    let confirmed: Vec<String> = redis.hkeys(&key).await.unwrap();
+    let confirmed: Vec<String> = confirmed.into_iter().filter(|field| field != "attempt").collect();
+    assert_eq!(fields(confirmed), expected(&unset));
+    app.stop().await;
+}
