@@ -84,6 +84,21 @@ impl Streams {
     }
 }
 
+/// One message of the stream as an SSE parser sees it (the wire form is `event:`, `id:`
+/// and `data:` lines), for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"event": "availability", "id": "1", "data":
+    "{\"event_id\":1,\"categories\":[{\"category_id\":1,\"name\":\"VIP\",\"quota\":5000,\"available\":4890,\"held\":60,\"sold\":50}]}"}))]
+pub struct StreamMessage {
+    /// Always `availability`.
+    #[schema(example = "availability")]
+    pub event: String,
+    /// Increases with every message of the stream.
+    pub id: String,
+    /// The same JSON as `GET /events/{id}/availability`.
+    pub data: String,
+}
+
 /// `GET /events/{id}/availability/stream` (public).
 #[utoipa::path(
     get,
@@ -100,16 +115,14 @@ impl Streams {
         `Retry-After`. Try it with `curl -N`.",
     params(
         ("id" = i64, Path, description = "Event id.", minimum = 1),
-        ("Last-Event-ID" = Option<u64>, Header, description = "The last `id:` a reconnecting client saw; \
-            the new stream's ids continue after it."),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last `id:` a reconnecting client saw; \
+            the new stream's ids continue after it. A value that is not a whole number is ignored."),
     ),
     responses((
         status = 200,
         description = "The stream; it ends when the server shuts down.",
         content_type = "text/event-stream",
-        body = String,
-        example = json!("event: availability\nid: 1\ndata: {\"event_id\":1,\"categories\":[{\"category_id\":1,\
-            \"name\":\"VIP\",\"quota\":5000,\"available\":4890,\"held\":60,\"sold\":50}]}\n\n: keep-alive\n\n"),
+        body = StreamMessage,
     )),
 )]
 pub async fn availability_stream(

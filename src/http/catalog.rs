@@ -71,13 +71,13 @@ pub struct CreateCategoryRequest {
     #[schema(required = true, nullable = false, minimum = 0)]
     pub price: Option<i64>,
     /// Three uppercase letters; default `USD`.
-    #[schema(nullable = false, pattern = "^[A-Z]{3}$", default = "USD")]
+    #[schema(pattern = "^[A-Z]{3}$", default = "USD")]
     pub currency: Option<String>,
     /// 1..10,000,000 tickets.
     #[schema(required = true, nullable = false, minimum = 1, maximum = 10_000_000)]
     pub quota: Option<i64>,
-    /// 1..quota; default min(10, quota).
-    #[schema(nullable = false, minimum = 1)]
+    /// 1..quota; default min(10, quota) (also when `null`).
+    #[schema(minimum = 1)]
     pub max_per_user: Option<i64>,
 }
 

@@ -20,18 +20,17 @@ use crate::waiting_room::{Joined, QueueStatus, Room, RoomChange, WaitingRoomErro
 /// The request header carrying a queue pass.
 pub const QUEUE_PASS_HEADER: &str = "queue-pass";
 
-/// Body of `PUT /events/{id}/waiting-room`; omitted fields keep their current values.
+/// Body of `PUT /events/{id}/waiting-room`; omitted or `null` fields keep their current values.
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"enabled": true, "admit_per_second": 100, "pass_ttl_seconds": 600}))]
 pub struct WaitingRoomRequest {
     /// Whether reserving in the event needs a queue pass.
-    #[schema(nullable = false)]
     pub enabled: Option<bool>,
     /// Users admitted per second at most, 1..100000 (default 100).
-    #[schema(nullable = false, minimum = 1, maximum = 100_000)]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub admit_per_second: Option<i64>,
     /// How long a pass lasts from admission, 5..86400 s (default 600).
-    #[schema(nullable = false, minimum = 5, maximum = 86_400)]
+    #[schema(minimum = 5, maximum = 86_400)]
     pub pass_ttl_seconds: Option<i64>,
 }
 
