@@ -1,7 +1,8 @@
 -- wrk script of scripts/bench: POST /reserve, rotating pre-minted user tokens.
 --
 -- Environment:
---   BENCH_TOKENS      file with one user JWT per line (required)
+--   BENCH_TOKENS      file with one user JWT per line (required); a line may carry the
+--                     user's waiting-room pass after a tab, sent as Queue-Pass
 --   BENCH_CATEGORIES  comma-separated category ids; token i reserves from category i mod n
 --   BENCH_QUANTITY    tickets per reserve (default 1)
 --   BENCH_DELAY_MS    when set, each connection waits this long before each request, so
@@ -27,14 +28,19 @@ function init(args)
   assert(#categories > 0, "BENCH_CATEGORIES is required")
   local quantity = tonumber(os.getenv("BENCH_QUANTITY") or "1")
   local line_number = 0
-  for token in io.lines(tokens_file) do
-    if token ~= "" then
+  for line in io.lines(tokens_file) do
+    if line ~= "" then
+      local token, pass = line:match("^([^\t]+)\t?(.*)$")
       local category = categories[(line_number % #categories) + 1]
       local body = string.format('{"category_id":%s,"quantity":%d}', category, quantity)
-      requests[#requests + 1] = wrk.format("POST", "/reserve", {
+      local headers = {
         ["Authorization"] = "Bearer " .. token,
         ["Content-Type"] = "application/json",
-      }, body)
+      }
+      if pass ~= "" then
+        headers["Queue-Pass"] = pass
+      end
+      requests[#requests + 1] = wrk.format("POST", "/reserve", headers, body)
       line_number = line_number + 1
     end
   end

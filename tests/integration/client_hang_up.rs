@@ -7,16 +7,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{TestApp, user_token};
+use crate::harness::{TestApp, metric_value, user_token};
 use crate::operations::{read_address, spawn_api};
 use crate::reservation_support::{levels, sale};
 
 const HELD_METRIC: &str = r#"reservation_outcomes_total{operation="reserve",outcome="held"}"#;
-
-/// The value of `metric` in a Prometheus text page, 0 when absent.
-fn metric_value(page: &str, metric: &str) -> f64 {
-    page.lines().find_map(|line| line.strip_prefix(metric).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn a_reserve_whose_client_hung_up_is_held_and_counted() {
