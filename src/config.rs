@@ -242,7 +242,8 @@ pub struct ApiConfig {
     pub queue_pass_keys: Option<Secret>,
 
     /// How often each API process reloads which events have their waiting room on (and
-    /// which are sold out); another process's change takes effect here within this.
+    /// which are sold out); another process turning a room on takes effect here within
+    /// this (turning one off takes effect at once).
     #[arg(long, env = "WAITING_ROOM_REFRESH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub waiting_room_refresh_interval: Duration,
 }

@@ -457,13 +457,27 @@ impl WaitingRooms {
         self.directory.is_on(event)
     }
 
-    /// Checks `user`'s pass for `event`, without Redis; counts refusals by reason.
-    pub fn check_pass(&self, pass: Option<&str>, user: &UserId, event: EventId) -> Result<(), PassRejection> {
-        let result = self.options.pass_keys.verify(pass, user, event, process_now_ms());
-        if let Err(rejection) = result {
-            metrics::counter!("queue_pass_rejections_total", "reason" => rejection.reason()).increment(1);
+    /// Checks `user`'s pass for `event`, whose room this process's directory shows on. A
+    /// valid pass costs no Redis round trip. A refusal first asks Redis whether the room is
+    /// still on, because the directory may lag a room turned off in another process by one
+    /// refresh: turning a room off takes effect at once in every process. Counts refusals by
+    /// reason.
+    pub async fn check_pass(
+        &self,
+        pass: Option<&str>,
+        user: &UserId,
+        event: EventId,
+    ) -> Result<Result<(), PassRejection>, WaitingRoomError> {
+        let Err(rejection) = self.options.pass_keys.verify(pass, user, event, process_now_ms()) else {
+            return Ok(Ok(()));
+        };
+        let enabled: Option<String> =
+            redis::cmd("HGET").arg(self.keys.waiting_room(event)).arg("enabled").query_async(&mut self.redis.clone()).await?;
+        if enabled.as_deref() != Some("1") {
+            return Ok(Ok(()));
         }
-        result
+        metrics::counter!("queue_pass_rejections_total", "reason" => rejection.reason()).increment(1);
+        Ok(Err(rejection))
     }
 
     /// Loads the scripts into Redis ahead of the first request: a crowd's first requests

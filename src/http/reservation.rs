@@ -194,7 +194,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
     let new = NewReservation::parse(body.category_id, body.quantity, body.event_id).map_err(ApiError::Validation)?;
-    super::waiting_room::require_pass(state, &request, &caller.user_id, new.category)?;
+    super::waiting_room::require_pass(state, &request, &caller.user_id, new.category).await?;
     let result = state.reservations.reserve(&caller.user_id, &new, key).await;
     record_outcome("reserve", &result, "held");
     match result {

@@ -166,16 +166,18 @@ pub async fn get_queue_status(state: &AppState, request: RequestContext) -> Hand
 }
 
 /// The reserve path's check: when `category`'s event has its room on (per this process's
-/// directory), the request needs a valid `Queue-Pass` of `user` for that event.
-pub fn require_pass(
+/// directory, confirmed in Redis before a refusal), the request needs a valid `Queue-Pass`
+/// of `user` for that event.
+pub async fn require_pass(
     state: &AppState,
     request: &RequestContext,
     user: &UserId,
     category: CategoryId,
 ) -> Result<(), ApiError> {
     let Some(event) = state.waiting_rooms.guard(category) else { return Ok(()) };
-    state
-        .waiting_rooms
-        .check_pass(request.header(QUEUE_PASS_HEADER), user, event)
-        .map_err(|_| ApiError::QueuePassRequired)
+    match state.waiting_rooms.check_pass(request.header(QUEUE_PASS_HEADER), user, event).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(ApiError::QueuePassRequired),
+        Err(error) => Err(waiting_room_error(error)),
+    }
 }
