@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::infrastructure::RedisConnection;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,11 +101,11 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
     let database =
         infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
-    let redis = connect_redis(&config.shared.redis_url).await?;
+    let redis = connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => Some((connect_redis(&config.shared.redis_url).await?, options)),
+        Some(options) => Some((connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?, options)),
         None => None,
     };
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
@@ -163,7 +163,7 @@ async fn serve_until_shutdown(
     state: Arc<AppState>,
     listener: TcpListener,
     options: ServerOptions,
-    relay: Option<(ConnectionManager, RelayOptions)>,
+    relay: Option<(RedisConnection, RelayOptions)>,
     reaper: Option<Reaper>,
     shutdown: CancellationToken,
 ) {
@@ -198,7 +198,7 @@ async fn serve_until_shutdown(
 /// The reservation engine with the simulated payment gateway. The payment window is
 /// the payment timeout plus a margin, so a charge that answers in time is always
 /// recorded before the reaper may take the hold back.
-fn reservation_engine(config: &ApiConfig, redis: ConnectionManager, keys: Keyspace) -> ReservationEngine {
+fn reservation_engine(config: &ApiConfig, redis: RedisConnection, keys: Keyspace) -> ReservationEngine {
     let gateway = Arc::new(SimulatedGateway::new(redis.clone(), &keys, config.payment_latency));
     let options = EngineOptions {
         hold_ttl: config.hold_ttl,

@@ -89,6 +89,11 @@ pub struct SharedConfig {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
+    /// `true`: `REDIS_URL` is a comma-separated list of seed nodes of a Redis Cluster,
+    /// reached through the cluster client.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+
     /// Prefix of every Redis key, so deployments and test runs can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "stampede")]
     pub redis_key_prefix: String,

@@ -1,21 +1,146 @@
-//! Connection set-up shared by the binaries: the Redis connection and the Postgres pool
-//! (with the migrations every binary runs on start). The Kafka client is set up by the
-//! `kafka` module.
+//! Connection set-up shared by the binaries: the Redis connection (one node or a Redis
+//! Cluster) and the Postgres pool (with the migrations every binary runs on start). The
+//! Kafka client is set up by the `kafka` module.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinSet;
 
-/// Opens the Redis connection with bounded timeouts and retries.
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+/// Longest wait for one connection attempt to a Redis node.
+const REDIS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest wait for a Redis reply; on a cluster it bounds the whole request, retries and
+/// redirections included, so a request for a slot whose master is failing over fails
+/// (503) within it rather than hanging.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Retries of one cluster request (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a dropped
+/// connection) within [`REDIS_RESPONSE_TIMEOUT`].
+const CLUSTER_RETRIES: u32 = 8;
+
+/// Shortest and longest pause between two cluster retries, in ms.
+const CLUSTER_RETRY_WAIT_MIN_MS: u64 = 25;
+const CLUSTER_RETRY_WAIT_MAX_MS: u64 = 400;
+
+/// The one Redis connection type of the crate: one node, or a Redis Cluster
+/// (`REDIS_CLUSTER=true`). Cheap to clone; every clone shares the connection.
+///
+/// On a cluster, every command and script goes to the master of its key's slot
+/// (redirections and failovers are followed by the client); a non-atomic pipeline whose
+/// commands name keys of several slots is split by slot, the parts sent concurrently
+/// and the replies put back in order. A transaction (`MULTI`) must stay on one slot.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One Redis server, reconnected by the connection manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => {
+                if pipeline.is_transaction() {
+                    connection.req_packed_commands(pipeline, offset, count)
+                } else {
+                    Box::pin(split_by_slot(connection.clone(), pipeline))
+                }
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// The slot of a command's first key (the argument after the command name), if any.
+fn command_slot(cmd: &Cmd) -> Option<Slot> {
+    match cmd.args_iter().nth(1) {
+        Some(Arg::Simple(key)) => Some(Slot::for_key(key)),
+        _ => None,
+    }
+}
+
+/// Runs a non-atomic pipeline on a cluster one slot at a time, concurrently, and answers
+/// the replies in the pipeline's order (a pipeline on one slot goes as it is).
+async fn split_by_slot(connection: ClusterConnection, pipeline: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+    let mut parts: HashMap<Option<Slot>, (Pipeline, Vec<usize>)> = HashMap::new();
+    for (index, cmd) in pipeline.cmd_iter().enumerate() {
+        let (part, indices) = parts.entry(command_slot(cmd)).or_insert_with(|| (redis::pipe(), Vec::new()));
+        part.add_command(cmd.clone());
+        indices.push(index);
+    }
+    if parts.len() <= 1 {
+        let mut connection = connection;
+        return connection.req_packed_commands(pipeline, 0, pipeline.len()).await;
+    }
+    let mut requests = JoinSet::new();
+    for (part, indices) in parts.into_values() {
+        let mut connection = connection.clone();
+        requests.spawn(async move {
+            let replies = connection.req_packed_commands(&part, 0, part.len()).await;
+            replies.map(|replies| (indices, replies))
+        });
+    }
+    let mut replies = vec![Value::Nil; pipeline.len()];
+    while let Some(joined) = requests.join_next().await {
+        let (indices, values) = joined.map_err(|error| {
+            redis::RedisError::from((redis::ErrorKind::Client, "a pipeline part failed", error.to_string()))
+        })??;
+        for (index, value) in indices.into_iter().zip(values) {
+            replies[index] = value;
+        }
+    }
+    Ok(replies)
+}
+
+/// Opens the Redis connection with bounded timeouts and retries: to the one server at
+/// `url`, or with `cluster`, to the Redis Cluster whose seed nodes `url` lists
+/// (comma-separated).
+pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, redis::RedisError> {
+    if cluster {
+        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|seed| !seed.is_empty()).collect();
+        let client = ClusterClientBuilder::new(seeds)
+            .connection_timeout(REDIS_CONNECTION_TIMEOUT)
+            .response_timeout(REDIS_RESPONSE_TIMEOUT)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
+            .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
+            .build()?;
+        return Ok(RedisConnection::Cluster(client.get_async_connection().await?));
+    }
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_connection_timeout(Some(REDIS_CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_number_of_retries(3);
-    client.get_connection_manager_with_config(config).await
+    Ok(RedisConnection::Single(client.get_connection_manager_with_config(config).await?))
 }
 
 /// Why Postgres could not be prepared.

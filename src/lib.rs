@@ -14,7 +14,7 @@
 //! - [`contract`]: the contract's view of a reservation and its status.
 //! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document.
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
-//! - [`infrastructure`]: connection set-up: the Redis connection, the Postgres pool and migrations.
+//! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster), the Postgres pool and migrations.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
 //! - [`milliseconds`]: Unix milliseconds, as times and durations cross into scripts and the outbox.

@@ -17,8 +17,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::infrastructure::RedisConnection;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use crate::keyspace::Keyspace;
@@ -158,14 +158,14 @@ pub struct LedgerEntry {
 /// other token is charged, each after a configurable latency.
 #[derive(Clone)]
 pub struct SimulatedGateway {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     key_prefix: String,
     latency: Duration,
 }
 
 impl SimulatedGateway {
     /// A gateway whose ledger lives under the keyspace's prefix, answering after `latency`.
-    pub fn new(redis: ConnectionManager, keys: &Keyspace, latency: Duration) -> Self {
+    pub fn new(redis: RedisConnection, keys: &Keyspace, latency: Duration) -> Self {
         Self { redis, key_prefix: format!("{}:{{gateway}}", keys.prefix()), latency }
     }
 

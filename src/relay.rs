@@ -38,7 +38,7 @@ pub mod publisher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::infrastructure::RedisConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiConfig;
@@ -119,7 +119,7 @@ impl RelayOptions {
 /// Runs the relay until `stop` fires, then flushes what it can, releases its leases
 /// and returns. Cancel `stop` after the HTTP server has drained, so the events of the
 /// last requests go out too.
-pub async fn run(redis: ConnectionManager, keys: Keyspace, options: RelayOptions, stop: CancellationToken) {
+pub async fn run(redis: RedisConnection, keys: Keyspace, options: RelayOptions, stop: CancellationToken) {
     let broker = Arc::new(Broker::new(options.publisher.clone()));
     // Connect (and create the topic) before taking any lease, so a process that cannot
     // reach the broker leaves the streams to one that can.
@@ -163,7 +163,7 @@ struct StreamEntries {
 
 /// This process's relay: the streams it holds leases on and the broker connection.
 struct Relay {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keyspace,
     options: RelayOptions,
     broker: Arc<Broker>,

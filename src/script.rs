@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use redis::aio::ConnectionManager;
+use crate::infrastructure::RedisConnection;
 use redis::{FromRedisValue, ScriptInvocation};
 
 /// A Lua script with its operation name.
@@ -32,7 +32,7 @@ impl LuaScript {
     pub async fn run<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
-        redis: &mut ConnectionManager,
+        redis: &mut RedisConnection,
     ) -> redis::RedisResult<T> {
         let started = Instant::now();
         let result = invocation.invoke_async(redis).await;

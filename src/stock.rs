@@ -5,9 +5,9 @@
 //! (`event_id`, `price`, `currency`, `max_per_user`, sale window) and `state`
 //! (`pending` until provisioning finishes, then `open`).
 
+use crate::infrastructure::RedisConnection;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -81,13 +81,13 @@ pub struct StockTerms {
 /// The stock store.
 #[derive(Clone)]
 pub struct Stock {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keyspace,
 }
 
 impl Stock {
     /// A stock store on a Redis connection under a keyspace.
-    pub fn new(redis: ConnectionManager, keys: Keyspace) -> Self {
+    pub fn new(redis: RedisConnection, keys: Keyspace) -> Self {
         Self { redis, keys }
     }
 

@@ -19,8 +19,8 @@ pub mod pass;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::infrastructure::RedisConnection;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -204,7 +204,7 @@ pub struct WaitingRoomOptions {
 /// The waiting rooms of every event.
 #[derive(Clone)]
 pub struct WaitingRooms {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keyspace,
     database: PgPool,
     stock: Stock,
@@ -326,7 +326,7 @@ fn record_admissions(event: EventId, waiting: i64, admitted_now: i64) {
 impl WaitingRooms {
     /// The service over Redis (the queues), Postgres (categories of rooms) and the stock.
     pub fn new(
-        redis: ConnectionManager,
+        redis: RedisConnection,
         keys: Keyspace,
         database: PgPool,
         stock: Stock,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::infrastructure::RedisConnection;
 use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::auth::Jwt;
@@ -23,7 +23,7 @@ pub struct AppState {
     /// Postgres pool.
     pub database: PgPool,
     /// Multiplexed Redis connection.
-    pub redis: ConnectionManager,
+    pub redis: RedisConnection,
     /// Redis key layout.
     pub keys: Keyspace,
     /// Events and categories.

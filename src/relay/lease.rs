@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::infrastructure::RedisConnection;
 
 use crate::lua_script;
 
@@ -35,7 +35,7 @@ impl Lease {
     }
 
     /// Takes the lease if nobody holds it; `true` when this process holds it now.
-    pub async fn acquire(&self, redis: &mut ConnectionManager) -> redis::RedisResult<bool> {
+    pub async fn acquire(&self, redis: &mut RedisConnection) -> redis::RedisResult<bool> {
         let reply: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(&self.token)
@@ -49,7 +49,7 @@ impl Lease {
 
     /// Extends the lease (or takes it back after it lapsed unclaimed); `false` when
     /// another process holds it, and this one must stop relaying.
-    pub async fn renew(&self, redis: &mut ConnectionManager) -> redis::RedisResult<bool> {
+    pub async fn renew(&self, redis: &mut RedisConnection) -> redis::RedisResult<bool> {
         let mut invocation = RENEW_LEASE.prepare();
         invocation.key(&self.key).arg(&self.token).arg(self.ttl_millis());
         let held: i64 = RENEW_LEASE.run(&invocation, redis).await?;
@@ -57,7 +57,7 @@ impl Lease {
     }
 
     /// Deletes the lease if it is still this process's.
-    pub async fn release(&self, redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+    pub async fn release(&self, redis: &mut RedisConnection) -> redis::RedisResult<()> {
         let mut invocation = RELEASE_LEASE.prepare();
         invocation.key(&self.key).arg(&self.token);
         let _: i64 = RELEASE_LEASE.run(&invocation, redis).await?;

@@ -24,8 +24,8 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use crate::infrastructure::RedisConnection;
 use redis::ScriptInvocation;
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::idempotency::{
@@ -60,7 +60,7 @@ fn record_fields_lua() -> String {
 static RECORD_LAYOUT: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("record_layout", "return RECORD_FIELDS"));
 
 /// The hold-record fields as the prelude scripts see them in Redis (for tests).
-pub async fn record_layout(redis: &mut ConnectionManager) -> redis::RedisResult<Vec<String>> {
+pub async fn record_layout(redis: &mut RedisConnection) -> redis::RedisResult<Vec<String>> {
     RECORD_LAYOUT.run(&RECORD_LAYOUT.prepare(), redis).await
 }
 
@@ -302,7 +302,7 @@ impl AbandonOutcome {
 /// The engine. Cheap to clone; every clone shares the Redis connection and gateway.
 #[derive(Clone)]
 pub struct ReservationEngine {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keyspace,
     gateway: Arc<dyn PaymentGateway>,
     options: EngineOptions,
@@ -311,7 +311,7 @@ pub struct ReservationEngine {
 impl ReservationEngine {
     /// An engine on a Redis connection, keyspace and payment gateway.
     pub fn new(
-        redis: ConnectionManager,
+        redis: RedisConnection,
         keys: Keyspace,
         gateway: Arc<dyn PaymentGateway>,
         options: EngineOptions,
@@ -335,7 +335,7 @@ impl ReservationEngine {
     }
 
     /// A handle on the Redis connection.
-    pub fn redis(&self) -> ConnectionManager {
+    pub fn redis(&self) -> RedisConnection {
         self.redis.clone()
     }
 

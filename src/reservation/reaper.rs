@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::infrastructure::RedisConnection;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,7 @@ pub struct Sweep {
 
 /// Releases holds past their deadline.
 pub struct Reaper {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     keys: Keyspace,
     gateway: Arc<dyn PaymentGateway>,
     options: ReaperOptions,

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::infrastructure::RedisConnection;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ const STATES: [&str; 3] = ["available", "held", "sold"];
 /// Samples every [`SAMPLE_INTERVAL`] until `shutdown` fires, and runs the recorder's
 /// upkeep (draining histogram buffers) on the same beat, so memory stays bounded even
 /// when nobody scrapes.
-pub async fn run(mut redis: ConnectionManager, keys: Keyspace, metrics: PrometheusHandle, shutdown: CancellationToken) {
+pub async fn run(mut redis: RedisConnection, keys: Keyspace, metrics: PrometheusHandle, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -69,7 +69,7 @@ pub async fn upkeep(metrics: PrometheusHandle, shutdown: CancellationToken) {
 /// One sampling round: sets the gauges of every listed category (at most
 /// [`CATEGORIES_MAX`]) and returns how many were set. Categories whose stock is missing
 /// are skipped, so a flushed category keeps its last values rather than reading as zero.
-pub async fn sample(redis: &mut ConnectionManager, keys: &Keyspace) -> Result<usize, redis::RedisError> {
+pub async fn sample(redis: &mut RedisConnection, keys: &Keyspace) -> Result<usize, redis::RedisError> {
     let members: Vec<String> = redis.smembers(keys.categories()).await?;
     let mut categories: Vec<CategoryId> =
         members.iter().filter_map(|member| member.parse().ok()).filter_map(CategoryId::new).collect();

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use super::WaitingRoomError;
 use crate::ids::CategoryId;
 use crate::ids::EventId;
+use crate::infrastructure::RedisConnection;
 use crate::keyspace::Keyspace;
 use crate::stock::Stock;
 
@@ -48,7 +49,7 @@ impl Directory {
     /// stock levels from Redis.
     pub async fn refresh(
         &self,
-        redis: &mut redis::aio::ConnectionManager,
+        redis: &mut RedisConnection,
         keys: &Keyspace,
         database: &PgPool,
         stock: &Stock,

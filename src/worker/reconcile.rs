@@ -40,8 +40,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::infrastructure::RedisConnection;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::config::{ReconcileArgs, WorkerConfig};
@@ -277,7 +277,7 @@ struct CategoryTerms {
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
 pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<ReconcileReport, ReconcileError> {
     let database = infrastructure::connect_and_migrate(&config.shared.database_url, 2).await?;
-    let redis = infrastructure::connect_redis(&config.shared.redis_url).await?;
+    let redis = infrastructure::connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?;
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
     let terms: Vec<CategoryTerms> =
         sqlx::query_as(include_str!("provisioned_categories.sql")).fetch_all(&database).await?;
@@ -308,7 +308,7 @@ pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<Reconcil
 
 async fn compare(
     database: &PgPool,
-    redis: &ConnectionManager,
+    redis: &RedisConnection,
     keys: &Keyspace,
     terms: &CategoryTerms,
 ) -> Result<CategoryReport, ReconcileError> {
@@ -355,7 +355,7 @@ async fn compare(
 /// that a sale going on meanwhile does not show as drift (after a few tries the last
 /// reading is reported). `None`s when the stock is missing.
 async fn levels_and_live_holds(
-    redis: &ConnectionManager,
+    redis: &RedisConnection,
     keys: &Keyspace,
     category: CategoryId,
     confirmed: &HashMap<String, i64>,
@@ -390,7 +390,7 @@ async fn read_levels(stock: &Stock, category: CategoryId) -> Result<Option<Level
 /// Counts the held and paying records that the category's deadlines list and compares
 /// each user's `holders` count with their live held + `confirmed` tickets.
 async fn live_holds(
-    redis: &ConnectionManager,
+    redis: &RedisConnection,
     keys: &Keyspace,
     category: CategoryId,
     confirmed: &HashMap<String, i64>,
@@ -461,7 +461,7 @@ impl TotalsRow {
 /// Waits until every entry that is in a category's outbox now has been relayed (the
 /// stream may have newer entries by then); `false` after `timeout`.
 async fn relayed_outboxes(
-    redis: &ConnectionManager,
+    redis: &RedisConnection,
     keys: &Keyspace,
     terms: &[CategoryTerms],
     timeout: Duration,
@@ -567,7 +567,7 @@ async fn high_watermarks(config: &WorkerConfig, database: &PgPool) -> Result<BTr
 /// Rebuilds a missing stock; `false` if a stock appeared meanwhile (nothing written).
 async fn repair(
     database: &PgPool,
-    redis: &ConnectionManager,
+    redis: &RedisConnection,
     keys: &Keyspace,
     terms: &CategoryTerms,
 ) -> Result<bool, ReconcileError> {
@@ -628,7 +628,7 @@ async fn repair(
 /// Writes the records of confirmed reservations (only read by confirm replays,
 /// cancels and reads, so they may land before the stock).
 async fn restore_confirmed_records(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     keys: &Keyspace,
     terms: &CategoryTerms,
     open: &[Reservation],

@@ -13,7 +13,7 @@ use stampede::keyspace::Keyspace;
 use stampede::stock::{Stock, StockTerms};
 use stampede::telemetry;
 
-use crate::harness::{TestApp, redis_url, unique_name};
+use crate::harness::{TestApp, connect_redis, unique_name};
 
 /// Every error code of the contract (docs/api-contract.md, "Errors").
 const CONTRACT_ERROR_CODES: &[&str] = &[
@@ -241,7 +241,7 @@ async fn sampler_sets_stock_and_outbox_gauges_from_redis() {
     // Goal: one sampling round sets stock_tickets, stock_quota_tickets and outbox_backlog_entries to exactly
     // what Redis holds for a category.
     let handle = telemetry::install_metrics();
-    let mut redis = stampede::infrastructure::connect_redis(&redis_url()).await.unwrap();
+    let mut redis = connect_redis().await;
     let keys = Keyspace::new(unique_name("sampler"));
     // An id no test database hands out, so no other test app's sampler writes these series.
     let id = 3_000_000_000 + i64::from(fastrand::u32(..1_000_000_000));

@@ -32,6 +32,75 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// Whether the tests run against a Redis Cluster (`TEST_REDIS_CLUSTER=true`, set by
+/// `scripts/test` for its cluster pass): `TEST_REDIS_URL` then lists the cluster's nodes.
+pub fn redis_cluster() -> bool {
+    std::env::var("TEST_REDIS_CLUSTER").is_ok_and(|value| value == "true")
+}
+
+/// The value of `--redis-cluster` and `REDIS_CLUSTER` for the processes a test starts.
+pub fn redis_cluster_flag() -> String {
+    redis_cluster().to_string()
+}
+
+/// A connection to the tests' Redis (one node or the cluster).
+pub async fn connect_redis() -> stampede::infrastructure::RedisConnection {
+    stampede::infrastructure::connect_redis(&redis_url(), redis_cluster()).await.expect("redis is up")
+}
+
+/// Connections to every master of the tests' Redis: the one server, or each master of
+/// the cluster that answers (a master killed by a failover test is skipped).
+async fn redis_masters() -> Result<Vec<redis::aio::MultiplexedConnection>, redis::RedisError> {
+    let mut masters = Vec::new();
+    for url in redis_url().split(',').map(str::trim) {
+        let client = redis::Client::open(url)?;
+        let Ok(mut node) = client.get_multiplexed_async_connection().await else { continue };
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut node).await?;
+        if matches!(role.first(), Some(redis::Value::BulkString(role)) if role.as_slice() == b"master") {
+            masters.push(node);
+        }
+    }
+    Ok(masters)
+}
+
+/// Every key matching `pattern` on every master (SCAN, so Redis never blocks on it).
+pub async fn keys_matching(pattern: &str) -> Result<Vec<String>, redis::RedisError> {
+    let mut found = Vec::new();
+    for mut node in redis_masters().await? {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut node)
+                .await?;
+            found.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(found)
+}
+
+/// Unlinks every key matching `pattern`, one key per command so none crosses a slot.
+pub async fn delete_keys(pattern: &str) -> Result<(), redis::RedisError> {
+    let keys = keys_matching(pattern).await?;
+    let mut redis = stampede::infrastructure::connect_redis(&redis_url(), redis_cluster()).await?;
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("UNLINK").arg(key).ignore();
+        }
+        let () = pipe.query_async(&mut redis).await?;
+    }
+    Ok(())
+}
+
 /// Kafka brokers of the tests (started by `scripts/test`).
 pub fn kafka_brokers() -> String {
     std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
@@ -101,6 +170,8 @@ impl Isolation {
             "4",
             "--redis-url",
             &redis_url(),
+            "--redis-cluster",
+            &redis_cluster_flag(),
             "--redis-key-prefix",
             &self.redis_key_prefix,
             "--kafka-brokers",
@@ -129,6 +200,7 @@ impl Isolation {
             ("DATABASE_URL", self.database_url.clone()),
             ("DATABASE_CONNECTIONS_MAX", "4".to_owned()),
             ("REDIS_URL", redis_url()),
+            ("REDIS_CLUSTER", redis_cluster_flag()),
             ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
             ("KAFKA_BROKERS", kafka_brokers()),
             ("KAFKA_TOPIC", self.kafka_topic.clone()),
@@ -149,7 +221,7 @@ pub struct TestApp {
     /// Cancels the app.
     pub shutdown: CancellationToken,
     /// Redis connection for assertions.
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: stampede::infrastructure::RedisConnection,
     app: Option<stampede::api::RunningApi>,
 }
 
@@ -183,7 +255,7 @@ impl TestApp {
     pub async fn spawn_config(isolation: Isolation, config: ApiConfig) -> Self {
         let shutdown = CancellationToken::new();
         let app = stampede::api::start(config, shutdown.clone()).await.expect("api starts");
-        let redis = stampede::infrastructure::connect_redis(&redis_url()).await.expect("redis is up");
+        let redis = connect_redis().await;
         Self {
             base_url: format!("http://{}", app.local_addr),
             client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
@@ -329,7 +401,7 @@ impl Drop for Cleanup {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             runtime.block_on(async {
                 report("drop database", &database, drop_database(&database).await);
-                report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await);
+                report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await.map_err(Into::into));
                 report("delete topic", &topic, delete_topic(&topic).await);
             });
         });
@@ -352,30 +424,6 @@ async fn drop_database(name: &str) -> CleanupResult {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&admin).await;
     admin.close().await;
     result.map(drop).map_err(Into::into)
-}
-
-/// Unlinks every key matching `pattern` (SCAN, so Redis never blocks on it).
-async fn delete_keys(pattern: &str) -> CleanupResult {
-    let client = redis::Client::open(redis_url())?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut redis).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
 
 /// Deletes the test's topic on the shared broker, if the broker is up and has it
@@ -444,40 +492,24 @@ async fn sweep_databases() -> CleanupResult {
 }
 
 async fn sweep_keys() -> CleanupResult {
-    let client = redis::Client::open(redis_url())?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
+    let mut redis = stampede::infrastructure::connect_redis(&redis_url(), redis_cluster()).await?;
     // Each prefix is judged once, by the first of its keys the scan meets.
     let mut judged = std::collections::BTreeMap::<String, bool>::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("test_*")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await?;
-        for key in keys {
-            let prefix = key.split(':').next().unwrap_or_default();
-            if judged.contains_key(prefix) {
-                continue;
-            }
-            let old = abandoned(prefix, "test") && {
-                // Idle that long: nothing has touched this key for an hour.
-                let idle: Option<u64> = redis::cmd("OBJECT").arg("IDLETIME").arg(&key).query_async(&mut redis).await?;
-                idle.is_some_and(|idle| idle >= ABANDONED_AGE.as_secs())
-            };
-            judged.insert(prefix.to_owned(), old);
+    for key in keys_matching("test_*").await? {
+        let prefix = key.split(':').next().unwrap_or_default();
+        if judged.contains_key(prefix) {
+            continue;
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+        let old = abandoned(prefix, "test") && {
+            // Idle that long: nothing has touched this key for an hour.
+            let idle: Option<u64> = redis::cmd("OBJECT").arg("IDLETIME").arg(&key).query_async(&mut redis).await?;
+            idle.is_some_and(|idle| idle >= ABANDONED_AGE.as_secs())
+        };
+        judged.insert(prefix.to_owned(), old);
     }
     let prefixes = judged.into_iter().filter_map(|(prefix, old)| old.then_some(prefix));
     for prefix in prefixes {
-        report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await);
+        report("delete keys", &prefix, delete_keys(&format!("{prefix}:*")).await.map_err(Into::into));
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use stampede::outbox::EventType;
 use uuid::Uuid;
 
-use crate::harness::{Isolation, TestApp, assert_problem, metric_value, redis_url, user_token};
+use crate::harness::{Isolation, TestApp, assert_problem, connect_redis, metric_value, user_token};
 use crate::pipeline_support::*;
 
 /// How long any drain may take in these tests.
@@ -166,7 +166,7 @@ async fn an_api_process_killed_mid_relay_loses_no_outbox_entry() {
     // Goal: SIGKILL of the API process that relays a stream leaves the unpublished entries in Redis; another API
     // process takes the lease after it lapses and publishes them, so every event reaches Postgres.
     let isolation = Isolation::new().await;
-    let redis = stampede::infrastructure::connect_redis(&redis_url()).await.unwrap();
+    let redis = connect_redis().await;
     let keys = stampede::keyspace::Keyspace::new(isolation.redis_key_prefix.clone());
     register_category(&redis, &keys, 31).await;
     let reservations = Synthetic::batch(31, 1_500);
@@ -534,24 +534,5 @@ async fn repair_rebuilds_a_flushed_category_without_overselling() {
 /// Deletes every Redis key of a category (stock, holds, deadlines, holders, outbox...).
 async fn flush_category(app: &TestApp, category: i64) {
     let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
-    let mut redis = app.redis.clone();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await.unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    crate::harness::delete_keys(&pattern).await.unwrap();
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use stampede::outbox::EventType;
 use uuid::Uuid;
 
-use crate::harness::{Isolation, SECRET, TestApp, assert_problem, redis_url, user_token};
+use crate::harness::{Isolation, SECRET, TestApp, assert_problem, connect_redis, user_token};
 use crate::pipeline_support::*;
 
 /// How long any drain may take in these tests.
@@ -155,7 +155,7 @@ async fn a_backlog_of_many_categories_drains_in_produce_requests_under_the_byte_
     // event reaches Postgres once.
     let broker = PrivateBroker::start().await;
     let isolation = Isolation::new().await;
-    let redis = stampede::infrastructure::connect_redis(&redis_url()).await.unwrap();
+    let redis = connect_redis().await;
     let keys = stampede::keyspace::Keyspace::new(isolation.redis_key_prefix.clone());
     let categories: Vec<i64> = (71..95).collect();
     for category in &categories {

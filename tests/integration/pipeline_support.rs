@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 use sqlx::PgPool;
 use stampede::contract::{Reservation, ReservationStatus};
 use stampede::ids::{CategoryId, ReservationId};
+use stampede::infrastructure::RedisConnection;
 use stampede::keyspace::Keyspace;
 use stampede::milliseconds;
 use stampede::outbox::{EventType, ReservationEvent, entry_fields, event_id};
@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 pub use crate::harness::wait_until;
-use crate::harness::{Isolation, TestApp, kafka_brokers, redis_url, unique_name};
+use crate::harness::{Isolation, TestApp, kafka_brokers, redis_cluster_flag, redis_url, unique_name};
 
 /// Partitions of every topic the pipeline tests create.
 pub const TEST_PARTITIONS: &str = "4";
@@ -128,6 +128,7 @@ pub fn worker_env(isolation: &Isolation, brokers: &str) -> Vec<(String, String)>
         ("WORKER_BACKOFF_MAX", "500ms".to_owned()),
         ("KAFKA_TIMEOUT", "3s".to_owned()),
         ("REDIS_URL", redis_url()),
+        ("REDIS_CLUSTER", redis_cluster_flag()),
         ("REDIS_KEY_PREFIX", isolation.redis_key_prefix.clone()),
         ("SHUTDOWN_TIMEOUT", "5s".to_owned()),
     ]
@@ -331,12 +332,12 @@ impl Synthetic {
 }
 
 /// Lists `category` for the relay (as provisioning does).
-pub async fn register_category(redis: &ConnectionManager, keys: &Keyspace, category: i64) {
+pub async fn register_category(redis: &RedisConnection, keys: &Keyspace, category: i64) {
     let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(category).query_async(&mut redis.clone()).await.unwrap();
 }
 
 /// Appends events to their categories' outboxes, like the reservation scripts do.
-pub async fn append_events(redis: &ConnectionManager, keys: &Keyspace, events: &[(&Synthetic, EventType)]) {
+pub async fn append_events(redis: &RedisConnection, keys: &Keyspace, events: &[(&Synthetic, EventType)]) {
     let mut pipe = redis::pipe();
     for (reservation, event_type) in events {
         let stream = keys.outbox(CategoryId::new(reservation.category).unwrap());
@@ -350,7 +351,7 @@ pub async fn append_events(redis: &ConnectionManager, keys: &Keyspace, events: &
 }
 
 /// The reserved events of `reservations`, then their final events.
-pub async fn append_lifecycles(redis: &ConnectionManager, keys: &Keyspace, reservations: &[Synthetic]) {
+pub async fn append_lifecycles(redis: &RedisConnection, keys: &Keyspace, reservations: &[Synthetic]) {
     let reserved: Vec<_> = reservations.iter().map(|reservation| (reservation, EventType::Reserved)).collect();
     append_events(redis, keys, &reserved).await;
     let finals: Vec<_> = reservations
@@ -361,7 +362,7 @@ pub async fn append_lifecycles(redis: &ConnectionManager, keys: &Keyspace, reser
 }
 
 /// Entries waiting in a category's outbox.
-pub async fn outbox_length(redis: &ConnectionManager, keys: &Keyspace, category: i64) -> i64 {
+pub async fn outbox_length(redis: &RedisConnection, keys: &Keyspace, category: i64) -> i64 {
     redis::cmd("XLEN")
         .arg(keys.outbox(CategoryId::new(category).unwrap()))
         .query_async(&mut redis.clone())

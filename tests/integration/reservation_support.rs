@@ -263,7 +263,7 @@ pub async fn paying_attempt(app: &TestApp, reservation: &str) -> String {
 pub async fn category_dump(app: &TestApp, category: i64) -> BTreeMap<String, Vec<u8>> {
     let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
     let mut redis = app.redis.clone();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap();
+    let keys = crate::harness::keys_matching(&pattern).await.unwrap();
     let mut dump = BTreeMap::new();
     for key in keys {
         let value: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut redis).await.unwrap();
