@@ -182,6 +182,11 @@ async fn a_master_killed_mid_sale_fails_over_with_503s_only_and_no_oversell() {
         outcomes.extend(buyer.await.unwrap());
     }
     report_and_check(&app, &outcomes, &on_victim, killed_at).await;
+    // Readiness pings the cluster's nodes: it must not keep failing on the dead one.
+    wait_until(Duration::from_secs(30), "/ready answers 200 after the failover", || async {
+        app.get("/ready", None).await.status() == 200
+    })
+    .await;
     for &category in &categories {
         let levels = app.assert_conserved(category).await;
         assert!(levels.held + levels.sold <= QUOTA, "category {category} over its quota: {levels:?}");
