@@ -278,7 +278,8 @@ impl Catalog {
         Ok(store::category_exists(&self.database, category).await?)
     }
 
-    /// Finishes provisioning interrupted by a crash; run at start and periodically.
+    /// Finishes provisioning interrupted by a crash, and lists every provisioned category
+    /// in the registry again; run at start and periodically.
     /// Returns how many categories it provisioned or opened.
     pub async fn recover_provisioning(&self) -> Result<usize, CatalogError> {
         let mut repaired = 0;
@@ -287,6 +288,7 @@ impl Catalog {
             repaired += 1;
         }
         let provisioned = store::provisioned_category_ids(&self.database).await?;
+        self.stock.register(&provisioned).await?;
         repaired += self.stock.open_pending(&provisioned).await?;
         Ok(repaired)
     }

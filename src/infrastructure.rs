@@ -166,3 +166,18 @@ pub async fn connect_and_migrate(url: &str, connections_max: u32) -> Result<PgPo
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_grouped_by_the_slot_of_their_first_key() {
+        let stock = redis::cmd("HMGET").arg("p:{c:1}:stock").arg("available").clone();
+        let outbox = redis::cmd("XLEN").arg("p:{c:1}:outbox").clone();
+        let other = redis::cmd("XLEN").arg("p:{c:2}:outbox").clone();
+        assert_eq!(command_slot(&stock), command_slot(&outbox), "one category, one slot");
+        assert_ne!(command_slot(&stock), command_slot(&other));
+        assert_eq!(command_slot(&redis::cmd("PING")), None);
+    }
+}

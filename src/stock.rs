@@ -78,6 +78,9 @@ pub struct StockTerms {
     pub sale_window: SaleWindow,
 }
 
+/// Category ids added to the registry per command by [`Stock::register`].
+const REGISTER_CHUNK_MEMBERS: usize = 1000;
+
 /// The stock store.
 #[derive(Clone)]
 pub struct Stock {
@@ -106,6 +109,18 @@ impl Stock {
             .arg(milliseconds::optional_text(terms.sale_window.starts_at))
             .arg(milliseconds::optional_text(terms.sale_window.ends_at));
         let _: i64 = CREATE_STOCK.run(&invocation, &mut redis).await?;
+        Ok(())
+    }
+
+    /// Lists categories in the registry the reaper and the relay walk (idempotent). Run
+    /// periodically, it heals a registry that lost members: on a Redis Cluster, the
+    /// writes a failed master had not yet sent to the replica that took over.
+    pub async fn register(&self, categories: &[CategoryId]) -> Result<(), StockError> {
+        let mut redis = self.redis.clone();
+        for chunk in categories.chunks(REGISTER_CHUNK_MEMBERS) {
+            let ids: Vec<i64> = chunk.iter().map(|category| category.get()).collect();
+            let _: i64 = redis.sadd(self.keys.categories(), ids).await?;
+        }
         Ok(())
     }
 

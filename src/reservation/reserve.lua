@@ -12,7 +12,8 @@
 -- Returns {outcome, replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms}: outcome `held` (with the fields) or a refusal code (without them), both stored
 -- for idempotent requests; `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog`,
--- which are 503s and are never stored, so a retry runs again.
+-- which are 503s and are never stored, so a retry runs again. A resent call for a hold
+-- that exists answers it as a replay.
 local idempotency = KEYS[6]
 if idempotency then
   local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
@@ -23,6 +24,14 @@ if idempotency then
     end
     return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8]}
   end
+end
+
+-- A call resent for the same reservation id (the cluster client resends a script whose
+-- connection dropped, and during a failover it may have run) answers the hold it wrote
+-- and never holds twice.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local held = redis.call('HMGET', KEYS[2], 'event_id', 'amount', 'currency', 'created_at_ms', 'expires_at_ms')
+  return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5]}
 end
 
 local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',

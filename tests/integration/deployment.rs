@@ -634,3 +634,48 @@ fn ci_workflow_runs_fmt_clippy_and_the_suite_with_its_services() {
         .expect("scripts/services pins TANSU_VERSION");
     assert!(read(".github/workflows/ci.yml").contains(&format!("tansu-{version}-")), "ci caches tansu {version}");
 }
+
+#[test]
+fn the_cluster_override_runs_a_six_node_redis_cluster_for_both_binaries() {
+    // Goal: docker-compose.cluster.yml runs six Redis nodes in cluster mode (AOF, noeviction, a volume each), creates
+    // the cluster with one replica per master before the api and the worker start, and gives both binaries
+    // REDIS_CLUSTER=true and every node as a seed, in variables they accept.
+    let cluster = yaml("docker-compose.cluster.yml");
+    let base = compose();
+    let services = cluster["services"].as_object().expect("services");
+    let nodes: BTreeSet<String> =
+        services.keys().filter(|name| name.starts_with("redis-") && *name != "redis-cluster-init").cloned().collect();
+    assert_eq!(nodes.len(), 6, "3 masters and 3 replicas: {nodes:?}");
+    let declared: BTreeSet<String> = cluster["volumes"].as_object().expect("named volumes").keys().cloned().collect();
+    for node in &nodes {
+        let definition = &services[node];
+        let command: Vec<String> = definition["command"].as_array().expect("a command").iter().map(scalar).collect();
+        let flag = |name: &str| command.iter().position(|part| part == name).map(|index| command[index + 1].clone());
+        assert_eq!(flag("--cluster-enabled").as_deref(), Some("yes"), "{node}");
+        assert_eq!(flag("--appendonly").as_deref(), Some("yes"), "{node}");
+        assert_eq!(flag("--maxmemory-policy").as_deref(), Some("noeviction"), "{node}");
+        assert!(healthcheck(definition).contains("redis-cli ping"), "{node}");
+        let volume = format!("{node}-data");
+        assert!(definition["volumes"].to_string().contains(&format!("{volume}:/data")), "{node} keeps /data");
+        assert!(declared.contains(&volume), "{volume} is declared");
+    }
+    let init = &services["redis-cluster-init"];
+    let script = init["command"].to_string();
+    assert!(script.contains("--cluster create") && script.contains("--cluster-replicas 1"), "{script}");
+    for node in &nodes {
+        assert_eq!(scalar(&init["depends_on"][node]["condition"]), "service_healthy", "init waits for {node}");
+    }
+    for (binary, command) in [("api", ApiConfig::command()), ("worker", WorkerConfig::command())] {
+        assert!(base["services"].get(binary).is_some(), "the override extends the base's {binary}");
+        let definition = &services[binary];
+        let condition = scalar(&definition["depends_on"]["redis-cluster-init"]["condition"]);
+        assert_eq!(condition, "service_completed_successfully", "{binary} starts on a created cluster");
+        let variables = environment(definition);
+        assert_eq!(variables["REDIS_CLUSTER"], "true", "{binary}");
+        let seeds: BTreeSet<String> = variables["REDIS_URL"].split(',').map(host_of).collect();
+        assert_eq!(seeds, nodes, "{binary} lists every node as a seed");
+        assert!(variables["REDIS_URL"].split(',').all(|seed| port_of(seed) == 6379));
+        let accepted = accepted_env(&command);
+        assert!(variables.keys().all(|variable| accepted.contains(variable)), "{binary} accepts {variables:?}");
+    }
+}

@@ -9,6 +9,7 @@ mod harness;
 mod availability_stream;
 mod catalog;
 mod client_hang_up;
+mod cluster_failover;
 mod deployment;
 mod documentation;
 mod fuzz_findings;

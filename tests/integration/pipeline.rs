@@ -536,3 +536,57 @@ async fn flush_category(app: &TestApp, category: i64) {
     let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
     crate::harness::delete_keys(&pattern).await.unwrap();
 }
+
+/// 40 single-ticket holds, alternately through `first` and `second`, over `categories`.
+async fn reserve_from_both(first: &TestApp, second: &TestApp, categories: &[i64], label: &str) -> Vec<Reported> {
+    let mut reported = Vec::new();
+    for index in 0..40 {
+        let app = if index % 2 == 0 { first } else { second };
+        let user = format!("{label}-{}", index % 10);
+        reported.push(reserve_reported(app, &user, categories[index % categories.len()], 1).await);
+    }
+    reported
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apis_and_two_workers_share_a_sale_and_a_dead_workers_partitions_are_taken_over() {
+    // Goal: two api processes and two workers over disjoint partitions deliver every hold to Postgres once; after one
+    // worker is SIGKILLed, a worker started with its partitions resumes from the stored offsets and nothing is lost or
+    // applied twice, and reconcile reports no drift.
+    let isolation = Isolation::new().await;
+    let first = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
+    let second = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
+    let brokers = shared_brokers();
+    let worker_a = spawn_worker(&isolation, &brokers, &[("WORKER_PARTITIONS", "0,2")]);
+    let worker_b = spawn_worker(&isolation, &brokers, &[("WORKER_PARTITIONS", "1,3")]);
+    let event = first.create_event().await;
+    let mut categories = Vec::new();
+    for _ in 0..4 {
+        categories.push(first.create_category(event, 200, 40).await);
+    }
+    let database = database(&isolation).await;
+    let mut reported = reserve_from_both(&first, &second, &categories, "early").await;
+    wait_for_agreement(&database, &reported).await;
+    worker_a.kill().await;
+    reported.extend(reserve_from_both(&first, &second, &categories, "late").await);
+    // Worker A's partitions now wait in the topic; its replacement resumes from their stored offsets.
+    let worker_c = spawn_worker(&isolation, &brokers, &[("WORKER_PARTITIONS", "0,2")]);
+    wait_for_agreement(&database, &reported).await;
+    let offsets: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT partition, next_offset FROM consumer_offsets ORDER BY partition")
+            .fetch_all(&database)
+            .await
+            .unwrap();
+    assert_eq!(offsets.iter().filter(|(_, next)| *next > 0).count(), 4, "every partition carried holds: {offsets:?}");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM reservation_events").fetch_one(&database).await.unwrap();
+    assert_eq!(events, 80, "each `reserved` event applied once");
+    for &category in &categories {
+        assert_eq!(first.assert_conserved(category).await.held, reported_tickets(&reported, category, "held"));
+    }
+    let (code, output) = reconcile(&isolation, &brokers, false).await;
+    assert_eq!(code, 0, "{output}");
+    worker_c.terminate().await;
+    worker_b.terminate().await;
+    second.stop().await;
+    first.stop().await;
+}
