@@ -50,6 +50,7 @@ use crate::ids::CategoryId;
 use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
+use crate::seating::SeatMap;
 use crate::stock::{Levels, Stock, StockError};
 use crate::{infrastructure, kafka, lua_script, persistence};
 
@@ -272,6 +273,7 @@ struct CategoryTerms {
     max_per_user: i64,
     sale_starts_at: Option<DateTime<Utc>>,
     sale_ends_at: Option<DateTime<Utc>>,
+    seat_map: Option<SeatMap>,
 }
 
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
@@ -594,7 +596,8 @@ async fn repair(
         .arg(milliseconds::optional_text(terms.sale_starts_at))
         .arg(milliseconds::optional_text(terms.sale_ends_at))
         .arg(sold)
-        .arg(holders.len());
+        .arg(holders.len())
+        .arg(terms.seat_map.as_ref().map(SeatMap::sizes_u16).unwrap_or_default());
     for (user, tickets) in &holders {
         invocation.arg(*user).arg(*tickets);
     }
@@ -607,7 +610,17 @@ async fn repair(
             .arg(reservation.amount)
             .arg(&reservation.currency)
             .arg(reservation.created_at.timestamp_millis())
-            .arg(reservation.expires_at.timestamp_millis());
+            .arg(reservation.expires_at.timestamp_millis())
+            .arg(reservation.seats.as_ref().map(|seats| seats.join(",")).unwrap_or_default());
+    }
+    if let Some(map) = &terms.seat_map {
+        // Every seat of a held or confirmed reservation stays taken.
+        invocation.arg(map.rows().iter().map(|row| row.row.as_str()).collect::<Vec<_>>());
+        invocation.arg(
+            open.iter()
+                .flat_map(|reservation| reservation.seats.iter().flatten().map(String::as_str))
+                .collect::<Vec<_>>(),
+        );
     }
     let outcome: Vec<i64> = REPAIR_STOCK.run(&invocation, &mut redis).await?;
     let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id.get()).query_async(&mut redis).await?;
@@ -658,6 +671,8 @@ async fn restore_confirmed_records(
                 .arg(milliseconds::optional_text(reservation.confirmed_at))
                 .arg("payment_id")
                 .arg(reservation.payment_id.as_deref().unwrap_or(""))
+                .arg("seats")
+                .arg(reservation.seats.as_ref().map(|seats| seats.join(",")).unwrap_or_default())
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(milliseconds::of_duration(RESTORED_RECORD_TTL)).ignore();
         }
