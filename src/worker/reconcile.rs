@@ -13,7 +13,9 @@
 //! must have its record, and each user's count in `holders` must equal their live held
 //! tickets plus their confirmed tickets (from Postgres: Redis keeps no per-user sold
 //! count, and confirmed records expire after 24 h). A hold whose record was lost while
-//! its deadline stayed breaks all three, which is how such a leak shows. Entries still in the category's outbox mean Postgres trails; such a row is
+//! its deadline stayed breaks all three, which is how such a leak shows. In a seated
+//! category the seat bitmap must have exactly `held + sold` seats taken, among them
+//! every seat Postgres shows as sold. Entries still in the category's outbox mean Postgres trails; such a row is
 //! reported as `pending`, not drift. A provisioned category without stock is `missing`.
 //! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
 //!
@@ -36,7 +38,7 @@
 //!   attempts waiting to be voided, records of cancelled and expired reservations
 //!   (reads of those fall back to Postgres), and the `paying` state (restored as held).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -50,7 +52,7 @@ use crate::ids::CategoryId;
 use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
-use crate::seating::SeatMap;
+use crate::seating::{self, SeatMap};
 use crate::stock::{Levels, Stock, StockError};
 use crate::{infrastructure, kafka, lua_script, persistence};
 
@@ -329,6 +331,10 @@ async fn compare(
         .await?
         .map(TotalsRow::split);
     let postgres = postgres.map(|(_, totals)| totals).unwrap_or_default();
+    let seats_agree = match levels {
+        Some(levels) => seats_agree(database, redis, keys, terms, &levels).await?,
+        None => true,
+    };
     let verdict = match levels {
         None => Verdict::Missing,
         Some(levels) if !levels.is_conserved() => Verdict::Drift,
@@ -336,7 +342,8 @@ async fn compare(
         Some(levels)
             if levels.held == postgres.held_tickets
                 && levels.sold == postgres.confirmed_tickets
-                && live.is_some_and(|live| live.agrees_with(&levels)) =>
+                && live.is_some_and(|live| live.agrees_with(&levels))
+                && seats_agree =>
         {
             Verdict::Ok
         }
@@ -351,6 +358,25 @@ async fn compare(
         postgres,
         verdict,
     })
+}
+
+/// Whether a seated category's seat bitmap takes exactly `held + sold` seats, among
+/// them every seat Postgres shows as sold (always true for a counted category).
+async fn seats_agree(
+    database: &PgPool,
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+    levels: &Levels,
+) -> Result<bool, ReconcileError> {
+    let Some(map) = &terms.seat_map else { return Ok(true) };
+    let Some(live) = seating::live_seats(&mut redis.clone(), keys, terms.id, map).await? else { return Ok(false) };
+    let taken: HashSet<String> =
+        live.rows.iter().flat_map(|row| row.taken.iter().map(move |number| format!("{}-{number}", row.row))).collect();
+    let sold: Vec<String> =
+        sqlx::query_scalar(include_str!("confirmed_seats.sql")).bind(terms.id.get()).fetch_all(database).await?;
+    let count = i64::try_from(taken.len()).unwrap_or(i64::MAX);
+    Ok(count == levels.held + levels.sold && sold.iter().all(|seat| taken.contains(seat)))
 }
 
 /// The stock levels and the live holds read between two equal reads of the levels, so

@@ -354,3 +354,51 @@ async fn postgres_agrees_seat_by_seat_after_the_pipeline_drains() {
     worker.terminate().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_rebuilds_a_flushed_seated_category_and_never_hands_out_a_sold_seat() {
+    // Goal: after every Redis key of a seated category is lost, `worker reconcile --repair` rebuilds its seats
+    // from Postgres: sold and held seats stay taken, a restored hold still confirms, and selling out afterwards
+    // hands out exactly the other seats.
+    let isolation = Isolation::new().await;
+    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
+    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let category = seated(&app, &[("A", 4), ("B", 4)], 4).await;
+    let (sold, _) =
+        held_seats(reserve(&app, "sold", json!({"category_id": category, "seats": ["A-1", "A-2"]})).await).await;
+    assert_eq!(confirm_as(&app, "sold", &sold, "tok_ok", None).await.status(), 200);
+    let (held, _) = held_seats(reserve(&app, "held", json!({"category_id": category, "seats": ["B-4"]})).await).await;
+    let (cancelled, _) =
+        held_seats(reserve(&app, "gone", json!({"category_id": category, "seats": ["A-3", "A-4"]})).await).await;
+    assert_eq!(cancel_as(&app, "gone", &cancelled).await.status(), 200);
+    let database = database(&isolation).await;
+    wait_for_event_rows(&database, 5, Duration::from_secs(60)).await;
+
+    crate::pipeline::flush_category(&app, category).await;
+    let (code, output) = crate::pipeline_support::reconcile(&isolation, &shared_brokers(), true).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("repaired"), "{output}");
+    let map = taken(&app, category).await;
+    assert_eq!((map["A"].clone(), map["B"].clone()), (vec![1, 2], vec![4]));
+    let body = json!({"category_id": category, "seats": ["A-2", "A-3"]});
+    let problem = assert_problem(reserve(&app, "late", body).await, 409, "seat_taken").await;
+    assert_eq!(problem["seats"], json!(["A-2"]), "a sold seat is never handed out again");
+    let response = confirm_as(&app, "held", &held, "tok_ok", None).await;
+    assert_eq!(response.status(), 200, "a restored hold confirms");
+    assert_eq!(response.json::<Value>().await.unwrap()["seats"], json!(["B-4"]));
+    let mut handed_out = BTreeSet::new();
+    for buyer in 0.. {
+        let response = reserve(&app, &format!("buyer{buyer}"), json!({"category_id": category, "quantity": 1})).await;
+        if response.status() == 409 {
+            assert_problem(response, 409, "sold_out").await;
+            break;
+        }
+        handed_out.extend(held_seats(response).await.1);
+    }
+    let expected: BTreeSet<String> = names(&["A-3", "A-4", "B-1", "B-2", "B-3"]).into_iter().collect();
+    assert_eq!(handed_out, expected, "exactly the seats that were free");
+    let levels = levels(&app, category).await;
+    assert_eq!((levels.available, levels.held, levels.sold), (0, 5, 3));
+    worker.terminate().await;
+    app.stop().await;
+}
