@@ -74,15 +74,16 @@ pub struct CreateCategoryRequest {
     /// Three uppercase letters; default `USD`.
     #[schema(pattern = "^[A-Z]{3}$", default = "USD")]
     pub currency: Option<String>,
-    /// 1..10,000,000 tickets; required unless `seat_map` is given, and left out with it.
-    #[schema(nullable = false, minimum = 1, maximum = 10_000_000)]
+    /// 1..10,000,000 tickets; required unless `seat_map` is given, and left out (or `null`) with it.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub quota: Option<i64>,
     /// 1..quota; default min(10, quota) (also when `null`).
     #[schema(minimum = 1)]
     pub max_per_user: Option<i64>,
     /// A seated category's rows, in map order: 1..1000 rows with unique names, at most
     /// 100,000 seats in all; the quota is the number of seats. Seats are named `ROW-N`.
-    #[schema(nullable = false, min_items = 1, max_items = 1000)]
+    /// `null` is the same as leaving it out (a counted category).
+    #[schema(min_items = 1, max_items = 1000)]
     pub seat_map: Option<Vec<SeatRowRequest>>,
 }
 

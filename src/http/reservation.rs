@@ -33,20 +33,20 @@ pub struct ReserveRequest {
     #[schema(required = true, nullable = false, minimum = 1)]
     pub category_id: Option<i64>,
     /// Tickets to hold, at least 1; more than the category's `max_per_user` is `limit_exceeded`.
-    /// Required unless `seats` is given; with `seats` it must equal their number.
-    #[schema(nullable = false, minimum = 1, maximum = 10_000_000)]
+    /// Required unless `seats` is given; with `seats` it must equal their number (`null`: left out).
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub quantity: Option<i64>,
     /// Optional; must be the category's event (422 otherwise).
     #[schema(minimum = 1)]
     pub event_id: Option<i64>,
     /// Seated categories only: these seats (`ROW-N`), all or nothing; 1 to `max_per_user`
-    /// distinct seats. 409 `seat_taken` lists the taken ones.
-    #[schema(nullable = false, min_items = 1, max_items = 1000, example = json!(["A-3", "A-4"]))]
+    /// distinct seats. 409 `seat_taken` lists the taken ones. `null`: left out.
+    #[schema(min_items = 1, max_items = 1000, example = json!(["A-3", "A-4"]))]
     pub seats: Option<Vec<String>>,
     /// Seated categories only: `true` holds the best `quantity` adjacent seats (the run in
     /// the first row that has one, closest to the row's middle); needs `quantity`, not
-    /// with `seats`. 409 `no_adjacent_seats` when no row has such a run.
-    #[schema(nullable = false)]
+    /// with `seats`. 409 `no_adjacent_seats` when no row has such a run. `null` or `false`:
+    /// left out.
     pub adjacent: Option<bool>,
 }
 
