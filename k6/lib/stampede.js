@@ -124,9 +124,10 @@ function mustStatus(response, expected, what) {
 
 /**
  * Creates an event (sale open now) and `categories` categories with `quota` and
- * `maxPerUser` each. Returns {eventId, categoryIds}.
+ * `maxPerUser` each (seated ones when `seatMap`, `[{row, seats}, ...]`, is given instead
+ * of `quota`). Returns {eventId, categoryIds}.
  */
-export function createSale(admin, { name, quota, maxPerUser, categories, price }) {
+export function createSale(admin, { name, quota, maxPerUser, categories, price, seatMap }) {
   const startsAt = new Date(Date.now() + 30 * 24 * 3600 * 1000).toISOString();
   const event = mustStatus(
     http.post(
@@ -142,13 +143,17 @@ export function createSale(admin, { name, quota, maxPerUser, categories, price }
     const category = mustStatus(
       http.post(
         `${BASE_URL}/events/${event.id}/ticket-category`,
-        JSON.stringify({
-          name: `category-${index}`,
-          price: price === undefined ? 150000 : price,
-          currency: 'IDR',
-          quota: quota,
-          max_per_user: maxPerUser,
-        }),
+        JSON.stringify(
+          Object.assign(
+            {
+              name: `category-${index}`,
+              price: price === undefined ? 150000 : price,
+              currency: 'IDR',
+              max_per_user: maxPerUser,
+            },
+            seatMap ? { seat_map: seatMap } : { quota: quota },
+          ),
+        ),
         params(admin, 'setup'),
       ),
       201,
