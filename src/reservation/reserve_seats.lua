@@ -109,24 +109,38 @@ end
 -- The start of the run of `count` free seats in a row whose middle is closest to the
 -- row's middle (seats + 1) / 2, ties to the lower numbers; nil when the row has none.
 -- Distances are doubled to stay in integers: |2 * start + count - 1 - (seats + 1)|.
+-- Whole bytes that are all free or all taken are stepped over at once, and the scan
+-- stops once no later run can come closer (runs further right only move away, and a
+-- tie goes to the lower seats).
 local function best_start(bytes, seats, count)
   local best, best_distance
+  local ideal = math.floor((seats + 2 - count) / 2)
+  local function distance_of(start)
+    return math.abs(2 * start + count - seats - 2)
+  end
   local function consider(first, last)
     if last - first + 1 < count then
       return
     end
-    local ideal = math.floor((seats + 2 - count) / 2)
     for _, start in ipairs({ideal, ideal + 1}) do
       start = math.max(first, math.min(last - count + 1, start))
-      local distance = math.abs(2 * start + count - seats - 2)
+      local distance = distance_of(start)
       if not best or distance < best_distance or (distance == best_distance and start < best) then
         best, best_distance = start, distance
       end
     end
   end
   local run
-  for number = 1, seats do
-    if taken_in(bytes, number) then
+  local number = 1
+  while number <= seats do
+    if not run and best and number > ideal and distance_of(number) >= best_distance then
+      -- Any run from here on starts at `number` or later: no closer than the best.
+      return best
+    end
+    local byte = string.byte(bytes, math.floor((number - 1) / 8) + 1) or 0
+    local whole = (number - 1) % 8 == 0 and number + 7 <= seats and (byte == 0 or byte == 255)
+    local taken = whole and byte == 255 or (not whole and bit.band(byte, bit.rshift(128, (number - 1) % 8)) ~= 0)
+    if taken then
       if run then
         consider(run, number - 1)
         run = nil
@@ -134,6 +148,7 @@ local function best_start(bytes, seats, count)
     elseif not run then
       run = number
     end
+    number = number + (whole and 8 or 1)
   end
   if run then
     consider(run, seats)

@@ -402,3 +402,91 @@ async fn repair_rebuilds_a_flushed_seated_category_and_never_hands_out_a_sold_se
     worker.terminate().await;
     app.stop().await;
 }
+
+/// The contract's best-available rule, by brute force: the first row (in map order) with
+/// a window of `count` free seats, the window whose middle is closest to the row's
+/// middle, ties to the lower numbers. Seats are `taken[row][number - 1]`.
+fn best_adjacent(taken: &[Vec<bool>], count: usize) -> Option<(usize, usize)> {
+    taken.iter().enumerate().find_map(|(row, seats)| {
+        let size = seats.len();
+        (1..=(size + 1).saturating_sub(count))
+            .filter(|&start| seats[start - 1..start - 1 + count].iter().all(|taken| !taken))
+            .min_by_key(|&start| ((2 * start + count).abs_diff(size + 2), start))
+            .map(|start| (row, start))
+    })
+}
+
+/// What the contract says a reserve of `count` seats gets: `Ok(seats)` or `Err(code)`.
+fn expected_seats(taken: &[Vec<bool>], count: usize, adjacent: bool) -> Result<Vec<(usize, usize)>, &'static str> {
+    let free = taken.iter().flatten().filter(|taken| !**taken).count();
+    if free < count {
+        return Err("sold_out");
+    }
+    if let Some((row, start)) = best_adjacent(taken, count) {
+        return Ok((start..start + count).map(|number| (row, number)).collect());
+    }
+    if adjacent {
+        return Err("no_adjacent_seats");
+    }
+    let first_free = taken.iter().enumerate().flat_map(|(row, seats)| {
+        seats.iter().enumerate().filter(|(_, taken)| !**taken).map(move |(index, _)| (row, index + 1))
+    });
+    Ok(first_free.take(count).collect())
+}
+
+#[tokio::test]
+async fn best_available_agrees_with_a_brute_force_model_of_the_rule() {
+    // Goal: on a random map, random adjacent and plain reserves (with cancels that fragment the rows) get exactly
+    // the seats, or the refusal, that a brute-force reading of the contract's rule gives.
+    let seed = fastrand::u64(..);
+    println!("seed {seed}");
+    let mut random = fastrand::Rng::with_seed(seed);
+    let app = TestApp::spawn().await;
+    let rows: Vec<(String, usize)> =
+        (0..random.usize(2..6)).map(|row| (format!("R{row}"), random.usize(3..60))).collect();
+    let map: Vec<(&str, i64)> = rows.iter().map(|(row, seats)| (row.as_str(), *seats as i64)).collect();
+    let quota: i64 = map.iter().map(|(_, seats)| seats).sum();
+    let category = seated(&app, &map, quota).await;
+    let mut model: Vec<Vec<bool>> = rows.iter().map(|(_, seats)| vec![false; *seats]).collect();
+    let mut holds: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+    for step in 0..200 {
+        if !holds.is_empty() && random.u8(..4) == 0 {
+            let (id, seats) = holds.swap_remove(random.usize(..holds.len()));
+            assert_eq!(cancel_as(&app, "model", &id).await.status(), 200);
+            for (row, number) in seats {
+                model[row][number - 1] = false;
+            }
+            continue;
+        }
+        let count = random.usize(1..5);
+        let adjacent = random.bool();
+        let mut body = json!({"category_id": category, "quantity": count});
+        if adjacent {
+            body["adjacent"] = json!(true);
+        }
+        let response = reserve(&app, "model", body).await;
+        match expected_seats(&model, count, adjacent) {
+            Ok(seats) => {
+                let (id, got) = held_seats(response).await;
+                let want: Vec<String> =
+                    seats.iter().map(|(row, number)| format!("{}-{number}", rows[*row].0)).collect();
+                assert_eq!(got, want, "step {step}, seed {seed}, {count} adjacent={adjacent}, taken {model:?}");
+                for &(row, number) in &seats {
+                    model[row][number - 1] = true;
+                }
+                holds.push((id, seats));
+            }
+            Err(code) => {
+                let problem = assert_problem(response, 409, code).await;
+                assert_eq!(problem["code"], code, "step {step}, seed {seed}");
+            }
+        }
+    }
+    let live = taken(&app, category).await;
+    for (row, (name, _)) in rows.iter().enumerate() {
+        let want: Vec<i64> = (1..=model[row].len()).filter(|number| model[row][number - 1]).map(|n| n as i64).collect();
+        assert_eq!(live[name], want, "seed {seed}");
+    }
+    assert_consistent(&app, category).await;
+    app.stop().await;
+}
