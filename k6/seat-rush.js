@@ -23,13 +23,13 @@ import {
   BASE_URL,
   TREND_STATS,
   UserTokens,
-  adminToken,
   availability,
   createSale,
   intEnv,
   numberEnv,
   params,
   problemCode,
+  requiredAdminToken,
   runPrefix,
   summarize,
 } from './lib/stampede.js';
@@ -73,10 +73,7 @@ export const options = {
 http.setResponseCallback(http.expectedStatuses(201, 409));
 
 export function setup() {
-  const admin = adminToken();
-  if (!admin) {
-    throw new Error('seat-rush.js creates its own sale: set ADMIN_TOKEN or JWT_SECRET');
-  }
+  const admin = requiredAdminToken('seat-rush.js');
   const seatMap = Array.from({ length: ROWS }, (_, index) => ({ row: `R${index}`, seats: SEATS_PER_ROW }));
   const sale = createSale(admin, { name: 'k6 seat rush', maxPerUser: 4, categories: 1, seatMap: seatMap });
   console.log(`seat rush on ${BASE_URL}: event ${sale.eventId} category ${sale.categoryIds[0]}, ` +

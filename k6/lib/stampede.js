@@ -75,6 +75,15 @@ export function adminToken() {
   return null;
 }
 
+/** The admin token of a script that creates its own sale; throws naming `script` when there is none. */
+export function requiredAdminToken(script) {
+  const admin = adminToken();
+  if (!admin) {
+    throw new Error(`${script} creates its own sale: set ADMIN_TOKEN or JWT_SECRET`);
+  }
+  return admin;
+}
+
 /**
  * Per-VU user tokens. With JWT_SECRET each VU mints tokens for its own users
  * (`<prefix>-<vu>-<n>`, USERS_PER_VU of them, rotating per iteration), so the
