@@ -157,7 +157,10 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
         Refusal::NoAdjacentSeats => ApiError::NoAdjacentSeats,
         Refusal::NotSeated => field_error("seats", "the category has no seats: leave out seats and adjacent"),
-        Refusal::TooManySeats => field_error("seats", "names more seats than the category's max_per_user"),
+        Refusal::TooManySeats => field_error(
+            "seats",
+            "names more seats than the category's max_per_user, or asks for more than 1000 seats at once",
+        ),
     }
 }
 
@@ -185,7 +188,7 @@ fn created(reservation: &Reservation) -> HandlerResult {
         `(seats + 1) / 2`, ties to lower numbers; 409 `no_adjacent_seats`, or `sold_out` when fewer seats are \
         free in all); with neither it takes the best adjacent seats, else the first free ones in map order. \
         The Reservation then carries its `seats`. Unknown or duplicate seats, more than `max_per_user` \
-        seats, `seats` with `adjacent`, `adjacent` without `quantity`, and seat fields in a category \
+        seats, more than 1000 seats in one reservation, `seats` with `adjacent`, `adjacent` without `quantity`, and seat fields in a category \
         without seats are 422.",
     security(("bearer_auth" = [])),
     params(

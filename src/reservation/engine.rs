@@ -126,7 +126,8 @@ pub enum Refusal {
     NoAdjacentSeats,
     /// Seat fields in a category without seats.
     NotSeated,
-    /// More seats named than the category's `max_per_user`.
+    /// More seats named than the category's `max_per_user`, or more than
+    /// [`crate::seating::SEATS_PER_REQUEST_MAX`] seats asked for at once.
     TooManySeats,
 }
 

@@ -45,6 +45,9 @@ if stock[1] ~= 'open' then
 end
 
 local BITMAP, FREE, SIZES, ROWS = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- Most seats in one reservation (seating::SEATS_PER_REQUEST_MAX): bounds the Lua stack of
+-- a BITFIELD call and the size of a hold record and its outbox entry.
+local SEATS_PER_RESERVATION_MAX = 1000
 local mode = ARGV[11]
 local quantity = tonumber(ARGV[4])
 
@@ -258,16 +261,14 @@ if not refusal then
   if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[6]) then
     return {'outbox_backlog', '0'}
   end
-  if mode == 'named' then
-    if quantity > tonumber(stock[4]) then
-      refusal = 'too_many_seats'
-    else
-      local unknown
-      seats, unknown = named_seats()
-      if not seats then
-        refusal = 'unknown_seats'
-        listed = table.concat(unknown, ',')
-      end
+  if quantity > SEATS_PER_RESERVATION_MAX or (mode == 'named' and quantity > tonumber(stock[4])) then
+    refusal = 'too_many_seats'
+  elseif mode == 'named' then
+    local unknown
+    seats, unknown = named_seats()
+    if not seats then
+      refusal = 'unknown_seats'
+      listed = table.concat(unknown, ',')
     end
   end
 end

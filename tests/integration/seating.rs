@@ -237,6 +237,7 @@ async fn bad_seat_requests_and_seat_maps_are_422_with_the_field() {
     let category = seated(&app, &[("A", 10), ("B", 5)], 4).await;
     let event = app.create_event().await;
     let counted = app.create_category(event, 10, 4).await;
+    let wide = seated(&app, &[("A", 1000), ("B", 1000)], 2000).await;
     let cases = [
         (json!({"category_id": category, "seats": ["Z-1"]}), "seats"),
         (json!({"category_id": category, "seats": ["B-6"]}), "seats"),
@@ -249,6 +250,9 @@ async fn bad_seat_requests_and_seat_maps_are_422_with_the_field() {
         (json!({"category_id": category, "seats": ["A-1", "A-2"], "quantity": 3}), "quantity"),
         (json!({"category_id": counted, "seats": ["A-1"]}), "seats"),
         (json!({"category_id": counted, "quantity": 1, "adjacent": true}), "seats"),
+        // At most 1000 seats in one reservation, whatever max_per_user allows.
+        (json!({"category_id": wide, "quantity": 1001, "adjacent": true}), "seats"),
+        (json!({"category_id": wide, "quantity": 1001}), "seats"),
     ];
     for (body, field) in cases {
         let problem = assert_problem(reserve(&app, "validator", body.clone()).await, 422, "validation_failed").await;
