@@ -19,13 +19,13 @@ import {
   BASE_URL,
   TREND_STATS,
   UserTokens,
-  adminToken,
   availability,
   createSale,
   intEnv,
   numberEnv,
   params,
   reserveBody,
+  requiredAdminToken,
   reserveOutcome,
   runPrefix,
   summarize,
@@ -72,10 +72,7 @@ export const options = {
 http.setResponseCallback(http.expectedStatuses(201, 409));
 
 export function setup() {
-  const admin = adminToken();
-  if (!admin) {
-    throw new Error('flash-sale.js creates its own sale: set ADMIN_TOKEN or JWT_SECRET');
-  }
+  const admin = requiredAdminToken('flash-sale.js');
   const sale = createSale(admin, { name: 'k6 flash sale', quota: QUOTA, maxPerUser: MAX_PER_USER, categories: 1 });
   console.log(`flash sale on ${BASE_URL}: event ${sale.eventId} category ${sale.categoryIds[0]}, quota ${QUOTA}, ` +
     `${VUS} buyers x ${ATTEMPTS} attempt(s), max_per_user ${MAX_PER_USER}`);

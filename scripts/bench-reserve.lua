@@ -5,6 +5,8 @@
 --                     user's waiting-room pass after a tab, sent as Queue-Pass
 --   BENCH_CATEGORIES  comma-separated category ids; token i reserves from category i mod n
 --   BENCH_QUANTITY    tickets per reserve (default 1)
+--   BENCH_ADJACENT    when set, every reserve asks for the best adjacent seats (`"adjacent": true`,
+--                     seated categories)
 --   BENCH_DELAY_MS    when set, each connection waits this long before each request, so
 --                     connections x 1000 / (delay + latency) fixes the offered rate
 --                     (a paced closed loop; wrk has no open-loop mode, see docs/benchmarks.md)
@@ -27,12 +29,13 @@ function init(args)
   local categories = split_ids(os.getenv("BENCH_CATEGORIES"))
   assert(#categories > 0, "BENCH_CATEGORIES is required")
   local quantity = tonumber(os.getenv("BENCH_QUANTITY") or "1")
+  local adjacent = os.getenv("BENCH_ADJACENT") and ',"adjacent":true' or ""
   local line_number = 0
   for line in io.lines(tokens_file) do
     if line ~= "" then
       local token, pass = line:match("^([^\t]+)\t?(.*)$")
       local category = categories[(line_number % #categories) + 1]
-      local body = string.format('{"category_id":%s,"quantity":%d}', category, quantity)
+      local body = string.format('{"category_id":%s,"quantity":%d%s}', category, quantity, adjacent)
       local headers = {
         ["Authorization"] = "Bearer " .. token,
         ["Content-Type"] = "application/json",

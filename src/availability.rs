@@ -90,6 +90,7 @@ mod tests {
             currency: "USD".to_owned(),
             quota: 10,
             max_per_user: 2,
+            seat_map: None,
         };
         let event = Event {
             id: EventId::new(7).unwrap(),

@@ -22,6 +22,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::ids::{CategoryId, EventId};
+use crate::seating::{SeatMap, SeatRow};
 use crate::stock::{SaleWindow, Stock, StockError, StockTerms};
 use crate::validation::{FieldError, FieldErrors, plain_text};
 
@@ -78,6 +79,10 @@ pub struct Category {
     pub quota: i64,
     /// Most tickets one user may hold and buy in this category.
     pub max_per_user: i64,
+    /// A seated category's seat map, as given; absent for counted tickets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<SeatRow>>)]
+    pub seat_map: Option<SeatMap>,
 }
 
 impl Category {
@@ -91,6 +96,7 @@ impl Category {
             price: self.price,
             currency: self.currency.clone(),
             sale_window,
+            seat_map: self.seat_map.clone(),
         }
     }
 }
@@ -147,10 +153,51 @@ pub struct NewCategory {
     pub quota: i64,
     /// 1..=quota.
     pub max_per_user: i64,
+    /// The seat map of a seated category (then `quota` is its number of seats).
+    pub seat_map: Option<SeatMap>,
+}
+
+/// The raw fields of a create-category request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CategoryFields {
+    /// `name`.
+    pub name: Option<String>,
+    /// `price`.
+    pub price: Option<i64>,
+    /// `currency`.
+    pub currency: Option<String>,
+    /// `quota`.
+    pub quota: Option<i64>,
+    /// `max_per_user`.
+    pub max_per_user: Option<i64>,
+    /// `seat_map`, each row's `row` and `seats`.
+    pub seat_map: Option<Vec<(Option<String>, Option<i64>)>>,
 }
 
 impl NewCategory {
-    /// Validates the raw fields of a create-category request.
+    /// Validates the raw fields of a create-category request. A seated category gives a
+    /// `seat_map` instead of a `quota`; its quota is its number of seats.
+    pub fn parse_fields(fields: CategoryFields) -> Result<Self, Vec<FieldError>> {
+        let CategoryFields { name, price, currency, quota, max_per_user, seat_map } = fields;
+        let Some(rows) = seat_map else { return Self::parse(name, price, currency, quota, max_per_user) };
+        let mut errors = Vec::new();
+        if quota.is_some() {
+            errors
+                .push(FieldError { field: "quota".to_owned(), message: "must be left out with a seat_map".to_owned() });
+        }
+        let map = SeatMap::parse(rows).map_err(|more| errors.extend(more)).ok();
+        let seats = map.as_ref().map(SeatMap::seat_count).unwrap_or(1);
+        match Self::parse(name, price, currency, Some(seats), max_per_user) {
+            Ok(category) if errors.is_empty() => Ok(Self { seat_map: map, ..category }),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Validates the raw fields of a counted category's create request.
     pub fn parse(
         name: Option<String>,
         price: Option<i64>,
@@ -182,7 +229,7 @@ impl NewCategory {
         };
         match (name, price, currency, quota, max_per_user) {
             (Some(name), Some(price), Some(currency), Some(quota), Some(max_per_user)) if errors.is_empty() => {
-                Ok(Self { name, price, currency, quota, max_per_user })
+                Ok(Self { name, price, currency, quota, max_per_user, seat_map: None })
             }
             _ => Err(errors.into_vec()),
         }
@@ -271,6 +318,11 @@ impl Catalog {
         store::mark_provisioned(&self.database, id).await?;
         self.stock.open(id).await?;
         Ok(())
+    }
+
+    /// One category, if it exists.
+    pub async fn category(&self, category: CategoryId) -> Result<Option<Category>, CatalogError> {
+        Ok(store::category(&self.database, category).await?)
     }
 
     /// Whether the category exists in Postgres.

@@ -80,6 +80,17 @@ pub struct Reservation {
     /// The payment gateway's id of the charge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
+    /// The seats of a reservation in a seated category (`ROW-N`, rows in map order, then
+    /// by number); absent in a counted category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["A-3", "A-4"]))]
+    pub seats: Option<Vec<String>>,
+}
+
+/// A stored seat list (`A-3,A-4`, in hold records, idempotency records and outbox
+/// entries) as the contract's `seats`; `None` when empty (a counted category).
+pub fn seat_list(text: &str) -> Option<Vec<String>> {
+    (!text.is_empty()).then(|| text.split(',').map(str::to_owned).collect())
 }
 
 #[cfg(test)]

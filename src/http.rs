@@ -245,6 +245,7 @@ async fn dispatch(
         Operation::GetEvent => catalog::get_event(state, request).await,
         Operation::CreateCategory => catalog::create_category(state, request).await,
         Operation::Availability => catalog::availability(state, request).await,
+        Operation::CategorySeats => catalog::category_seats(state, request).await,
         Operation::Reserve => reservation::reserve(state, request).await,
         Operation::Confirm => reservation::confirm(state, request).await,
         Operation::CancelReservation => reservation::cancel_reservation(state, request).await,

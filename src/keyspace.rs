@@ -8,7 +8,13 @@
 //! - `P:{c:C}:holders`: hash of user id to tickets held + confirmed;
 //! - `P:{c:C}:idem:OP:U:K`: idempotency record of operation `OP` by user `U` with key `K`;
 //! - `P:{c:C}:voids`: set of payment attempts to void at the gateway;
-//! - `P:{c:C}:outbox`: stream of reservation events waiting for the relay.
+//! - `P:{c:C}:outbox`: stream of reservation events waiting for the relay;
+//! - seated categories only (see the `seating` module): `P:{c:C}:seats`, the bitmap of
+//!   taken seats, one byte-aligned segment per row; `P:{c:C}:seat-free`, 16-bit free
+//!   counts per row; `P:{c:C}:seat-sizes`, 16-bit row sizes; `P:{c:C}:seat-rows`, hash
+//!   of row name to `index:byte offset:seats` and of `#index` to row name. The scripts
+//!   that release or take seats derive these names from the stock key's prefix
+//!   (`P:{c:C}:`), so they stay in the category's slot.
 //!
 //! Per event `E` (hash tag `{e:E}`), its waiting room (see the `waiting_room` module):
 //! - `P:{e:E}:room`: hash of the room's settings and admission state;
@@ -98,6 +104,26 @@ impl Keyspace {
         self.category_key(category, "outbox", 0)
     }
 
+    /// The bitmap of a seated category's taken (held or sold) seats.
+    pub fn seats(&self, category: CategoryId) -> String {
+        self.category_key(category, "seats", 0)
+    }
+
+    /// A seated category's free seats per row (16-bit big-endian counts).
+    pub fn seat_free(&self, category: CategoryId) -> String {
+        self.category_key(category, "seat-free", 0)
+    }
+
+    /// A seated category's row sizes (16-bit big-endian counts).
+    pub fn seat_sizes(&self, category: CategoryId) -> String {
+        self.category_key(category, "seat-sizes", 0)
+    }
+
+    /// A seated category's rows: name to `index:byte offset:seats`, `#index` to name.
+    pub fn seat_rows(&self, category: CategoryId) -> String {
+        self.category_key(category, "seat-rows", 0)
+    }
+
     /// Category ids that have stock.
     pub fn categories(&self) -> String {
         format!("{}:{{catalog}}:categories", self.prefix)
@@ -167,6 +193,10 @@ mod tests {
             keys.holders(category),
             keys.voids(category),
             keys.outbox(category),
+            keys.seats(category),
+            keys.seat_free(category),
+            keys.seat_sizes(category),
+            keys.seat_rows(category),
             format!("{}x", keys.idempotency_prefix(category)),
         ];
         for key in &all {
@@ -197,6 +227,12 @@ mod tests {
         let category = CategoryId::new(42).unwrap();
         assert_eq!(keys.stock(category), "t:{c:42}:stock");
         assert_eq!(keys.outbox(category), "t:{c:42}:outbox");
+        // The seat scripts derive these from the stock key: `P:{c:C}:` + suffix.
+        let prefix = keys.stock(category).trim_end_matches("stock").to_owned();
+        assert_eq!(keys.seats(category), format!("{prefix}seats"));
+        assert_eq!(keys.seat_free(category), format!("{prefix}seat-free"));
+        assert_eq!(keys.seat_sizes(category), format!("{prefix}seat-sizes"));
+        assert_eq!(keys.seat_rows(category), format!("{prefix}seat-rows"));
         assert_eq!(keys.hold(category, Uuid::nil()), "t:{c:42}:hold:00000000-0000-0000-0000-000000000000");
     }
 

@@ -25,6 +25,7 @@
 //! - [`reservation`]: holds in Redis: reserve, confirm, cancel, the expiry reaper, idempotency, backpressure.
 //! - [`retry`]: capped exponential backoff for loops that retry a dependency.
 //! - [`script`]: Lua scripts loaded from files and run by name.
+//! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels and the conservation check.
 //! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
@@ -53,6 +54,7 @@ pub mod relay;
 pub mod reservation;
 pub mod retry;
 pub mod script;
+pub mod seating;
 pub mod shutdown;
 pub mod stock;
 pub mod telemetry;

@@ -11,6 +11,8 @@
 //!   `confirmed_at_ms` (empty when unset). None of these can contain `|`: they are
 //!   UUIDs, names, integers and an ISO 4217 code.
 //! - `user_id` and `payment_id` (empty when unset): free text, so fields of their own.
+//! - `seats`: the reservation's seats, comma-separated `ROW-N` names (empty or absent
+//!   in a counted category).
 //!
 //! [`entry_fields`] writes this entry in Rust (for tests and tools); the Lua scripts
 //! write the same (`prelude.lua` `append_event`, and `reserve.lua` inline).
@@ -164,6 +166,7 @@ pub fn entry_fields(event: &ReservationEvent) -> Vec<(&'static str, String)> {
         ("event", packed.join("|")),
         ("user_id", reservation.user_id.clone()),
         ("payment_id", reservation.payment_id.clone().unwrap_or_default()),
+        ("seats", reservation.seats.as_ref().map(|seats| seats.join(",")).unwrap_or_default()),
     ]
 }
 
@@ -235,6 +238,7 @@ impl ReservationEvent {
             expires_at: milliseconds::to_time(packed.number(Field::ExpiresAt)?),
             confirmed_at: packed.optional_number(Field::ConfirmedAt)?.map(milliseconds::to_time),
             payment_id: fields.get("payment_id").filter(|value| !value.is_empty()).cloned(),
+            seats: fields.get("seats").and_then(|seats| crate::contract::seat_list(seats)),
         };
         Ok(Self {
             id: packed.uuid(Field::Id)?,
@@ -269,6 +273,7 @@ mod tests {
                 expires_at: milliseconds::to_time(1_700_000_600_000),
                 confirmed_at: Some(milliseconds::to_time(1_700_000_005_000)),
                 payment_id: Some("pay_1".into()),
+                seats: Some(vec!["A-1".into(), "A-2".into()]),
             },
         }
     }

@@ -24,10 +24,11 @@ pub mod reaper;
 use uuid::Uuid;
 
 use crate::catalog::QUOTA_MAX;
-use crate::contract::{Reservation, ReservationStatus};
+use crate::contract::{Reservation, ReservationStatus, seat_list};
 use crate::ids::{CategoryId, EventId, ReservationId};
 use crate::milliseconds;
 use crate::payment::PaymentToken;
+use crate::seating::{SEATS_PER_REQUEST_MAX, SeatName, SeatSelection};
 use crate::validation::{FieldError, FieldErrors};
 
 pub use engine::{EngineOptions, NotHeldReason, Refusal, ReservationEngine, ReservationError};
@@ -59,18 +60,72 @@ impl Quantity {
 }
 
 /// A validated `POST /reserve` request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewReservation {
     /// The ticket category.
     pub category: CategoryId,
-    /// How many tickets.
+    /// How many tickets (for named seats, their number).
     pub quantity: Quantity,
     /// The event the caller expects the category to belong to, if given.
     pub event: Option<EventId>,
+    /// Which seats, in a seated category.
+    pub seats: SeatSelection,
+}
+
+/// The raw seat fields of a reserve request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeatFields {
+    /// `seats`: seat names.
+    pub seats: Option<Vec<String>>,
+    /// `adjacent`.
+    pub adjacent: Option<bool>,
 }
 
 impl NewReservation {
-    /// Validates the raw fields of a reserve request.
+    /// Validates the raw fields of a reserve request with its seat fields: named seats
+    /// (distinct, well-formed, `quantity` absent or their number), or `adjacent` with a
+    /// `quantity`, never both.
+    pub fn parse_with_seats(
+        category_id: Option<i64>,
+        quantity: Option<i64>,
+        event_id: Option<i64>,
+        fields: SeatFields,
+    ) -> Result<Self, Vec<FieldError>> {
+        let adjacent = fields.adjacent == Some(true);
+        let Some(names) = fields.seats else {
+            if adjacent && quantity.is_none() {
+                let mut errors = Self::parse(category_id, Some(1), event_id).err().unwrap_or_default();
+                errors
+                    .push(FieldError { field: "quantity".to_owned(), message: "is required with adjacent".to_owned() });
+                return Err(errors);
+            }
+            let seats = if adjacent { SeatSelection::Adjacent } else { SeatSelection::Any };
+            return Self::parse(category_id, quantity, event_id).map(|request| Self { seats, ..request });
+        };
+        let mut errors = FieldErrors::new();
+        let named = parse_seat_names(&mut errors, names);
+        if adjacent {
+            errors.add("adjacent", "must be left out with seats");
+        }
+        let count = named.as_ref().map_or(1, Vec::len);
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        if quantity.is_some_and(|quantity| quantity != count) {
+            errors.add("quantity", "must equal the number of seats");
+        }
+        let mut all = errors.into_vec();
+        match Self::parse(category_id, Some(count), event_id) {
+            Ok(request) if all.is_empty() => {
+                Ok(Self { seats: SeatSelection::Named(named.unwrap_or_default()), ..request })
+            }
+            Ok(_) => Err(all),
+            Err(more) => {
+                all.extend(more);
+                Err(all)
+            }
+        }
+    }
+
+    /// Validates the raw fields of a reserve request without seat fields.
     pub fn parse(
         category_id: Option<i64>,
         quantity: Option<i64>,
@@ -89,10 +144,34 @@ impl NewReservation {
             }
         };
         match (category, quantity) {
-            (Some(category), Some(quantity)) if errors.is_empty() => Ok(Self { category, quantity, event }),
+            (Some(category), Some(quantity)) if errors.is_empty() => {
+                Ok(Self { category, quantity, event, seats: SeatSelection::Any })
+            }
             _ => Err(errors.into_vec()),
         }
     }
+}
+
+/// Named seats: 1..=[`SEATS_PER_REQUEST_MAX`] well-formed, distinct names, in request order.
+fn parse_seat_names(errors: &mut FieldErrors, names: Vec<String>) -> Option<Vec<SeatName>> {
+    if names.is_empty() || names.len() > SEATS_PER_REQUEST_MAX {
+        errors.add("seats", format!("must name 1 to {SEATS_PER_REQUEST_MAX} seats"));
+        return None;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    let mut parsed = Vec::with_capacity(names.len());
+    let before = errors.len();
+    for (index, name) in names.iter().enumerate() {
+        let field = format!("seats[{index}]");
+        if let Some(seat) = errors.check(&field, SeatName::parse(name)) {
+            if seen.insert(seat.clone()) {
+                parsed.push(seat);
+            } else {
+                errors.add(&field, format!("`{name}` is named twice"));
+            }
+        }
+    }
+    (errors.len() == before).then_some(parsed)
 }
 
 /// A validated `POST /confirm` request. The id is only known to be a UUID: whether it
@@ -126,7 +205,7 @@ impl Confirmation {
 /// the layout. The prelude scripts get it as their `RECORD_FIELDS` table at load
 /// (`engine::with_prelude`); `reserve.lua` writes these names itself, which an
 /// integration test checks against this list.
-pub const RECORD_FIELDS: [&str; 11] = [
+pub const RECORD_FIELDS: [&str; 12] = [
     "status",
     "user_id",
     "event_id",
@@ -138,13 +217,26 @@ pub const RECORD_FIELDS: [&str; 11] = [
     "expires_at_ms",
     "confirmed_at_ms",
     "payment_id",
+    "seats",
 ];
 
 /// Builds the contract's view of a stored hold record (fields in [`RECORD_FIELDS`]
 /// order); `None` when the record is absent or malformed. `paying` reads as `held`.
 pub fn reservation_from_record(id: ReservationId, fields: &[Option<String>]) -> Option<Reservation> {
-    let [status, user_id, event_id, category_id, quantity, amount, currency, created, expires, confirmed, payment] =
-        fields
+    let [
+        status,
+        user_id,
+        event_id,
+        category_id,
+        quantity,
+        amount,
+        currency,
+        created,
+        expires,
+        confirmed,
+        payment,
+        seats,
+    ] = fields
     else {
         return None;
     };
@@ -166,6 +258,7 @@ pub fn reservation_from_record(id: ReservationId, fields: &[Option<String>]) -> 
         expires_at: milliseconds::to_time(number(expires)?),
         confirmed_at,
         payment_id: payment.clone().filter(|payment| !payment.is_empty()),
+        seats: seats.as_deref().and_then(seat_list),
     })
 }
 
@@ -174,7 +267,7 @@ mod tests {
     use super::*;
 
     fn record(status: &str) -> Vec<Option<String>> {
-        let values = [status, "alice", "1", "7", "2", "3000", "USD", "1700000000000", "1700000600000", "", ""];
+        let values = [status, "alice", "1", "7", "2", "3000", "USD", "1700000000000", "1700000600000", "", "", ""];
         values.iter().map(|value| Some(value.to_string())).collect()
     }
 

@@ -3,7 +3,9 @@
 //! A category's stock is one hash (see [`crate::keyspace`]) holding `available`,
 //! `held`, `sold` and `quota`, plus the sale terms the reserve script needs
 //! (`event_id`, `price`, `currency`, `max_per_user`, sale window) and `state`
-//! (`pending` until provisioning finishes, then `open`).
+//! (`pending` until provisioning finishes, then `open`). A seated category's stock also
+//! has `seated = 1` and its seat keys (see [`crate::seating`]); its quota is its number
+//! of seats, and the counters move with the seats.
 
 use crate::infrastructure::RedisConnection;
 use chrono::{DateTime, Utc};
@@ -15,6 +17,7 @@ use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::lua_script;
 use crate::milliseconds;
+use crate::seating::SeatMap;
 
 lua_script!(CREATE_STOCK, "create_stock", "stock/create_stock.lua");
 lua_script!(OPEN_STOCK, "open_stock", "stock/open_stock.lua");
@@ -76,6 +79,8 @@ pub struct StockTerms {
     pub currency: String,
     /// When reservations are accepted.
     pub sale_window: SaleWindow,
+    /// The seat map of a seated category (its quota is the map's number of seats).
+    pub seat_map: Option<SeatMap>,
 }
 
 /// Category ids added to the registry per command by [`Stock::register`].
@@ -98,9 +103,17 @@ impl Stock {
     pub async fn create_pending(&self, terms: &StockTerms) -> Result<(), StockError> {
         let mut redis = self.redis.clone();
         let _: i64 = redis.sadd(self.keys.categories(), terms.category_id.get()).await?;
+        let category = terms.category_id;
         let mut invocation = CREATE_STOCK.prepare();
+        invocation.key(self.keys.stock(category));
+        if terms.seat_map.is_some() {
+            invocation
+                .key(self.keys.seats(category))
+                .key(self.keys.seat_free(category))
+                .key(self.keys.seat_sizes(category))
+                .key(self.keys.seat_rows(category));
+        }
         invocation
-            .key(self.keys.stock(terms.category_id))
             .arg(terms.event_id)
             .arg(terms.quota)
             .arg(terms.max_per_user)
@@ -108,6 +121,12 @@ impl Stock {
             .arg(&terms.currency)
             .arg(milliseconds::optional_text(terms.sale_window.starts_at))
             .arg(milliseconds::optional_text(terms.sale_window.ends_at));
+        if let Some(map) = &terms.seat_map {
+            invocation.arg(map.sizes_u16());
+            for row in map.rows() {
+                invocation.arg(&row.row);
+            }
+        }
         let _: i64 = CREATE_STOCK.run(&invocation, &mut redis).await?;
         Ok(())
     }

@@ -56,6 +56,11 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// How many rules were broken so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The recorded errors.
     pub fn into_vec(self) -> Vec<FieldError> {
         self.0

@@ -75,6 +75,15 @@ export function adminToken() {
   return null;
 }
 
+/** The admin token of a script that creates its own sale; throws naming `script` when there is none. */
+export function requiredAdminToken(script) {
+  const admin = adminToken();
+  if (!admin) {
+    throw new Error(`${script} creates its own sale: set ADMIN_TOKEN or JWT_SECRET`);
+  }
+  return admin;
+}
+
 /**
  * Per-VU user tokens. With JWT_SECRET each VU mints tokens for its own users
  * (`<prefix>-<vu>-<n>`, USERS_PER_VU of them, rotating per iteration), so the
@@ -124,9 +133,10 @@ function mustStatus(response, expected, what) {
 
 /**
  * Creates an event (sale open now) and `categories` categories with `quota` and
- * `maxPerUser` each. Returns {eventId, categoryIds}.
+ * `maxPerUser` each (seated ones when `seatMap`, `[{row, seats}, ...]`, is given instead
+ * of `quota`). Returns {eventId, categoryIds}.
  */
-export function createSale(admin, { name, quota, maxPerUser, categories, price }) {
+export function createSale(admin, { name, quota, maxPerUser, categories, price, seatMap }) {
   const startsAt = new Date(Date.now() + 30 * 24 * 3600 * 1000).toISOString();
   const event = mustStatus(
     http.post(
@@ -142,13 +152,17 @@ export function createSale(admin, { name, quota, maxPerUser, categories, price }
     const category = mustStatus(
       http.post(
         `${BASE_URL}/events/${event.id}/ticket-category`,
-        JSON.stringify({
-          name: `category-${index}`,
-          price: price === undefined ? 150000 : price,
-          currency: 'IDR',
-          quota: quota,
-          max_per_user: maxPerUser,
-        }),
+        JSON.stringify(
+          Object.assign(
+            {
+              name: `category-${index}`,
+              price: price === undefined ? 150000 : price,
+              currency: 'IDR',
+              max_per_user: maxPerUser,
+            },
+            seatMap ? { seat_map: seatMap } : { quota: quota },
+          ),
+        ),
         params(admin, 'setup'),
       ),
       201,

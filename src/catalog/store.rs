@@ -5,6 +5,7 @@ use sqlx::PgPool;
 
 use super::{CatalogError, Category, Event, NewCategory, NewEvent, PageRequest};
 use crate::ids::{CategoryId, EventId};
+use crate::seating::SeatMap;
 use crate::stock::SaleWindow;
 
 #[derive(sqlx::FromRow)]
@@ -101,6 +102,7 @@ pub(super) async fn insert_category(
         .bind(&category.currency)
         .bind(category.quota)
         .bind(category.max_per_user)
+        .bind(category.seat_map.as_ref().map(SeatMap::to_json))
         .fetch_one(database)
         .await
         .map_err(|error| match error.as_database_error().and_then(|error| error.code()).as_deref() {
@@ -125,6 +127,10 @@ pub(super) async fn unprovisioned_categories(database: &PgPool) -> Result<Vec<(C
 pub(super) async fn provisioned_category_ids(database: &PgPool) -> Result<Vec<CategoryId>, sqlx::Error> {
     let ids: Vec<i64> = sqlx::query_scalar(include_str!("provisioned_category_ids.sql")).fetch_all(database).await?;
     Ok(ids.into_iter().filter_map(CategoryId::new).collect())
+}
+
+pub(super) async fn category(database: &PgPool, category: CategoryId) -> Result<Option<Category>, sqlx::Error> {
+    sqlx::query_as(include_str!("select_category.sql")).bind(category.get()).fetch_optional(database).await
 }
 
 pub(super) async fn category_exists(database: &PgPool, category: CategoryId) -> Result<bool, sqlx::Error> {

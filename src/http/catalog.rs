@@ -10,9 +10,10 @@ use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext, page_query};
 pub use crate::availability::{Availability, CategoryAvailability};
-use crate::catalog::{CatalogError, Category, Event, NewCategory, NewEvent};
+use crate::catalog::{CatalogError, Category, CategoryFields, Event, NewCategory, NewEvent};
 use crate::http::state::AppState;
-use crate::ids::EventId;
+use crate::ids::{CategoryId, EventId};
+use crate::seating::{self, LiveSeats};
 use crate::stock::{SaleWindow, StockError};
 use crate::validation::FieldErrors;
 
@@ -73,16 +74,34 @@ pub struct CreateCategoryRequest {
     /// Three uppercase letters; default `USD`.
     #[schema(pattern = "^[A-Z]{3}$", default = "USD")]
     pub currency: Option<String>,
-    /// 1..10,000,000 tickets.
-    #[schema(required = true, nullable = false, minimum = 1, maximum = 10_000_000)]
+    /// 1..10,000,000 tickets; required unless `seat_map` is given, and left out (or `null`) with it.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub quota: Option<i64>,
     /// 1..quota; default min(10, quota) (also when `null`).
     #[schema(minimum = 1)]
     pub max_per_user: Option<i64>,
+    /// A seated category's rows, in map order: 1..1000 rows with unique names, at most
+    /// 100,000 seats in all; the quota is the number of seats. Seats are named `ROW-N`.
+    /// `null` is the same as leaving it out (a counted category).
+    #[schema(min_items = 1, max_items = 1000)]
+    pub seat_map: Option<Vec<SeatRowRequest>>,
+}
+
+/// One row of a seat map in a request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"row": "A", "seats": 20}))]
+pub struct SeatRowRequest {
+    /// 1..8 ASCII letters and digits, case-sensitive, unique in the map.
+    #[schema(required = true, nullable = false, pattern = "^[A-Za-z0-9]{1,8}$")]
+    pub row: Option<String>,
+    /// 1..1000 seats, numbered from 1.
+    #[schema(required = true, nullable = false, minimum = 1, maximum = 1000)]
+    pub seats: Option<i64>,
 }
 
 impl RequestBody for CreateCategoryRequest {
-    const FIELDS: &'static [&'static str] = &["name", "price", "currency", "quota", "max_per_user"];
+    const FIELDS: &'static [&'static str] =
+        &["name", "price", "currency", "quota", "max_per_user", "seat_map.row", "seat_map.seats"];
 }
 
 /// A page of events.
@@ -222,7 +241,9 @@ pub async fn get_event(state: &AppState, request: RequestContext) -> HandlerResu
     tag = "catalog",
     summary = "Create a ticket category (admin)",
     description = "Adds a category with its price, quota and per-user cap. Its tickets are reservable \
-        as soon as the 201 is sent.",
+        as soon as the 201 is sent. A seated category gives a `seat_map` instead of a `quota` (both at once \
+        is 422); its quota is its number of seats, named `ROW-N` (`A-1` … `A-20`), and the Category \
+        carries the `seat_map` as given.",
     security(("bearer_auth" = [])),
     params(("id" = i64, Path, description = "Event id.", minimum = 1)),
     request_body(content = CreateCategoryRequest, description = "The new category."),
@@ -232,8 +253,15 @@ pub async fn create_category(state: &AppState, request: RequestContext) -> Handl
     state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
     let event = event_id(&request)?;
     let body: CreateCategoryRequest = json::parse(&request.headers, &request.body)?;
-    let category = NewCategory::parse(body.name, body.price, body.currency, body.quota, body.max_per_user)
-        .map_err(ApiError::Validation)?;
+    let fields = CategoryFields {
+        name: body.name,
+        price: body.price,
+        currency: body.currency,
+        quota: body.quota,
+        max_per_user: body.max_per_user,
+        seat_map: body.seat_map.map(|rows| rows.into_iter().map(|row| (row.row, row.seats)).collect()),
+    };
+    let category = NewCategory::parse_fields(fields).map_err(ApiError::Validation)?;
     let created = state.catalog.create_category(event, &category).await.map_err(catalog_error)?;
     Ok(json::response(StatusCode::CREATED, &created))
 }
@@ -253,4 +281,32 @@ pub async fn availability(state: &AppState, request: RequestContext) -> HandlerR
     let availability =
         Availability::read(&state.catalog, &state.stock, event_id(&request)?).await.map_err(catalog_error)?;
     Ok(json::response(StatusCode::OK, &availability))
+}
+
+/// `GET /categories/{id}/seats` (public): a seated category's live map.
+#[utoipa::path(
+    get,
+    path = "/categories/{id}/seats",
+    tag = "catalog",
+    summary = "Live seat map",
+    description = "A seated category's rows in map order, each with the numbers of its seats held or sold \
+        now (`taken`, ascending), read live from Redis. 404 for an unknown category or one without seats.",
+    params(("id" = i64, Path, description = "Category id.", minimum = 1)),
+    responses((status = 200, description = "The live map.", body = LiveSeats)),
+)]
+pub async fn category_seats(state: &AppState, request: RequestContext) -> HandlerResult {
+    let id = request
+        .param("id")
+        .and_then(|id| id.parse::<i64>().ok())
+        .and_then(CategoryId::new)
+        .ok_or(ApiError::NotFound("no such seated category"))?;
+    let category = state.catalog.category(id).await.map_err(catalog_error)?;
+    let Some(map) = category.and_then(|category| category.seat_map) else {
+        return Err(ApiError::NotFound("no such seated category"));
+    };
+    let live = seating::live_seats(&mut state.redis.clone(), &state.keys, id, &map)
+        .await
+        .map_err(|error| ApiError::unavailable(format!("redis: {error}")))?
+        .ok_or_else(|| ApiError::unavailable(format!("seats of category {} are missing from redis", id.get())))?;
+    Ok(json::response(StatusCode::OK, &live))
 }

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// Fewer tickets left than asked for.
     #[error("not enough tickets left")]
     SoldOut,
+    /// Named seats are held or sold; nothing was held.
+    #[error("seats taken: {}", .0.join(", "))]
+    SeatTaken(Vec<String>),
+    /// No row has that many adjacent free seats, though that many are free in all.
+    #[error("no row has that many adjacent free seats")]
+    NoAdjacentSeats,
     /// The user's held + confirmed tickets would pass `max_per_user`.
     #[error("this would pass the per-user limit of the category")]
     LimitExceeded,
@@ -121,6 +127,9 @@ pub struct Problem {
     /// Per-field errors of a 422 `validation_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// The seats that are taken, with `seat_taken` (rows in map order, then by number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seats: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -144,6 +153,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::SoldOut
+            | Self::SeatTaken(_)
+            | Self::NoAdjacentSeats
             | Self::LimitExceeded
             | Self::SaleNotOpen
             | Self::SaleClosed
@@ -172,6 +183,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::SoldOut => "sold_out",
+            Self::SeatTaken(_) => "seat_taken",
+            Self::NoAdjacentSeats => "no_adjacent_seats",
             Self::LimitExceeded => "limit_exceeded",
             Self::SaleNotOpen => "sale_not_open",
             Self::SaleClosed => "sale_closed",
@@ -208,6 +221,10 @@ impl ApiError {
             detail,
             errors: match self {
                 Self::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+            seats: match self {
+                Self::SeatTaken(seats) => Some(seats.clone()),
                 _ => None,
             },
         }

@@ -17,7 +17,8 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use crate::validation::FieldErrors;
 
-/// A request body type and the field names it accepts (`payment.token` for nested ones).
+/// A request body type and the field names it accepts (`payment.token` for nested ones;
+/// the same for the objects of a list, `seat_map.row`).
 pub trait RequestBody: DeserializeOwned {
     /// Every accepted field, dotted for nested objects.
     const FIELDS: &'static [&'static str];
@@ -54,8 +55,14 @@ fn unknown_fields(object: &Map<String, Value>, path: &str, fields: &[&str], erro
         }
         let is_parent = |field: &&str| field.strip_prefix(name.as_ref()).is_some_and(|rest| rest.starts_with('.'));
         if fields.iter().any(is_parent) {
-            if let Value::Object(inner) = value {
-                unknown_fields(inner, &name, fields, errors);
+            match value {
+                Value::Object(inner) => unknown_fields(inner, &name, fields, errors),
+                Value::Array(items) => {
+                    for inner in items.iter().filter_map(Value::as_object) {
+                        unknown_fields(inner, &name, fields, errors);
+                    }
+                }
+                _ => {}
             }
             continue;
         }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::request_body::RequestBody;
-use utoipa::openapi::schema::AdditionalProperties;
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Components, ContentBuilder, Object, Ref, RefOr, Required, Response, Schema, Type};
 use utoipa::{Modify, OpenApi};
@@ -69,6 +69,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         ],
     ),
     ("availability", &["not_found", "unavailable"]),
+    ("category_seats", &["not_found", "unavailable"]),
     ("availability_stream", &["not_found", "unavailable"]),
     (
         "reserve",
@@ -78,6 +79,8 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
             "queue_pass_required",
             "not_found",
             "sold_out",
+            "seat_taken",
+            "no_adjacent_seats",
             "limit_exceeded",
             "sale_not_open",
             "sale_closed",
@@ -154,6 +157,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         catalog::get_event,
         catalog::create_category,
         catalog::availability,
+        catalog::category_seats,
         availability_stream::availability_stream,
         reservation::reserve,
         reservation::confirm,
@@ -216,6 +220,8 @@ pub fn error_examples() -> Vec<ApiError> {
         ApiError::NotFound("no such resource"),
         ApiError::MethodNotAllowed("GET, POST".to_owned()),
         ApiError::SoldOut,
+        ApiError::SeatTaken(vec!["A-3".to_owned(), "A-4".to_owned()]),
+        ApiError::NoAdjacentSeats,
         ApiError::LimitExceeded,
         ApiError::SaleNotOpen,
         ApiError::SaleClosed,
@@ -251,6 +257,10 @@ pub fn when(error: &ApiError) -> &'static str {
         ApiError::NotFound(_) => "Unknown route or resource; also a reservation owned by someone else.",
         ApiError::MethodNotAllowed(_) => "Known path, wrong method; the `Allow` header lists the right ones.",
         ApiError::SoldOut => "Fewer tickets are left than were asked for.",
+        ApiError::SeatTaken(_) => "A requested seat is held or sold; `seats` lists the taken ones and nothing is held.",
+        ApiError::NoAdjacentSeats => {
+            "No row has that many adjacent free seats, though at least that many are free in all."
+        }
         ApiError::LimitExceeded => "The user's held and confirmed tickets in the category would pass `max_per_user`.",
         ApiError::SaleNotOpen => "The event's sale has not opened yet.",
         ApiError::SaleClosed => "The event's sale has closed.",
@@ -424,6 +434,12 @@ fn body_schema_names(body: &RequestBody) -> Vec<String> {
 fn referenced_name(schema: &RefOr<Schema>) -> Option<String> {
     match schema {
         RefOr::Ref(reference) => reference.ref_location.rsplit('/').next().map(str::to_owned),
+        // A list of objects (a seat map's rows) is closed like an object field.
+        RefOr::T(Schema::Array(array)) => match &array.items {
+            ArrayItems::RefOrSchema(items) => referenced_name(items),
+            ArrayItems::False => None,
+        },
+        RefOr::T(Schema::OneOf(one_of)) => one_of.items.iter().find_map(referenced_name),
         RefOr::T(_) => None,
     }
 }

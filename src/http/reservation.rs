@@ -19,7 +19,7 @@ use crate::http::state::AppState;
 use crate::ids::{ReservationId, UserId};
 use crate::reservation::admission::{self, Admission};
 use crate::reservation::idempotency::IdempotencyKey;
-use crate::reservation::{Confirmation, NewReservation, NotHeldReason, Refusal, ReservationError};
+use crate::reservation::{Confirmation, NewReservation, NotHeldReason, Refusal, ReservationError, SeatFields};
 use crate::validation::FieldError;
 
 /// The request header carrying an idempotency key.
@@ -33,15 +33,25 @@ pub struct ReserveRequest {
     #[schema(required = true, nullable = false, minimum = 1)]
     pub category_id: Option<i64>,
     /// Tickets to hold, at least 1; more than the category's `max_per_user` is `limit_exceeded`.
-    #[schema(required = true, nullable = false, minimum = 1, maximum = 10_000_000)]
+    /// Required unless `seats` is given; with `seats` it must equal their number (`null`: left out).
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub quantity: Option<i64>,
     /// Optional; must be the category's event (422 otherwise).
     #[schema(minimum = 1)]
     pub event_id: Option<i64>,
+    /// Seated categories only: these seats (`ROW-N`), all or nothing; 1 to `max_per_user`
+    /// distinct seats. 409 `seat_taken` lists the taken ones. `null`: left out.
+    #[schema(min_items = 1, max_items = 1000, example = json!(["A-3", "A-4"]))]
+    pub seats: Option<Vec<String>>,
+    /// Seated categories only: `true` holds the best `quantity` adjacent seats (the run in
+    /// the first row that has one, closest to the row's middle); needs `quantity`, not
+    /// with `seats`. 409 `no_adjacent_seats` when no row has such a run. `null` or `false`:
+    /// left out.
+    pub adjacent: Option<bool>,
 }
 
 impl RequestBody for ReserveRequest {
-    const FIELDS: &'static [&'static str] = &["category_id", "quantity", "event_id"];
+    const FIELDS: &'static [&'static str] = &["category_id", "quantity", "event_id", "seats", "adjacent"];
 }
 
 /// Body of `POST /confirm`.
@@ -121,6 +131,10 @@ fn reservation_error(error: ReservationError) -> ApiError {
         ReservationError::InProgress => ApiError::IdempotencyInProgress,
         ReservationError::KeyReused => ApiError::IdempotencyKeyReused,
         ReservationError::Refused(refusal) => refusal_error(refusal),
+        ReservationError::SeatTaken(seats) => ApiError::SeatTaken(seats),
+        ReservationError::UnknownSeats(seats) => {
+            field_error("seats", &format!("the category has no seats named {}", seats.join(", ")))
+        }
         ReservationError::PaymentDeclined => ApiError::PaymentDeclined,
         ReservationError::PaymentFailed(reason) => ApiError::unavailable(format!("payment failed: {reason}")),
         // The relay logs why the outbox is not draining; per-request logs would flood.
@@ -141,6 +155,12 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         Refusal::SaleClosed => ApiError::SaleClosed,
         Refusal::EventMismatch => field_error("event_id", "is not the event of this ticket category"),
         Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
+        Refusal::NoAdjacentSeats => ApiError::NoAdjacentSeats,
+        Refusal::NotSeated => field_error("seats", "the category has no seats: leave out seats and adjacent"),
+        Refusal::TooManySeats => field_error(
+            "seats",
+            "names more seats than the category's max_per_user, or asks for more than 1000 seats at once",
+        ),
     }
 }
 
@@ -162,7 +182,14 @@ fn created(reservation: &Reservation) -> HandlerResult {
         the same key and body from the same user within 24 h returns the first response again and creates \
         nothing; the same key with another body is 422 `idempotency_key_reused`. In an event whose waiting \
         room is on, the request needs the caller's queue pass for that event in `Queue-Pass` (403 \
-        `queue_pass_required` otherwise).",
+        `queue_pass_required` otherwise). In a seated category the request names `seats` (all or nothing, \
+        409 `seat_taken` with the taken ones) or asks for `quantity` with `adjacent: true` (the best run of \
+        adjacent seats: the first row in map order that has one, the run closest to the row's middle \
+        `(seats + 1) / 2`, ties to lower numbers; 409 `no_adjacent_seats`, or `sold_out` when fewer seats are \
+        free in all); with neither it takes the best adjacent seats, else the first free ones in map order. \
+        The Reservation then carries its `seats`. Unknown or duplicate seats, more than `max_per_user` \
+        seats, more than 1000 seats in one reservation, `seats` with `adjacent`, `adjacent` without `quantity`, and seat fields in a category \
+        without seats are 422.",
     security(("bearer_auth" = [])),
     params(
         (
@@ -193,7 +220,9 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     let caller = state.jwt.authenticate(request.header("authorization"))?;
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
-    let new = NewReservation::parse(body.category_id, body.quantity, body.event_id).map_err(ApiError::Validation)?;
+    let seats = SeatFields { seats: body.seats, adjacent: body.adjacent };
+    let new = NewReservation::parse_with_seats(body.category_id, body.quantity, body.event_id, seats)
+        .map_err(ApiError::Validation)?;
     super::waiting_room::require_pass(state, &request, &caller.user_id, new.category).await?;
     let result = state.reservations.reserve(&caller.user_id, &new, key).await;
     record_outcome("reserve", &result, "held");

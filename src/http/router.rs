@@ -24,6 +24,8 @@ pub enum Operation {
     Availability,
     /// `GET /events/{id}/availability/stream`.
     AvailabilityStream,
+    /// `GET /categories/{id}/seats`.
+    CategorySeats,
     /// `POST /reserve`.
     Reserve,
     /// `POST /confirm`.
@@ -74,6 +76,7 @@ pub const ROUTES: &[Route] = &[
     Route { pattern: "/events/{id}/ticket-category", methods: &[(Method::POST, Operation::CreateCategory)] },
     Route { pattern: "/events/{id}/availability", methods: &[(Method::GET, Operation::Availability)] },
     Route { pattern: "/events/{id}/availability/stream", methods: &[(Method::GET, Operation::AvailabilityStream)] },
+    Route { pattern: "/categories/{id}/seats", methods: &[(Method::GET, Operation::CategorySeats)] },
     Route { pattern: "/reserve", methods: &[(Method::POST, Operation::Reserve)] },
     Route { pattern: "/confirm", methods: &[(Method::POST, Operation::Confirm)] },
     Route { pattern: "/reservations/{id}/cancel", methods: &[(Method::POST, Operation::CancelReservation)] },

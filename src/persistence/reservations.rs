@@ -23,6 +23,7 @@ struct ReservationRow {
     expires_at: DateTime<Utc>,
     confirmed_at: Option<DateTime<Utc>>,
     payment_id: Option<String>,
+    seats: Option<Vec<String>>,
 }
 
 impl ReservationRow {
@@ -42,6 +43,7 @@ impl ReservationRow {
             expires_at: self.expires_at,
             confirmed_at: self.confirmed_at,
             payment_id: self.payment_id,
+            seats: self.seats,
         })
     }
 }

@@ -33,13 +33,14 @@ use super::idempotency::{
 };
 use super::{Confirmation, NewReservation, RECORD_FIELDS, reservation_from_record};
 use crate::catalog::{Catalog, CatalogError};
-use crate::contract::{Reservation, ReservationStatus};
+use crate::contract::{Reservation, ReservationStatus, seat_list};
 use crate::ids::{CategoryId, ReservationId, UserId};
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
 use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
 use crate::script::LuaScript;
+use crate::seating::{SeatName, SeatSelection};
 
 /// Helpers the reservation scripts start with.
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -66,6 +67,8 @@ pub async fn record_layout(redis: &mut RedisConnection) -> redis::RedisResult<Ve
 
 // The hot path runs without the prelude, whose top level Redis would run on every call.
 static RESERVE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new("reserve", include_str!("reserve.lua")));
+static RESERVE_SEATS: LazyLock<LuaScript> =
+    LazyLock::new(|| with_prelude("reserve_seats", include_str!("reserve_seats.lua")));
 static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("cancel", include_str!("cancel.lua")));
 static BEGIN_PAYMENT: LazyLock<LuaScript> =
     LazyLock::new(|| with_prelude("begin_payment", include_str!("begin_payment.lua")));
@@ -119,6 +122,13 @@ pub enum Refusal {
     LimitExceeded,
     /// `price * quantity` is too large to represent exactly.
     AmountTooLarge,
+    /// No row has that many adjacent free seats, though that many are free in all.
+    NoAdjacentSeats,
+    /// Seat fields in a category without seats.
+    NotSeated,
+    /// More seats named than the category's `max_per_user`, or more than
+    /// [`crate::seating::SEATS_PER_REQUEST_MAX`] seats asked for at once.
+    TooManySeats,
 }
 
 impl Refusal {
@@ -131,6 +141,9 @@ impl Refusal {
             Self::SoldOut => "sold_out",
             Self::LimitExceeded => "limit_exceeded",
             Self::AmountTooLarge => "amount_too_large",
+            Self::NoAdjacentSeats => "no_adjacent_seats",
+            Self::NotSeated => "not_seated",
+            Self::TooManySeats => "too_many_seats",
         }
     }
 
@@ -142,6 +155,9 @@ impl Refusal {
             Self::SoldOut,
             Self::LimitExceeded,
             Self::AmountTooLarge,
+            Self::NoAdjacentSeats,
+            Self::NotSeated,
+            Self::TooManySeats,
         ]
         .into_iter()
         .find(|refusal| refusal.code() == code)
@@ -180,6 +196,12 @@ pub enum ReservationError {
     /// Reserve refused.
     #[error("reserve refused: {}", .0.code())]
     Refused(Refusal),
+    /// Named seats are held or sold: these ones (rows in map order, then by number).
+    #[error("seats taken: {}", .0.join(", "))]
+    SeatTaken(Vec<String>),
+    /// Named seats that the category's map does not have.
+    #[error("no such seats: {}", .0.join(", "))]
+    UnknownSeats(Vec<String>),
     /// The gateway declined the payment; the hold stays.
     #[error("the payment was declined")]
     PaymentDeclined,
@@ -225,6 +247,8 @@ impl ReservationError {
             Self::InProgress => "idempotency_in_progress",
             Self::KeyReused => "idempotency_key_reused",
             Self::Refused(refusal) => refusal.code(),
+            Self::SeatTaken(_) => "seat_taken",
+            Self::UnknownSeats(_) => "unknown_seats",
             Self::PaymentDeclined => "payment_declined",
             Self::PaymentFailed(_) => "payment_failed",
             Self::OutboxBacklog(_) => "outbox_backlog",
@@ -374,16 +398,52 @@ impl ReservationEngine {
         if let Some(idempotency) = &idempotency {
             self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
         }
+        let id = ReservationId::generate(request.category);
+        let idempotency = idempotency.as_ref();
+        let reply = match request.seats {
+            SeatSelection::Any => {
+                let reply = self.run_reserve(false, user, request, id, idempotency).await?;
+                // A seated category: the seat script decides (nothing was written).
+                if outcome(&reply) == Some("seated") {
+                    self.run_reserve(true, user, request, id, idempotency).await?
+                } else {
+                    reply
+                }
+            }
+            SeatSelection::Adjacent | SeatSelection::Named(_) => {
+                self.run_reserve(true, user, request, id, idempotency).await?
+            }
+        };
+        reserve_reply(user, request, &reply)
+    }
+
+    /// One run of `reserve.lua`, or of `reserve_seats.lua` when `seated` (whose extra keys
+    /// are the seat keys and whose extra arguments are the mode and the named seats).
+    async fn run_reserve(
+        &self,
+        seated: bool,
+        user: &UserId,
+        request: &NewReservation,
+        id: ReservationId,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Vec<Option<String>>, ReservationError> {
         let category = request.category;
-        let id = ReservationId::generate(category);
-        let mut invocation = RESERVE.prepare();
+        let script: &LuaScript = if seated { &RESERVE_SEATS } else { &RESERVE };
+        let mut invocation = script.prepare();
         invocation
             .key(self.keys.stock(category))
             .key(self.keys.hold(category, id.uuid()))
             .key(self.keys.deadlines(category))
             .key(self.keys.holders(category))
             .key(self.keys.outbox(category));
-        if let Some(idempotency) = &idempotency {
+        if seated {
+            invocation
+                .key(self.keys.seats(category))
+                .key(self.keys.seat_free(category))
+                .key(self.keys.seat_sizes(category))
+                .key(self.keys.seat_rows(category));
+        }
+        if let Some(idempotency) = idempotency {
             invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Reserve, user, &idempotency.key));
         }
         invocation
@@ -394,11 +454,16 @@ impl ReservationEngine {
             .arg(milliseconds::of_duration(self.options.hold_ttl))
             .arg(self.options.outbox_backlog_max)
             .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
-            .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
+            .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()))
             .arg(IDEMPOTENCY_TTL_SECONDS)
             .arg(outbox::event_id(id.uuid(), EventType::Reserved).to_string());
-        let reply: Vec<Option<String>> = RESERVE.run(&invocation, &mut self.redis.clone()).await?;
-        reserve_reply(user, request, &reply)
+        if seated {
+            invocation.arg(request.seats.mode());
+            if let SeatSelection::Named(seats) = &request.seats {
+                invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
+            }
+        }
+        Ok(script.run(&invocation, &mut self.redis.clone()).await?)
     }
 
     /// Confirms a hold with a payment (see the module docs for the steps).
@@ -733,15 +798,23 @@ fn reserve_reply(
         Some("stock_missing") => Err(ReservationError::StockMissing(category)),
         Some("stock_pending") => Err(ReservationError::StockNotOpen(category)),
         Some("outbox_backlog") => Err(ReservationError::OutboxBacklog(category)),
+        Some("seat_taken") => Err(ReservationError::SeatTaken(listed_seats(reply))),
+        Some("unknown_seats") => Err(ReservationError::UnknownSeats(listed_seats(reply))),
         Some(code) => Err(Refusal::parse(code).map_or_else(|| unexpected("reserve", reply), ReservationError::Refused)),
         None => Err(unexpected("reserve", reply)),
     }
 }
 
+/// The seats a refusal lists (`seat_taken`, `unknown_seats`): the reply's third item.
+fn listed_seats(reply: &[Option<String>]) -> Vec<String> {
+    reply.get(2).and_then(Option::as_deref).and_then(seat_list).unwrap_or_default()
+}
+
 /// The 201 body of a hold, built the same way for the first answer and every replay, so
-/// a replay is byte for byte the first response.
+/// a replay is byte for byte the first response. A seated hold's reply ends with its seats.
 fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<String>]) -> Option<Reservation> {
-    let [_, _, Some(id), Some(event_id), Some(amount), Some(currency), Some(created), Some(expires)] = reply else {
+    let [_, _, Some(id), Some(event_id), Some(amount), Some(currency), Some(created), Some(expires), rest @ ..] = reply
+    else {
         return None;
     };
     Some(Reservation {
@@ -757,6 +830,7 @@ fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<Str
         expires_at: milliseconds::to_time(expires.parse().ok()?),
         confirmed_at: None,
         payment_id: None,
+        seats: rest.first().and_then(Option::as_deref).and_then(seat_list),
     })
 }
 
@@ -777,15 +851,17 @@ mod tests {
         assert_eq!(
             record_fields_lua(),
             "local RECORD_FIELDS = {'status', 'user_id', 'event_id', 'category_id', 'quantity', 'amount', \
-             'currency', 'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id'}\n"
+             'currency', 'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id', 'seats'}\n"
         );
     }
 
     #[test]
     fn reserve_writes_the_outbox_entry_of_the_prelude() {
-        let expected = ["event", "user_id", "payment_id"];
+        let expected = ["event", "user_id", "payment_id", "seats"];
         assert_eq!(outbox_fields(PRELUDE), expected);
-        assert_eq!(outbox_fields(include_str!("reserve.lua")), expected);
+        assert_eq!(outbox_fields(include_str!("reserve_seats.lua")), expected);
+        // A counted hold has no seats: its entry leaves the field out.
+        assert_eq!(outbox_fields(include_str!("reserve.lua")), expected[..3]);
     }
 
     #[test]
@@ -801,11 +877,25 @@ mod tests {
 
     #[test]
     fn refusal_codes_round_trip() {
-        use Refusal::{AmountTooLarge, EventMismatch, LimitExceeded, SaleClosed, SaleNotOpen, SoldOut};
-        for refusal in [EventMismatch, SaleNotOpen, SaleClosed, SoldOut, LimitExceeded, AmountTooLarge] {
+        use Refusal::{
+            AmountTooLarge, EventMismatch, LimitExceeded, NoAdjacentSeats, NotSeated, SaleClosed, SaleNotOpen, SoldOut,
+            TooManySeats,
+        };
+        for refusal in [
+            EventMismatch,
+            SaleNotOpen,
+            SaleClosed,
+            SoldOut,
+            LimitExceeded,
+            AmountTooLarge,
+            NoAdjacentSeats,
+            NotSeated,
+            TooManySeats,
+        ] {
             // Stops compiling when a refusal is added: add it to the list above too.
             match refusal {
-                EventMismatch | SaleNotOpen | SaleClosed | SoldOut | LimitExceeded | AmountTooLarge => {}
+                EventMismatch | SaleNotOpen | SaleClosed | SoldOut | LimitExceeded | AmountTooLarge
+                | NoAdjacentSeats | NotSeated | TooManySeats => {}
             }
             assert_eq!(Refusal::parse(refusal.code()), Some(refusal));
         }

@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use crate::ids::{CategoryId, UserId};
 use crate::keyspace::Keyspace;
 use crate::reservation::{Confirmation, NewReservation};
+use crate::seating::{SeatName, SeatSelection};
 
 /// How long keys and their outcomes are kept.
 pub const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
@@ -79,14 +80,25 @@ impl Fingerprint {
         Self(hex)
     }
 
-    /// The fingerprint of a reserve request.
+    /// The fingerprint of a reserve request. Seat fields are appended only when given,
+    /// so a counted request keeps the fingerprint it always had.
     pub fn of_reserve(request: &NewReservation) -> Self {
         let event = request.event.map(|event| event.get().to_string()).unwrap_or_default();
-        Self::of(&format!(
+        let mut canonical = format!(
             "reserve\ncategory_id={}\nquantity={}\nevent_id={event}",
             request.category.get(),
             request.quantity.get()
-        ))
+        );
+        match &request.seats {
+            SeatSelection::Any => {}
+            SeatSelection::Adjacent => canonical.push_str("\nadjacent=true"),
+            SeatSelection::Named(seats) => {
+                canonical.push_str("\nseats=");
+                let names: Vec<&str> = seats.iter().map(SeatName::as_str).collect();
+                canonical.push_str(&names.join(","));
+            }
+        }
+        Self::of(&canonical)
     }
 
     /// The fingerprint of a confirm request (the token is hashed, never stored).

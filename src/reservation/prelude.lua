@@ -35,6 +35,57 @@ local function read_record(hold)
   return redis.call('HMGET', hold, unpack(RECORD_FIELDS))
 end
 
+-- Sets the bits of `seats` ({index = row index, bit = bit in the bitmap}) to `value`
+-- (1 taken, 0 free) in one BITFIELD, and moves each row's 16-bit free count the other
+-- way in another (see src/seating.rs for the layout).
+local function set_seats(bitmap, free, seats, value)
+  local bits, per_row, rows = {}, {}, {}
+  for _, seat in ipairs(seats) do
+    bits[#bits + 1] = 'SET'
+    bits[#bits + 1] = 'u1'
+    bits[#bits + 1] = seat.bit
+    bits[#bits + 1] = value
+    if not per_row[seat.index] then
+      per_row[seat.index] = 0
+      rows[#rows + 1] = seat.index
+    end
+    per_row[seat.index] = per_row[seat.index] + 1
+  end
+  redis.call('BITFIELD', bitmap, unpack(bits))
+  local counts = {}
+  local sign = value == 1 and -1 or 1
+  for _, index in ipairs(rows) do
+    counts[#counts + 1] = 'INCRBY'
+    counts[#counts + 1] = 'u16'
+    counts[#counts + 1] = '#' .. index
+    counts[#counts + 1] = sign * per_row[index]
+  end
+  redis.call('BITFIELD', free, unpack(counts))
+end
+
+-- Frees the seats of a hold record (`seats`: comma-separated `ROW-N` names; nothing for
+-- a counted category). The seat keys share the stock key's prefix `P:{c:C}:`, so they
+-- are in the category's slot.
+local function free_seats(stock, hold)
+  local names = redis.call('HGET', hold, 'seats')
+  if not names or names == '' then
+    return
+  end
+  local prefix = string.sub(stock, 1, -6)
+  local rows, numbers = {}, {}
+  for row, number in string.gmatch(names, '([^,]+)%-(%d+)') do
+    rows[#rows + 1] = row
+    numbers[#numbers + 1] = tonumber(number)
+  end
+  local layout = redis.call('HMGET', prefix .. 'seat-rows', unpack(rows))
+  local seats = {}
+  for position, entry in ipairs(layout) do
+    local index, byte_offset = string.match(entry, '^(%d+):(%d+):')
+    seats[position] = {index = tonumber(index), bit = tonumber(byte_offset) * 8 + numbers[position] - 1}
+  end
+  set_seats(prefix .. 'seats', prefix .. 'seat-free', seats, 0)
+end
+
 -- Appends the event of a state change that this script has just written, with the
 -- reservation as the hold now holds it (the entry format of src/outbox.rs; reserve.lua
 -- writes the same entry inline). Same script, so the change and its event exist
@@ -47,14 +98,16 @@ local function append_event(outbox, hold, reservation_id, event_id, kind, now)
     'event', event_id .. '|' .. kind .. '|' .. int(now) .. '|' .. reservation_id .. '|' .. record[1] .. '|' ..
       record[3] .. '|' .. record[4] .. '|' .. record[5] .. '|' .. record[6] .. '|' .. record[7] .. '|' ..
       record[8] .. '|' .. record[9] .. '|' .. (record[10] or ''),
-    'user_id', record[2], 'payment_id', record[11] or '')
+    'user_id', record[2], 'payment_id', record[11] or '', 'seats', record[12] or '')
   return record
 end
 
 -- Returns a hold's tickets to `available` and ends it with `status` (cancelled or
 -- expired). Confirmed tickets never come through here, so the user's count only
--- drops by what the hold still held. The caller has checked `stock_missing` first.
+-- drops by what the hold still held. Its seats, if any, are free again. The caller has
+-- checked `stock_missing` first.
 local function release(stock, holders, deadlines, hold, reservation_id, user, quantity, status, final_ttl_ms)
+  free_seats(stock, hold)
   redis.call('HINCRBY', stock, 'available', quantity)
   redis.call('HINCRBY', stock, 'held', -quantity)
   if redis.call('HINCRBY', holders, user, -quantity) <= 0 then

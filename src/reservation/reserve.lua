@@ -10,19 +10,20 @@
 --       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
 --       10 id of the `reserved` outbox event (outbox::event_id)
 -- Returns {outcome, replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
--- expires_at_ms}: outcome `held` (with the fields) or a refusal code (without them), both stored
--- for idempotent requests; `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog`,
--- which are 503s and are never stored, so a retry runs again. A resent call for a hold
--- that exists answers it as a replay.
+-- expires_at_ms, seats}: outcome `held` (with the fields; seats only when replaying a seated
+-- hold) or a refusal code (without them), both stored for idempotent requests; `key_reused`;
+-- `seated` (a seated category: nothing written, reserve_seats.lua decides); or `stock_missing`,
+-- `stock_pending`, `outbox_backlog`, which are 503s and are never stored, so a retry runs again.
+-- A resent call for a hold that exists answers it as a replay.
 local idempotency = KEYS[6]
 if idempotency then
   local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
-    'amount', 'currency', 'created_at_ms', 'expires_at_ms')
+    'amount', 'currency', 'created_at_ms', 'expires_at_ms', 'seats')
   if stored[1] then
     if stored[1] ~= ARGV[8] then
       return {'key_reused', '0'}
     end
-    return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8]}
+    return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8], stored[9]}
   end
 end
 
@@ -30,17 +31,21 @@ end
 -- connection dropped, and during a failover it may have run) answers the hold it wrote
 -- and never holds twice.
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  local held = redis.call('HMGET', KEYS[2], 'event_id', 'amount', 'currency', 'created_at_ms', 'expires_at_ms')
-  return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5]}
+  local held = redis.call('HMGET', KEYS[2], 'event_id', 'amount', 'currency', 'created_at_ms', 'expires_at_ms',
+    'seats')
+  return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
 end
 
 local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',
-  'sale_starts_at_ms', 'sale_ends_at_ms', 'held')
+  'sale_starts_at_ms', 'sale_ends_at_ms', 'held', 'seated')
 if not stock[1] then
   return {'stock_missing', '0'}
 end
 if stock[1] ~= 'open' then
   return {'stock_pending', '0'}
+end
+if stock[10] then
+  return {'seated', '0'}
 end
 
 -- Redis server time in ms: the only clock any expiry decision uses.

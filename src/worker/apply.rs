@@ -278,6 +278,7 @@ async fn apply_events(
 ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
     let occurred_at = insert_events(transaction, partition, events).await?;
     upsert_reservations(transaction, events).await?;
+    upsert_reservation_seats(transaction, events).await?;
     Ok(occurred_at)
 }
 
@@ -371,6 +372,36 @@ fn most_advanced<'a>(events: &[&'a ConsumedEvent]) -> Vec<&'a ReservationEvent> 
     order.into_iter().map(|id| chosen[&id]).collect()
 }
 
+/// The seats of the batch's reservations in seated categories, confirmed with their
+/// `confirmed` event. A seat sold twice is a data error (the batch goes record by record).
+async fn upsert_reservation_seats(
+    transaction: &mut sqlx::PgTransaction<'_>,
+    events: &[&ConsumedEvent],
+) -> Result<(), sqlx::Error> {
+    // (event, position, seat) for every seat of the batch's reservations.
+    let rows: Vec<(&ReservationEvent, i32, &str)> = most_advanced(events)
+        .into_iter()
+        .flat_map(|event| {
+            let seats = event.reservation.seats.iter().flatten();
+            seats
+                .enumerate()
+                .map(move |(position, seat)| (event, i32::try_from(position).unwrap_or(i32::MAX), seat.as_str()))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(include_str!("upsert_reservation_seats.sql"))
+        .bind(rows.iter().map(|(event, _, _)| event.reservation.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(event, _, _)| event.reservation.category_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, seat)| *seat).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, position, _)| *position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(event, _, _)| event.event_type == EventType::Confirmed).collect::<Vec<_>>())
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
 async fn upsert_reservations(
     transaction: &mut sqlx::PgTransaction<'_>,
     events: &[&ConsumedEvent],
@@ -428,6 +459,7 @@ mod tests {
                 expires_at: milliseconds::to_time(1_700_000_600_000),
                 confirmed_at: None,
                 payment_id: None,
+                seats: None,
             },
         };
         ConsumedEvent { offset, key: None, payload: serde_json::to_string(&event).unwrap(), event }

@@ -13,7 +13,9 @@
 //! must have its record, and each user's count in `holders` must equal their live held
 //! tickets plus their confirmed tickets (from Postgres: Redis keeps no per-user sold
 //! count, and confirmed records expire after 24 h). A hold whose record was lost while
-//! its deadline stayed breaks all three, which is how such a leak shows. Entries still in the category's outbox mean Postgres trails; such a row is
+//! its deadline stayed breaks all three, which is how such a leak shows. In a seated
+//! category the seat bitmap must have exactly `held + sold` seats taken, among them
+//! every seat Postgres shows as sold. Entries still in the category's outbox mean Postgres trails; such a row is
 //! reported as `pending`, not drift. A provisioned category without stock is `missing`.
 //! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
 //!
@@ -36,7 +38,7 @@
 //!   attempts waiting to be voided, records of cancelled and expired reservations
 //!   (reads of those fall back to Postgres), and the `paying` state (restored as held).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,7 @@ use crate::ids::CategoryId;
 use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
+use crate::seating::{self, SeatMap};
 use crate::stock::{Levels, Stock, StockError};
 use crate::{infrastructure, kafka, lua_script, persistence};
 
@@ -272,6 +275,7 @@ struct CategoryTerms {
     max_per_user: i64,
     sale_starts_at: Option<DateTime<Utc>>,
     sale_ends_at: Option<DateTime<Utc>>,
+    seat_map: Option<SeatMap>,
 }
 
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
@@ -327,6 +331,10 @@ async fn compare(
         .await?
         .map(TotalsRow::split);
     let postgres = postgres.map(|(_, totals)| totals).unwrap_or_default();
+    let seats_agree = match levels {
+        Some(levels) => seats_agree(database, redis, keys, terms, &levels).await?,
+        None => true,
+    };
     let verdict = match levels {
         None => Verdict::Missing,
         Some(levels) if !levels.is_conserved() => Verdict::Drift,
@@ -334,7 +342,8 @@ async fn compare(
         Some(levels)
             if levels.held == postgres.held_tickets
                 && levels.sold == postgres.confirmed_tickets
-                && live.is_some_and(|live| live.agrees_with(&levels)) =>
+                && live.is_some_and(|live| live.agrees_with(&levels))
+                && seats_agree =>
         {
             Verdict::Ok
         }
@@ -349,6 +358,25 @@ async fn compare(
         postgres,
         verdict,
     })
+}
+
+/// Whether a seated category's seat bitmap takes exactly `held + sold` seats, among
+/// them every seat Postgres shows as sold (always true for a counted category).
+async fn seats_agree(
+    database: &PgPool,
+    redis: &ConnectionManager,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+    levels: &Levels,
+) -> Result<bool, ReconcileError> {
+    let Some(map) = &terms.seat_map else { return Ok(true) };
+    let Some(live) = seating::live_seats(&mut redis.clone(), keys, terms.id, map).await? else { return Ok(false) };
+    let taken: HashSet<String> =
+        live.rows.iter().flat_map(|row| row.taken.iter().map(move |number| format!("{}-{number}", row.row))).collect();
+    let sold: Vec<String> =
+        sqlx::query_scalar(include_str!("confirmed_seats.sql")).bind(terms.id.get()).fetch_all(database).await?;
+    let count = i64::try_from(taken.len()).unwrap_or(i64::MAX);
+    Ok(count == levels.held + levels.sold && sold.iter().all(|seat| taken.contains(seat)))
 }
 
 /// The stock levels and the live holds read between two equal reads of the levels, so
@@ -594,7 +622,8 @@ async fn repair(
         .arg(milliseconds::optional_text(terms.sale_starts_at))
         .arg(milliseconds::optional_text(terms.sale_ends_at))
         .arg(sold)
-        .arg(holders.len());
+        .arg(holders.len())
+        .arg(terms.seat_map.as_ref().map(SeatMap::sizes_u16).unwrap_or_default());
     for (user, tickets) in &holders {
         invocation.arg(*user).arg(*tickets);
     }
@@ -607,7 +636,17 @@ async fn repair(
             .arg(reservation.amount)
             .arg(&reservation.currency)
             .arg(reservation.created_at.timestamp_millis())
-            .arg(reservation.expires_at.timestamp_millis());
+            .arg(reservation.expires_at.timestamp_millis())
+            .arg(reservation.seats.as_ref().map(|seats| seats.join(",")).unwrap_or_default());
+    }
+    if let Some(map) = &terms.seat_map {
+        // Every seat of a held or confirmed reservation stays taken.
+        invocation.arg(map.rows().iter().map(|row| row.row.as_str()).collect::<Vec<_>>());
+        invocation.arg(
+            open.iter()
+                .flat_map(|reservation| reservation.seats.iter().flatten().map(String::as_str))
+                .collect::<Vec<_>>(),
+        );
     }
     let outcome: Vec<i64> = REPAIR_STOCK.run(&invocation, &mut redis).await?;
     let _: i64 = redis::cmd("SADD").arg(keys.categories()).arg(terms.id.get()).query_async(&mut redis).await?;
@@ -658,6 +697,8 @@ async fn restore_confirmed_records(
                 .arg(milliseconds::optional_text(reservation.confirmed_at))
                 .arg("payment_id")
                 .arg(reservation.payment_id.as_deref().unwrap_or(""))
+                .arg("seats")
+                .arg(reservation.seats.as_ref().map(|seats| seats.join(",")).unwrap_or_default())
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(milliseconds::of_duration(RESTORED_RECORD_TTL)).ignore();
         }

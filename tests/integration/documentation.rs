@@ -25,6 +25,8 @@ const CONTRACT_ERROR_CODES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "sold_out",
+    "seat_taken",
+    "no_adjacent_seats",
     "limit_exceeded",
     "sale_not_open",
     "sale_closed",
@@ -254,6 +256,7 @@ async fn sampler_sets_stock_and_outbox_gauges_from_redis() {
         price: 100,
         currency: "USD".to_owned(),
         sale_window: Default::default(),
+        seat_map: None,
     };
     Stock::new(redis.clone(), keys.clone()).create_pending(&terms).await.unwrap();
     redis::cmd("HSET")

@@ -24,5 +24,6 @@ mod reservation_idempotency;
 mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
+mod seating;
 mod slow_clients;
 mod waiting_room;

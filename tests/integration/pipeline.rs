@@ -532,7 +532,7 @@ async fn repair_rebuilds_a_flushed_category_without_overselling() {
 }
 
 /// Deletes every Redis key of a category (stock, holds, deadlines, holders, outbox...).
-async fn flush_category(app: &TestApp, category: i64) {
+pub async fn flush_category(app: &TestApp, category: i64) {
     let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
     crate::harness::delete_keys(&pattern).await.unwrap();
 }

@@ -55,6 +55,7 @@ fn event(reservation: Uuid, event_type: EventType, created: DateTime<Utc>) -> Re
             expires_at: created + chrono::Duration::minutes(10),
             confirmed_at: confirmed.then_some(created),
             payment_id: confirmed.then(|| format!("pay_{}", reservation.simple())),
+            seats: None,
         },
     }
 }

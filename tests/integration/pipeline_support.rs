@@ -310,6 +310,7 @@ impl Synthetic {
                 expires_at: milliseconds::to_time(self.created_at_ms + 600_000),
                 confirmed_at: confirmed.then(|| milliseconds::to_time(occurred)),
                 payment_id: confirmed.then(|| format!("pay_{}", self.id.simple())),
+                seats: None,
             },
         }
     }
