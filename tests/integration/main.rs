@@ -24,4 +24,5 @@ mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
 mod slow_clients;
+mod sold_out;
 mod waiting_room;
