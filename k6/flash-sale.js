@@ -19,7 +19,6 @@ import {
   BASE_URL,
   TREND_STATS,
   UserTokens,
-  availability,
   createSale,
   intEnv,
   numberEnv,
@@ -28,6 +27,7 @@ import {
   requiredAdminToken,
   reserveOutcome,
   runPrefix,
+  soldOutExactly,
   summarize,
 } from './lib/stampede.js';
 
@@ -100,17 +100,7 @@ export default function (sale) {
 }
 
 export function teardown(sale) {
-  const level = availability(sale.eventId).categories.find((category) => category.category_id === sale.categoryIds[0]);
-  const conserved = level && level.available + level.held + level.sold === level.quota;
-  const sellsOut = level && level.available === 0 && level.held + level.sold === QUOTA;
-  const nonNegative = level && level.available >= 0 && level.held >= 0 && level.sold >= 0;
-  console.log(`final availability: ${JSON.stringify(level)}`);
-  const ok = check(level, {
-    'final: available + held + sold == quota': () => conserved,
-    'final: held + sold == QUOTA and available == 0 (no oversell, no undersell)': () => sellsOut,
-    'final: no level is negative': () => nonNegative,
-  });
-  mismatches.add(ok ? 0 : 1);
+  mismatches.add(soldOutExactly(sale, QUOTA) ? 0 : 1);
 }
 
 export function handleSummary(data) {

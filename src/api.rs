@@ -207,7 +207,7 @@ fn reservation_engine(config: &ApiConfig, redis: RedisConnection, keys: Keyspace
         payment_window: config.payment_timeout + PAYMENT_WINDOW_MARGIN,
         record_ttl: config.record_ttl,
     };
-    ReservationEngine::new(redis, keys, gateway, options)
+    ReservationEngine::new(redis, keys, gateway, options).with_sold_out_verdict_ttl(config.sold_out_verdict_ttl)
 }
 
 async fn recover_provisioning(catalog: Catalog, shutdown: CancellationToken) {

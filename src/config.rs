@@ -34,6 +34,16 @@ fn parse_availability_poll_interval(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// How long a sold-out verdict is trusted: zero (off) to 100 ms, the longest a return of
+/// stock may go unseen.
+fn parse_sold_out_verdict_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration_or_zero(text)?;
+    if ttl > Duration::from_millis(100) {
+        return Err("must be at most 100ms".to_owned());
+    }
+    Ok(ttl)
+}
+
 /// Parses a human duration that may be zero (`0ms`, `0s`, `250ms`).
 pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|error| error.to_string())
@@ -205,6 +215,12 @@ pub struct ApiConfig {
     /// Requests per second per client IP on the reservation endpoints (429 past it); 0 turns it off.
     #[arg(long, env = "RATE_LIMIT_PER_IP_PER_SECOND", default_value_t = 0)]
     pub rate_limit_per_ip_per_second: u32,
+
+    /// How long this process answers `sold_out` for a category without Redis after a reserve
+    /// found it sold out (`0ms` turns the fast path off; at most 100ms: the longest a returned
+    /// ticket may go unseen).
+    #[arg(long, env = "SOLD_OUT_VERDICT_TTL", default_value = "100ms", value_parser = parse_sold_out_verdict_ttl)]
+    pub sold_out_verdict_ttl: Duration,
 
     /// Reserve answers 503 while a category's outbox stream holds this many unrelayed events.
     #[arg(long, env = "OUTBOX_BACKLOG_MAX", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]

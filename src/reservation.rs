@@ -15,11 +15,13 @@
 //! - [`idempotency`]: `Idempotency-Key`s, request fingerprints and where they are kept.
 //! - [`reaper`]: the background task that releases holds past their deadline.
 //! - [`admission`]: backpressure: in-flight bound and per-IP rate limit.
+//! - [`sold_out`]: the sold-out fast path: `sold_out` without Redis for at most 100 ms.
 
 pub mod admission;
 pub mod engine;
 pub mod idempotency;
 pub mod reaper;
+pub mod sold_out;
 
 use uuid::Uuid;
 

@@ -1,6 +1,7 @@
 // Shared helpers of the Stampede k6 scripts: environment, tokens, creating a sale,
 // classifying reserve outcomes, and a compact end-of-test summary.
 import http from 'k6/http';
+import { check } from 'k6';
 import { mintToken } from './jwt.js';
 
 /** The API under test, without a trailing slash. */
@@ -180,6 +181,24 @@ export function availability(eventId) {
     200,
     `GET /events/${eventId}/availability`,
   );
+}
+
+/**
+ * Teardown check of a one-category sale that must have sold out: the server's levels
+ * give available + held + sold == quota, held + sold == `quota` (no oversell, no
+ * undersell), available == 0 and no negative level. True when all hold.
+ */
+export function soldOutExactly(sale, quota) {
+  const level = availability(sale.eventId).categories.find((category) => category.category_id === sale.categoryIds[0]);
+  const conserved = level && level.available + level.held + level.sold === level.quota;
+  const sellsOut = level && level.available === 0 && level.held + level.sold === quota;
+  const nonNegative = level && level.available >= 0 && level.held >= 0 && level.sold >= 0;
+  console.log(`final availability: ${JSON.stringify(level)}`);
+  return check(level, {
+    'final: available + held + sold == quota': () => conserved,
+    'final: held + sold == QUOTA and available == 0 (no oversell, no undersell)': () => sellsOut,
+    'final: no level is negative': () => nonNegative,
+  });
 }
 
 /**

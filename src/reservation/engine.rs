@@ -22,7 +22,7 @@
 //! in flight never keeps the tickets past the deadline plus one reaper pass.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::infrastructure::RedisConnection;
 use redis::ScriptInvocation;
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::idempotency::{
     Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
 };
+use super::sold_out::{SOLD_OUT_VERDICT_TTL_MAX, SoldOutVerdicts};
 use super::{Confirmation, NewReservation, RECORD_FIELDS, reservation_from_record};
 use crate::catalog::{Catalog, CatalogError};
 use crate::contract::{Reservation, ReservationStatus, seat_list};
@@ -330,6 +331,7 @@ pub struct ReservationEngine {
     keys: Keyspace,
     gateway: Arc<dyn PaymentGateway>,
     options: EngineOptions,
+    sold_out: Arc<SoldOutVerdicts>,
 }
 
 impl ReservationEngine {
@@ -340,7 +342,15 @@ impl ReservationEngine {
         gateway: Arc<dyn PaymentGateway>,
         options: EngineOptions,
     ) -> Self {
-        Self { redis, keys, gateway, options }
+        let sold_out = Arc::new(SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX));
+        Self { redis, keys, gateway, options, sold_out }
+    }
+
+    /// The same engine with the sold-out fast path trusting a verdict for `ttl` (at most
+    /// 100 ms; zero turns it off), see [`super::sold_out`].
+    pub fn with_sold_out_verdict_ttl(mut self, ttl: Duration) -> Self {
+        self.sold_out = Arc::new(SoldOutVerdicts::new(ttl));
+        self
     }
 
     /// The key layout.
@@ -387,13 +397,20 @@ impl ReservationEngine {
     }
 
     /// Holds tickets: one script round trip, plus one for the key binding when the
-    /// request carries an `Idempotency-Key`.
+    /// request carries an `Idempotency-Key`; none when this process knows the category
+    /// is sold out (see [`super::sold_out`]).
     pub async fn reserve(
         &self,
         user: &UserId,
         request: &NewReservation,
         key: Option<IdempotencyKey>,
     ) -> Result<Reservation, ReservationError> {
+        // Named seats always go to the script: an unknown seat is a 422 there, not sold_out.
+        let named = matches!(request.seats, SeatSelection::Named(_));
+        if key.is_none() && !named && self.sold_out.answers(request, Instant::now()) {
+            metrics::counter!("sold_out_fast_answers_total").increment(1);
+            return Err(ReservationError::Refused(Refusal::SoldOut));
+        }
         let idempotency = key.map(|key| Idempotency { key, fingerprint: Fingerprint::of_reserve(request) });
         if let Some(idempotency) = &idempotency {
             self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
@@ -463,7 +480,12 @@ impl ReservationEngine {
                 invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
             }
         }
-        Ok(script.run(&invocation, &mut self.redis.clone()).await?)
+        let sent_at = Instant::now();
+        let reply: Vec<Option<String>> = script.run(&invocation, &mut self.redis.clone()).await?;
+        if let (Some(outcome), Some("0")) = (outcome(&reply), reply.get(1).and_then(Option::as_deref)) {
+            self.sold_out.learn(request, sent_at, outcome);
+        }
+        Ok(reply)
     }
 
     /// Confirms a hold with a payment (see the module docs for the steps).
@@ -719,7 +741,10 @@ impl ReservationEngine {
             .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
         let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
-            Some("cancelled") => reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("cancel", &reply)),
+            Some("cancelled") => {
+                self.sold_out.forget(category);
+                reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("cancel", &reply))
+            }
             Some("not_found") => Err(ReservationError::NotFound),
             Some("confirmed") => Err(ReservationError::NotHeld(NotHeldReason::Confirmed)),
             Some("paying") => Err(ReservationError::NotHeld(NotHeldReason::PaymentInProgress)),

@@ -26,4 +26,5 @@ mod reservation_recovery;
 mod reservation_support;
 mod seating;
 mod slow_clients;
+mod sold_out;
 mod waiting_room;
