@@ -9,7 +9,7 @@
 //! venue size: the free counts (to skip rows without enough free seats), the row sizes
 //! and at most the bitmap once; named seats look their rows up in one `HMGET`.
 
-use redis::aio::ConnectionManager;
+use crate::infrastructure::RedisConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -214,7 +214,7 @@ fn bit_is_set(bitmap: &[u8], bit: usize) -> bool {
 /// Reads the taken seats of `map` from the category's bitmap in one `GET`; `None` when
 /// the bitmap is missing (the stock was lost).
 pub async fn live_seats(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConnection,
     keys: &Keyspace,
     category: CategoryId,
     map: &SeatMap,

@@ -364,7 +364,7 @@ async fn compare(
 /// them every seat Postgres shows as sold (always true for a counted category).
 async fn seats_agree(
     database: &PgPool,
-    redis: &ConnectionManager,
+    redis: &RedisConnection,
     keys: &Keyspace,
     terms: &CategoryTerms,
     levels: &Levels,
