@@ -471,8 +471,11 @@ impl WaitingRooms {
         let Err(rejection) = self.options.pass_keys.verify(pass, user, event, process_now_ms()) else {
             return Ok(Ok(()));
         };
-        let enabled: Option<String> =
-            redis::cmd("HGET").arg(self.keys.waiting_room(event)).arg("enabled").query_async(&mut self.redis.clone()).await?;
+        let enabled: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.waiting_room(event))
+            .arg("enabled")
+            .query_async(&mut self.redis.clone())
+            .await?;
         if enabled.as_deref() != Some("1") {
             return Ok(Ok(()));
         }
