@@ -11,7 +11,8 @@
 //! - `P:{c:C}:outbox`: stream of reservation events waiting for the relay;
 //! - seated categories only (see the `seating` module): `P:{c:C}:seats`, the bitmap of
 //!   taken seats, one byte-aligned segment per row; `P:{c:C}:seat-free`, 16-bit free
-//!   counts per row; `P:{c:C}:seat-sizes`, 16-bit row sizes; `P:{c:C}:seat-rows`, hash
+//!   counts per row; `P:{c:C}:seat-sizes`, 16-bit row sizes; `P:{c:C}:seat-runs`, 16-bit
+//!   upper bounds of each row's longest free run; `P:{c:C}:seat-rows`, hash
 //!   of row name to `index:byte offset:seats` and of `#index` to row name. The scripts
 //!   that release or take seats derive these names from the stock key's prefix
 //!   (`P:{c:C}:`), so they stay in the category's slot.
@@ -119,6 +120,13 @@ impl Keyspace {
         self.category_key(category, "seat-sizes", 0)
     }
 
+    /// Upper bounds of the longest free run of each row of a seated category (16-bit
+    /// big-endian): exact after a reserve read the row and found no run long enough,
+    /// the row's size (or more) after seats in it were freed.
+    pub fn seat_runs(&self, category: CategoryId) -> String {
+        self.category_key(category, "seat-runs", 0)
+    }
+
     /// A seated category's rows: name to `index:byte offset:seats`, `#index` to name.
     pub fn seat_rows(&self, category: CategoryId) -> String {
         self.category_key(category, "seat-rows", 0)
@@ -196,6 +204,7 @@ mod tests {
             keys.seats(category),
             keys.seat_free(category),
             keys.seat_sizes(category),
+            keys.seat_runs(category),
             keys.seat_rows(category),
             format!("{}x", keys.idempotency_prefix(category)),
         ];
@@ -232,6 +241,7 @@ mod tests {
         assert_eq!(keys.seats(category), format!("{prefix}seats"));
         assert_eq!(keys.seat_free(category), format!("{prefix}seat-free"));
         assert_eq!(keys.seat_sizes(category), format!("{prefix}seat-sizes"));
+        assert_eq!(keys.seat_runs(category), format!("{prefix}seat-runs"));
         assert_eq!(keys.seat_rows(category), format!("{prefix}seat-rows"));
         assert_eq!(keys.hold(category, Uuid::nil()), "t:{c:42}:hold:00000000-0000-0000-0000-000000000000");
     }

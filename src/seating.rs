@@ -4,10 +4,11 @@
 //! A seated category's stock keeps its seats in Redis next to its counters (see
 //! [`crate::keyspace`]): one bitmap with one bit per seat (1 = held or sold), each
 //! row starting on a byte boundary, a string of 16-bit free counts (one per row),
-//! a string of 16-bit row sizes, and a hash from row name to `index:byte offset:seats`
-//! (plus `#index` to row name). A reserve reads a constant number of keys whatever the
-//! venue size: the free counts (to skip rows without enough free seats), the row sizes
-//! and at most the bitmap once; named seats look their rows up in one `HMGET`.
+//! a string of 16-bit row sizes, a string of 16-bit upper bounds of each row's longest
+//! free run, and a hash from row name to `index:byte offset:seats` (plus `#index` to row
+//! name). A reserve reads a constant number of keys whatever the venue size: the free
+//! counts and run bounds (to skip rows without enough free or adjacent seats), the row
+//! sizes and at most the bitmap once; named seats look their rows up in one `HMGET`.
 
 use crate::infrastructure::RedisConnection;
 use serde::{Deserialize, Serialize};

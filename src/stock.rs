@@ -111,7 +111,8 @@ impl Stock {
                 .key(self.keys.seats(category))
                 .key(self.keys.seat_free(category))
                 .key(self.keys.seat_sizes(category))
-                .key(self.keys.seat_rows(category));
+                .key(self.keys.seat_rows(category))
+                .key(self.keys.seat_runs(category));
         }
         invocation
             .arg(terms.event_id)

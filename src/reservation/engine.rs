@@ -458,7 +458,8 @@ impl ReservationEngine {
                 .key(self.keys.seats(category))
                 .key(self.keys.seat_free(category))
                 .key(self.keys.seat_sizes(category))
-                .key(self.keys.seat_rows(category));
+                .key(self.keys.seat_rows(category))
+                .key(self.keys.seat_runs(category));
         }
         if let Some(idempotency) = idempotency {
             invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Reserve, user, &idempotency.key));

@@ -37,8 +37,10 @@ end
 
 -- Sets the bits of `seats` ({index = row index, bit = bit in the bitmap}) to `value`
 -- (1 taken, 0 free) in one BITFIELD, and moves each row's 16-bit free count the other
--- way in another (see src/seating.rs for the layout).
-local function set_seats(bitmap, free, seats, value)
+-- way in another (see src/seating.rs for the layout). Freeing seats can join runs, so
+-- then each row's bound of its longest free run (`runs`) goes back to "unknown" (65535);
+-- taking seats only shortens runs, so the bounds stay true.
+local function set_seats(bitmap, free, runs, seats, value)
   local bits, per_row, rows = {}, {}, {}
   for _, seat in ipairs(seats) do
     bits[#bits + 1] = 'SET'
@@ -61,6 +63,16 @@ local function set_seats(bitmap, free, seats, value)
     counts[#counts + 1] = sign * per_row[index]
   end
   redis.call('BITFIELD', free, unpack(counts))
+  if value == 0 then
+    local unknown = {}
+    for _, index in ipairs(rows) do
+      unknown[#unknown + 1] = 'SET'
+      unknown[#unknown + 1] = 'u16'
+      unknown[#unknown + 1] = '#' .. index
+      unknown[#unknown + 1] = 65535
+    end
+    redis.call('BITFIELD', runs, unpack(unknown))
+  end
 end
 
 -- Frees the seats of a hold record (`seats`: comma-separated `ROW-N` names; nothing for
@@ -83,7 +95,7 @@ local function free_seats(stock, hold)
     local index, byte_offset = string.match(entry, '^(%d+):(%d+):')
     seats[position] = {index = tonumber(index), bit = tonumber(byte_offset) * 8 + numbers[position] - 1}
   end
-  set_seats(prefix .. 'seats', prefix .. 'seat-free', seats, 0)
+  set_seats(prefix .. 'seats', prefix .. 'seat-free', prefix .. 'seat-runs', seats, 0)
 end
 
 -- Appends the event of a state change that this script has just written, with the

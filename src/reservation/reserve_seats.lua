@@ -5,12 +5,15 @@
 -- then writes the seat bits, the free counts, the levels, the hold (with its seats),
 -- its deadline, its `reserved` event and the idempotency record together.
 -- Seat layout (src/seating.rs): a bitmap with one byte-aligned segment per row (1 =
--- held or sold), 16-bit free counts and sizes per row, and a hash of row name to
--- `index:byte offset:seats` and `#index` to row name. Whatever the venue size, a reserve
--- reads the free counts and sizes once, at most a few rows with GETRANGE and then the
--- whole bitmap once, and writes each key once.
+-- held or sold), 16-bit free counts, sizes and bounds of the longest free run per row,
+-- and a hash of row name to `index:byte offset:seats` and `#index` to row name. Whatever
+-- the venue size, a reserve reads the counts, sizes and bounds once, skips every row whose
+-- free count or bound is too small, reads at most a few rows with GETRANGE (then the
+-- whole bitmap once), and writes each key once. A row read without a run long enough
+-- gets its exact longest run as its bound (a cache, also written on a refusal), so later
+-- reserves skip it until seats in it are freed.
 -- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 seat bitmap, 7 free counts,
---       8 row sizes, 9 rows hash, 10 idempotency record (optional)
+--       8 row sizes, 9 rows hash, 10 bounds of the longest free runs, 11 idempotency record (optional)
 -- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms,
 --       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
 --       10 id of the `reserved` outbox event, 11 mode (`any`, `adjacent` or `named`), 12.. seat names (named)
@@ -20,7 +23,7 @@
 -- `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog` (503s, never stored).
 -- The replay, stock read and sale checks mirror reserve.lua's opening on purpose:
 -- reserve.lua is the prelude-free hot path and stays self-contained.
-local idempotency = KEYS[10]
+local idempotency = KEYS[11]
 if idempotency then
   local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
     'amount', 'currency', 'created_at_ms', 'expires_at_ms', 'seats')
@@ -52,7 +55,7 @@ if stock[1] ~= 'open' then
   return {'stock_pending', '0'}
 end
 
-local BITMAP, FREE, SIZES, ROWS = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local BITMAP, FREE, SIZES, ROWS, RUNS = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 -- Most seats in one reservation (seating::SEATS_PER_REQUEST_MAX): bounds the Lua stack of
 -- a BITFIELD call and the size of a hold record and its outbox entry.
 local SEATS_PER_RESERVATION_MAX = 1000
@@ -122,14 +125,17 @@ end
 -- Distances are doubled to stay in integers: |2 * start + count - 1 - (seats + 1)|.
 -- Whole bytes that are all free or all taken are stepped over at once, and the scan
 -- stops once no later run can come closer (runs further right only move away, and a
--- tie goes to the lower seats).
+-- tie goes to the lower seats). Also returns the row's longest free run when it has no
+-- run of `count` (the scan then went through the whole row).
 local function best_start(bytes, seats, count)
   local best, best_distance
+  local longest = 0
   local ideal = math.floor((seats + 2 - count) / 2)
   local function distance_of(start)
     return math.abs(2 * start + count - seats - 2)
   end
   local function consider(first, last)
+    longest = math.max(longest, last - first + 1)
     if last - first + 1 < count then
       return
     end
@@ -164,7 +170,7 @@ local function best_start(bytes, seats, count)
   if run then
     consider(run, seats)
   end
-  return best
+  return best, longest
 end
 
 -- Reads rows of the bitmap: GETRANGE for the first few, then the whole bitmap once, so
@@ -183,12 +189,13 @@ local function row_bytes(byte_offset, seats)
 end
 
 -- Calls visit(index, byte offset, seats) for each row with at least `minimum` free
--- seats, in map order, until it returns something, and returns that (or nil).
-local function each_row(free, sizes, minimum, visit)
+-- seats (and, with `runs`, a bound of its longest free run at least that), in map
+-- order, until it returns something, and returns that (or nil).
+local function each_row(free, sizes, runs, minimum, visit)
   local byte_offset = 0
   for index = 0, #sizes / 2 - 1 do
     local seats = u16(sizes, index)
-    if u16(free, index) >= minimum then
+    if u16(free, index) >= minimum and (not runs or u16(runs, index) >= minimum) then
       local found = visit(index, byte_offset, seats)
       if found then
         return found
@@ -200,10 +207,12 @@ local function each_row(free, sizes, minimum, visit)
 end
 
 -- Seats {index, bit, number} of the best `count` adjacent free seats, or nil.
-local function best_adjacent(free, sizes, count)
-  return each_row(free, sizes, count, function(index, byte_offset, seats)
-    local start = best_start(row_bytes(byte_offset, seats), seats, count)
+local function best_adjacent(free, sizes, runs, count)
+  return each_row(free, sizes, runs, count, function(index, byte_offset, seats)
+    local start, longest = best_start(row_bytes(byte_offset, seats), seats, count)
     if not start then
+      -- The row's exact longest run: later reserves skip it without reading it.
+      redis.call('BITFIELD', RUNS, 'SET', 'u16', '#' .. index, longest)
       return nil
     end
     local chosen = {}
@@ -217,7 +226,7 @@ end
 -- The first `count` free seats in map order (rows in order, lowest numbers first).
 local function first_free(free, sizes, count)
   local chosen = {}
-  return each_row(free, sizes, 1, function(index, byte_offset, seats)
+  return each_row(free, sizes, nil, 1, function(index, byte_offset, seats)
     local bytes = row_bytes(byte_offset, seats)
     for number = 1, seats do
       if not taken_in(bytes, number) then
@@ -295,7 +304,7 @@ if not refusal then
     end
   else
     local free, sizes = redis.call('GET', FREE), redis.call('GET', SIZES)
-    seats = best_adjacent(free, sizes, quantity)
+    seats = best_adjacent(free, sizes, redis.call('GET', RUNS), quantity)
     if not seats and mode == 'any' then
       seats = first_free(free, sizes, quantity)
     end
@@ -313,7 +322,7 @@ if refusal then
 end
 
 local names = named_in_order(seats)
-set_seats(BITMAP, FREE, seats, 1)
+set_seats(BITMAP, FREE, RUNS, seats, 1)
 local reservation_id = ARGV[1]
 local created = int(now)
 local expires = int(now + tonumber(ARGV[5]))

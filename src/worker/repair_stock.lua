@@ -62,7 +62,7 @@ end
 local function write_seats(plan)
   local prefix = string.sub(KEYS[1], 1, -6)
   local bitmap, free, rows = prefix .. 'seats', prefix .. 'seat-free', prefix .. 'seat-rows'
-  redis.call('DEL', bitmap, free, prefix .. 'seat-sizes', rows)
+  redis.call('DEL', bitmap, free, prefix .. 'seat-sizes', prefix .. 'seat-runs', rows)
   for index, row in ipairs(plan.rows) do
     redis.call('HSET', rows, row.name, (index - 1) .. ':' .. row.byte_offset .. ':' .. row.seats, '#' .. (index - 1),
       row.name)
@@ -70,6 +70,8 @@ local function write_seats(plan)
   redis.call('SETBIT', bitmap, plan.bytes * 8 - 1, 0)
   redis.call('SET', free, sizes)
   redis.call('SET', prefix .. 'seat-sizes', sizes)
+  -- Upper bounds of each row's longest free run: the row's size (reserves refine them).
+  redis.call('SET', prefix .. 'seat-runs', sizes)
   for _, seat in ipairs(plan.taken) do
     redis.call('SETBIT', bitmap, seat.bit, 1)
     redis.call('BITFIELD', free, 'INCRBY', 'u16', '#' .. seat.index, -1)
