@@ -90,6 +90,23 @@ async fn categories_on_every_master(app: &TestApp, event: i64) -> BTreeMap<i64, 
     placement
 }
 
+/// An app on the test cluster and an event whose categories lie on every master.
+async fn app_with_categories_on_every_master() -> (TestApp, BTreeMap<i64, String>) {
+    assert!(redis_cluster(), "needs TEST_REDIS_CLUSTER=true and a cluster in TEST_REDIS_URL");
+    let app = TestApp::spawn().await;
+    let event = app.create_event().await;
+    let placement = categories_on_every_master(&app, event).await;
+    (app, placement)
+}
+
+/// Conservation, and never more held and sold than the quota, in every category.
+async fn assert_within_quota(app: &TestApp, categories: &[i64]) {
+    for &category in categories {
+        let levels = app.assert_conserved(category).await;
+        assert!(levels.held + levels.sold <= QUOTA, "category {category} over its quota: {levels:?}");
+    }
+}
+
 /// One reserve of the sale: when it answered, for which category, and how.
 struct Outcome {
     category: i64,
@@ -243,10 +260,7 @@ async fn move_slot(slot: u16, source: &str, target: &str) {
 #[ignore = "moves a slot of a Redis Cluster: run by scripts/test's cluster pass"]
 async fn a_category_slot_moved_mid_sale_is_followed_with_503s_only_and_no_oversell() {
     // Goal: moving a category's slot to another master during a sale (ASK and TRYAGAIN while it moves, MOVED after) gives only 201 or 503 unavailable with Retry-After, the category sells on its new master, and every category conserves its stock.
-    assert!(redis_cluster(), "needs TEST_REDIS_CLUSTER=true and a cluster in TEST_REDIS_URL");
-    let app = TestApp::spawn().await;
-    let event = app.create_event().await;
-    let placement = categories_on_every_master(&app, event).await;
+    let (app, placement) = app_with_categories_on_every_master().await;
     let categories: Vec<i64> = placement.keys().copied().collect();
     let (&moved, source) = placement.iter().next().unwrap();
     let target = placement.values().find(|master| *master != source).unwrap().clone();
@@ -262,10 +276,7 @@ async fn a_category_slot_moved_mid_sale_is_followed_with_503s_only_and_no_overse
     let (ids, unavailable) = check_answers(&outcomes);
     assert!(outcomes.iter().any(|outcome| outcome.category == moved && outcome.status == 201));
     println!("slot move: {} reserves, {} held, {unavailable} answered 503 unavailable", outcomes.len(), ids.len());
-    for &category in &categories {
-        let levels = app.assert_conserved(category).await;
-        assert!(levels.held + levels.sold <= QUOTA, "category {category} over its quota: {levels:?}");
-    }
+    assert_within_quota(&app, &categories).await;
     app.stop().await;
 }
 
@@ -273,10 +284,7 @@ async fn a_category_slot_moved_mid_sale_is_followed_with_503s_only_and_no_overse
 #[ignore = "kills a Redis Cluster master: run by scripts/test's cluster pass"]
 async fn a_master_killed_mid_sale_fails_over_with_503s_only_and_no_oversell() {
     // Goal: SIGKILL of a master during a sale over categories on all three masters gives only 201 or 503 unavailable with Retry-After (never a 500), the killed master's categories sell again by themselves, and every category conserves its stock afterwards.
-    assert!(redis_cluster(), "needs TEST_REDIS_CLUSTER=true and a cluster in TEST_REDIS_URL");
-    let app = TestApp::spawn().await;
-    let event = app.create_event().await;
-    let placement = categories_on_every_master(&app, event).await;
+    let (app, placement) = app_with_categories_on_every_master().await;
     let victim = placement.values().next().unwrap().clone();
     let on_victim: Vec<i64> = placement.iter().filter(|(_, master)| **master == victim).map(|(id, _)| *id).collect();
     let categories: Vec<i64> = placement.keys().copied().collect();
@@ -302,10 +310,7 @@ async fn a_master_killed_mid_sale_fails_over_with_503s_only_and_no_oversell() {
         app.get("/ready", None).await.status() == 200
     })
     .await;
-    for &category in &categories {
-        let levels = app.assert_conserved(category).await;
-        assert!(levels.held + levels.sold <= QUOTA, "category {category} over its quota: {levels:?}");
-    }
+    assert_within_quota(&app, &categories).await;
     app.stop().await;
 }
 
