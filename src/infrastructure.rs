@@ -17,13 +17,16 @@ use tokio::task::JoinSet;
 /// Longest wait for one connection attempt to a Redis node.
 const REDIS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Longest wait for a Redis reply; on a cluster it bounds the whole request, retries and
-/// redirections included, so a request for a slot whose master is failing over fails
-/// (503) within it rather than hanging.
+/// Longest wait for a Redis reply (on a cluster: for one attempt of a request).
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest a cluster request may take, retries and redirections included, so a request
+/// for a slot whose master is failing over fails (503) within it rather than hanging.
+/// Longer than one attempt: a slow reply under load is retried once before it fails.
+const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Retries of one cluster request (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a dropped
-/// connection) within [`REDIS_RESPONSE_TIMEOUT`].
+/// connection) within [`CLUSTER_REQUEST_TIMEOUT`].
 const CLUSTER_RETRIES: u32 = 8;
 
 /// Shortest and longest pause between two cluster retries, in ms.
@@ -129,6 +132,7 @@ pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, 
         let client = ClusterClientBuilder::new(seeds)
             .connection_timeout(REDIS_CONNECTION_TIMEOUT)
             .response_timeout(REDIS_RESPONSE_TIMEOUT)
+            .overall_response_timeout(Some(CLUSTER_REQUEST_TIMEOUT))
             .retries(CLUSTER_RETRIES)
             .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
             .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
