@@ -127,6 +127,18 @@ impl Keyspace {
         self.category_key(category, "seat-runs", 0)
     }
 
+    /// The seat keys of a seated category in the order every seat script declares them:
+    /// bitmap, free counts, row sizes, rows, longest runs.
+    pub fn seat_keys(&self, category: CategoryId) -> [String; 5] {
+        [
+            self.seats(category),
+            self.seat_free(category),
+            self.seat_sizes(category),
+            self.seat_rows(category),
+            self.seat_runs(category),
+        ]
+    }
+
     /// A seated category's rows: name to `index:byte offset:seats`, `#index` to name.
     pub fn seat_rows(&self, category: CategoryId) -> String {
         self.category_key(category, "seat-rows", 0)

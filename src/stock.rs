@@ -107,12 +107,9 @@ impl Stock {
         let mut invocation = CREATE_STOCK.prepare();
         invocation.key(self.keys.stock(category));
         if terms.seat_map.is_some() {
-            invocation
-                .key(self.keys.seats(category))
-                .key(self.keys.seat_free(category))
-                .key(self.keys.seat_sizes(category))
-                .key(self.keys.seat_rows(category))
-                .key(self.keys.seat_runs(category));
+            for key in self.keys.seat_keys(category) {
+                invocation.key(key);
+            }
         }
         invocation
             .arg(terms.event_id)

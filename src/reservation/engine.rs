@@ -454,12 +454,9 @@ impl ReservationEngine {
             .key(self.keys.holders(category))
             .key(self.keys.outbox(category));
         if seated {
-            invocation
-                .key(self.keys.seats(category))
-                .key(self.keys.seat_free(category))
-                .key(self.keys.seat_sizes(category))
-                .key(self.keys.seat_rows(category))
-                .key(self.keys.seat_runs(category));
+            for key in self.keys.seat_keys(category) {
+                invocation.key(key);
+            }
         }
         if let Some(idempotency) = idempotency {
             invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Reserve, user, &idempotency.key));
