@@ -148,8 +148,8 @@ def check_conservation(ops, snapshot, report):
 
 
 def check_final_states(ops, acknowledged, snapshot, report):
-    """Rule 2: acknowledged reservations end final and alike in Redis and Postgres; an
-    acknowledged confirm (or cancel) is what both show."""
+    """Rule 2: acknowledged reservations end final and alike in Redis and Postgres (and
+    every other one alike in both); an acknowledged confirm (or cancel) is what both show."""
     redis_holds, rows = snapshot["redis_holds"], snapshot["postgres_reservations"]
     for reservation, operation in acknowledged.items():
         redis_status = redis_holds.get(reservation, {}).get("status")
@@ -158,6 +158,12 @@ def check_final_states(ops, acknowledged, snapshot, report):
             report.add("2", f"reservation {reservation} (op {operation.op}) is {redis_status or 'missing'} in Redis")
         if postgres_status != redis_status:
             report.add("2", f"reservation {reservation}: Redis says {redis_status}, Postgres {postgres_status or 'nothing'}")
+    for reservation in (redis_holds.keys() | rows.keys()) - acknowledged.keys():
+        redis_status = redis_holds.get(reservation, {}).get("status")
+        postgres_status = rows.get(reservation, {}).get("status")
+        if redis_status != postgres_status:
+            report.add("2", f"reservation {reservation} (unacknowledged): Redis says {redis_status or 'nothing'}, "
+                            f"Postgres {postgres_status or 'nothing'}")
     expected = {"confirm": "confirmed", "cancel": "cancelled"}
     for operation in ops:
         if operation.f in expected and operation.outcome == "ok":

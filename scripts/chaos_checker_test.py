@@ -114,6 +114,9 @@ class CheckerTest(unittest.TestCase):
         report = check(history.records, snapshot)
         self.assertEqual(report.violations, [])
         self.assertEqual(report.resolutions["reserve happened (expired)"], 1)
+        del snapshot["postgres_reservations"]["r3"]
+        snapshot["postgres_events"] = snapshot["postgres_events"][:-2]
+        self.assertEqual(self.rules(history, snapshot), ["2"])
 
     def test_a_duplicate_is_reported(self):
         # Goal: one key giving two reservations breaks rule 5; an event row twice breaks rule 6.
