@@ -17,6 +17,12 @@ use tokio::task::JoinSet;
 /// Longest wait for one connection attempt to a Redis node.
 const REDIS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest a starting process waits for Redis to finish loading its data set.
+const REDIS_LOADING_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// How often a starting process asks whether Redis has finished loading.
+const REDIS_LOADING_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Longest wait for a Redis reply (on a cluster: for one attempt of a request).
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -137,14 +143,46 @@ pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, 
             .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
             .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
             .build()?;
-        return Ok(RedisConnection::Cluster(client.get_async_connection().await?));
+        let mut connection = RedisConnection::Cluster(client.get_async_connection().await?);
+        wait_until_loaded(&mut connection).await?;
+        return Ok(connection);
     }
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_CONNECTION_TIMEOUT))
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_number_of_retries(3);
-    Ok(RedisConnection::Single(client.get_connection_manager_with_config(config).await?))
+    let mut connection = RedisConnection::Single(client.get_connection_manager_with_config(config).await?);
+    wait_until_loaded(&mut connection).await?;
+    Ok(connection)
+}
+
+/// Waits, for at most [`REDIS_LOADING_WAIT_MAX`], until Redis answers data commands.
+/// Right after a restart Redis loads its AOF or RDB and answers every data command with
+/// `LOADING` meanwhile; a process that starts then must wait for it, not exit. (On a
+/// cluster this asks the master of one slot.)
+async fn wait_until_loaded(redis: &mut RedisConnection) -> Result<(), redis::RedisError> {
+    let started = tokio::time::Instant::now();
+    let mut logged = false;
+    loop {
+        let probe: Result<i64, redis::RedisError> =
+            redis::cmd("EXISTS").arg("stampede-loading-probe").query_async(redis).await;
+        match probe {
+            Err(error) if is_loading(&error) && started.elapsed() < REDIS_LOADING_WAIT_MAX => {
+                if !logged {
+                    tracing::info!("redis is loading its data set; waiting before starting");
+                    logged = true;
+                }
+                tokio::time::sleep(REDIS_LOADING_POLL_INTERVAL).await;
+            }
+            result => return result.map(drop),
+        }
+    }
+}
+
+/// Whether `error` is Redis's `LOADING` answer.
+fn is_loading(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
 /// Why Postgres could not be prepared.

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{Isolation, SECRET, TestApp, admin_token, wait_until};
+use crate::pipeline_support::free_port;
 
 #[tokio::test]
 async fn health_and_ready_answer_200() {
@@ -171,4 +172,82 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let exit = api.wait().unwrap();
     assert!(exit.success(), "api exits cleanly after draining");
+}
+
+/// A private redis-server restarted from an RDB of `keys` keys that it loads at 1 ms a
+/// key, answering `LOADING` meanwhile (as after a restart from a large AOF or RDB).
+struct LoadingRedis {
+    process: Child,
+    port: u16,
+    directory: std::path::PathBuf,
+}
+
+impl LoadingRedis {
+    async fn start(keys: u32) -> Self {
+        let port = free_port();
+        let directory = std::env::temp_dir().join(format!("stampede-loading-redis-{port}"));
+        std::fs::create_dir_all(&directory).unwrap();
+        let mut filler = Self::spawn(port, &directory, &["--enable-debug-command", "yes"]);
+        let mut redis = Self::connect(port).await;
+        let _: () = redis::cmd("DEBUG").arg("POPULATE").arg(keys).query_async(&mut redis).await.unwrap();
+        let _: () = redis::cmd("SAVE").query_async(&mut redis).await.unwrap();
+        filler.kill().unwrap();
+        filler.wait().unwrap();
+        let delay = ["--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"];
+        let process = Self::spawn(port, &directory, &delay);
+        Self { process, port, directory }
+    }
+
+    fn spawn(port: u16, directory: &std::path::Path, extra: &[&str]) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(directory)
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    }
+
+    async fn connect(port: u16) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        for _ in 0..100 {
+            if let Ok(connection) = client.get_multiplexed_async_connection().await {
+                return connection;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {port} never accepted a connection");
+    }
+
+    /// Whether the server still answers `LOADING`.
+    async fn loading(&self) -> bool {
+        let mut redis = Self::connect(self.port).await;
+        let probe: Result<i64, redis::RedisError> = redis::cmd("EXISTS").arg("x").query_async(&mut redis).await;
+        probe.is_err_and(|error| error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+    }
+}
+
+impl Drop for LoadingRedis {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+#[tokio::test]
+async fn an_api_started_while_redis_loads_its_data_waits_for_it() {
+    // Goal: an api started while Redis is still loading its data set after a restart waits until Redis has loaded it and then serves, instead of exiting (the chaos soak found it exiting with BusyLoading).
+    let isolation = Isolation::new().await;
+    let redis = LoadingRedis::start(3_000).await;
+    assert!(redis.loading().await, "the private Redis is loading when the api starts");
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut api = spawn_api(&isolation, true, &["--redis-url", &url]);
+    let (address, _) = read_address(&mut api, 0);
+    assert!(!redis.loading().await, "the api listens only once Redis has loaded its data");
+    let ready = reqwest::get(format!("http://{address}/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    api.kill().unwrap();
+    api.wait().unwrap();
 }
