@@ -359,6 +359,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_BACKOFF_MAX", default_value = "5s", value_parser = parse_duration)]
     pub worker_backoff_max: Duration,
 
+    /// How long a partition waits for missing offsets right after its next offset before it
+    /// reads on past them. tansu counts a produce's offsets before its records can be read,
+    /// so a fetch can briefly skip a batch; a hole that lasts is a produce that failed (and was sent again).
+    #[arg(long, env = "WORKER_GAP_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub worker_gap_wait: Duration,
+
     /// What to run; without a command the worker consumes until SIGTERM.
     #[command(subcommand)]
     pub command: Option<WorkerCommand>,

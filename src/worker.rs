@@ -8,8 +8,19 @@
 //! (see [`apply`]). A crash before the commit replays the batch; a crash after it
 //! never does. A batch is one whole fetch (whole record batches, bounded by
 //! `WORKER_FETCH_BYTES_MAX`), so a stored offset is always a record-batch boundary:
-//! tansu skips to the next record batch when asked to fetch from inside one. Copies of an event (the relay publishes again after a crash) keep
-//! their id and are dropped by the event log's unique key; statuses only move forward.
+//! tansu skips to the next record batch when asked to fetch from inside one. Copies of
+//! an event (the relay publishes again after a crash) keep their id and are dropped by
+//! the event log's unique key; statuses only move forward.
+//!
+//! A batch is also gapless: it starts exactly at the next offset and ends before the
+//! first missing one. tansu counts a produce's offsets (its high watermark) before it
+//! stores the records, so while two relays produce to one partition a fetch can return
+//! a later batch without an earlier one; taking it would move the offset past records
+//! that appear a moment later (the chaos soak lost two `reserved` events this way). The
+//! partition waits for the missing offsets instead, for up to `WORKER_GAP_WAIT`; a hole
+//! that lasts that long is a produce that failed and was sent again, so it is read past
+//! and counted (`worker_offset_gaps_skipped_total`). Our topic has no transactions and
+//! no compaction, so on Kafka its offsets have no holes.
 //!
 //! # Running N workers over P partitions
 //! rskafka has no consumer groups, so partitions are assigned statically:
@@ -102,6 +113,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         fetch_wait: config.worker_fetch_wait,
         kafka_timeout: config.kafka_timeout,
         backoff_max: config.worker_backoff_max,
+        gap_wait: config.worker_gap_wait,
     });
     let tasks = TaskTracker::new();
     for partition in owned {

@@ -1,5 +1,5 @@
-//! One owned partition: fetch from the stored next offset, apply each batch with its
-//! offset in one transaction, retry failures with capped backoff, stop between batches.
+//! One owned partition: fetch from the stored next offset, apply each gapless batch with
+//! its offset in one transaction, retry failures with capped backoff, stop between batches.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,15 @@ pub struct ConsumerOptions {
     pub kafka_timeout: Duration,
     /// Longest backoff pause.
     pub backoff_max: Duration,
+    /// How long a hole right after the next offset is waited for before reading past it.
+    pub gap_wait: Duration,
 }
+
+/// Pause between fetches while a hole right after the next offset is waited for.
+const GAP_PAUSE: Duration = Duration::from_millis(20);
+/// Fewest fetches that must see a hole before it is read past, so a hole seen before
+/// a broker pause is not read past on the first fetch after it.
+const GAP_FETCHES_MIN: u32 = 20;
 
 /// Consumes one partition until `shutdown` fires.
 pub struct PartitionConsumer {
@@ -50,35 +58,12 @@ impl PartitionConsumer {
         let Some(mut position) = self.load_position(&shutdown).await else { return };
         tracing::info!(partition = self.partition(), next_offset = position.next_offset, "consuming partition");
         let mut backoff = Backoff::new(self.options.backoff_max);
-        let fetch_wait_ms = i32::try_from(self.options.fetch_wait.as_millis()).unwrap_or(i32::MAX);
-        let deadline = self.options.kafka_timeout + self.options.fetch_wait;
+        let mut gap = GapWatch::default();
         while !shutdown.is_cancelled() {
-            let fetch = self.client.fetch_records(position.next_offset, 1..self.options.fetch_bytes_max, fetch_wait_ms);
-            let fetched = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                fetched = kafka::within(deadline, fetch) => fetched,
-            };
-            let checked = match fetched {
-                Ok((records, high_watermark)) => self.check(position, records, high_watermark).await,
-                Err(error) if error.is_offset_out_of_range() => Checked::Replaced(error.to_string()),
-                Err(error) => {
-                    tracing::warn!(partition = self.partition(), %error, "fetch failed; backing off");
-                    Checked::Failed
-                }
-            };
-            let batch = match checked {
-                Checked::Batch(batch) => batch,
-                Checked::Nothing => continue,
-                Checked::Replaced(reason) => {
-                    position = self.reset(position, &reason).await.unwrap_or(position);
-                    continue;
-                }
-                Checked::Failed => {
-                    if !sleep_unless_stopped(backoff.next_pause(), &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
+            let batch = match self.next_batch(&mut position, &mut gap, &mut backoff, &shutdown).await {
+                Step::Apply(batch) => batch,
+                Step::Again => continue,
+                Step::Stop => break,
             };
             backoff.reset();
             let high_watermark = batch.high_watermark;
@@ -91,6 +76,51 @@ impl PartitionConsumer {
         tracing::info!(partition = self.partition(), next_offset = position.next_offset, "partition consumer stopped");
     }
 
+    /// One fetch from the next offset, checked; handles everything but a batch to apply
+    /// (nothing new, a replaced log, a failure, a hole to wait for).
+    async fn next_batch(
+        &self,
+        position: &mut Position,
+        gap: &mut GapWatch,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Step {
+        let fetch_wait_ms = i32::try_from(self.options.fetch_wait.as_millis()).unwrap_or(i32::MAX);
+        let deadline = self.options.kafka_timeout + self.options.fetch_wait;
+        let fetch = self.client.fetch_records(position.next_offset, 1..self.options.fetch_bytes_max, fetch_wait_ms);
+        let fetched = tokio::select! {
+            _ = shutdown.cancelled() => return Step::Stop,
+            fetched = kafka::within(deadline, fetch) => fetched,
+        };
+        let checked = match fetched {
+            Ok((records, high_watermark)) => {
+                let read_past_gap = gap.lasted(position.next_offset, self.options.gap_wait, Instant::now());
+                self.check(*position, records, high_watermark, read_past_gap).await
+            }
+            Err(error) if error.is_offset_out_of_range() => Checked::Replaced(error.to_string()),
+            Err(error) => {
+                tracing::warn!(partition = self.partition(), %error, "fetch failed; backing off");
+                Checked::Failed
+            }
+        };
+        let pause = match checked {
+            Checked::Batch(batch) => return Step::Apply(batch),
+            Checked::Nothing => return Step::Again,
+            Checked::Replaced(reason) => {
+                *position = self.reset(*position, &reason).await.unwrap_or(*position);
+                return Step::Again;
+            }
+            Checked::Gap { first_offset } => {
+                gap.observe(position.next_offset, Instant::now());
+                let (partition, next_offset) = (self.partition(), position.next_offset);
+                tracing::debug!(partition, next_offset, first_offset, "offsets missing after the next offset; waiting");
+                GAP_PAUSE
+            }
+            Checked::Failed => backoff.next_pause(),
+        };
+        if sleep_unless_stopped(pause, shutdown).await { Step::Again } else { Step::Stop }
+    }
+
     /// Checks a fetch against the log the stored position was read from, on every fetch.
     ///
     /// The broker may restart between any two fetches without an error reaching us
@@ -99,8 +129,33 @@ impl PartitionConsumer {
     /// or a high watermark below our next offset, the first record of the last applied
     /// batch must still be at its offset ([`Self::verify`]). The check runs after the
     /// fetch: if the old log is still there then, the fetch read it too.
-    async fn check(&self, position: Position, records: Vec<RecordAndOffset>, high_watermark: i64) -> Checked {
+    ///
+    /// The records must follow the next offset without a hole ([`gapless`]); a hole is
+    /// waited for until it has lasted, then read past (`read_past_gap`).
+    async fn check(
+        &self,
+        position: Position,
+        records: Vec<RecordAndOffset>,
+        high_watermark: i64,
+        read_past_gap: bool,
+    ) -> Checked {
         let behind = high_watermark < position.next_offset;
+        let records = match gapless(records, position.next_offset, read_past_gap) {
+            Ok(records) => records,
+            Err(first_offset) => return Checked::Gap { first_offset },
+        };
+        if let Some(first) = records.first()
+            && first.offset > position.next_offset
+        {
+            let (partition, next_offset, first_offset) = (self.partition(), position.next_offset, first.offset);
+            tracing::error!(
+                partition,
+                next_offset,
+                first_offset,
+                "offsets missing for WORKER_GAP_WAIT; reading past them"
+            );
+            metrics::counter!("worker_offset_gaps_skipped_total").increment(1);
+        }
         let batch = self.batch(records, position.next_offset);
         if batch.is_none() && !behind {
             self.record_lag(high_watermark, position.next_offset);
@@ -194,14 +249,11 @@ impl PartitionConsumer {
         Ok(earliest > check_offset && earliest <= next_offset)
     }
 
-    /// All fetched records from `next_offset` on, decoded; `None` when there is
-    /// nothing new. The whole fetch is one batch so that the next offset is a record
-    /// batch boundary: tansu cannot fetch from inside a record batch (it skips to the
-    /// next one), so committing an offset inside one would lose its remaining records.
+    /// The gapless records of a fetch, decoded; `None` when there is nothing new. The
+    /// whole gapless run is one batch so that the next offset is a record batch
+    /// boundary: tansu cannot fetch from inside a record batch (it skips to the next
+    /// one), so committing an offset inside one would lose its remaining records.
     fn batch(&self, records: Vec<RecordAndOffset>, next_offset: i64) -> Option<Batch> {
-        let mut records: Vec<RecordAndOffset> =
-            records.into_iter().filter(|record| record.offset >= next_offset).collect();
-        records.sort_by_key(|record| record.offset);
         let (first, last) = (records.first()?, records.last()?);
         let next = Position {
             next_offset: last.offset + 1,
@@ -304,10 +356,72 @@ enum Checked {
     Batch(FetchedBatch),
     /// Nothing new.
     Nothing,
+    /// Records, but not the one at the next offset (the first one's offset): wait for it.
+    Gap { first_offset: i64 },
     /// The log was replaced or truncated (why): reset.
     Replaced(String),
     /// The broker failed: back off.
     Failed,
+}
+
+/// What the consumer loop does next.
+enum Step {
+    /// Apply this batch.
+    Apply(FetchedBatch),
+    /// Fetch again.
+    Again,
+    /// Shutdown came.
+    Stop,
+}
+
+/// The records of a fetch that a batch may take: from `next_offset` on, in offset
+/// order, one per offset, up to the first missing offset. `Err(first offset)` when the
+/// first record is past `next_offset` (a hole at the head), unless `read_past_gap`,
+/// which takes the run from the first record on.
+fn gapless(records: Vec<RecordAndOffset>, next_offset: i64, read_past_gap: bool) -> Result<Vec<RecordAndOffset>, i64> {
+    let mut records: Vec<RecordAndOffset> = records.into_iter().filter(|record| record.offset >= next_offset).collect();
+    records.sort_by_key(|record| record.offset);
+    records.dedup_by_key(|record| record.offset);
+    let Some(first) = records.first().map(|record| record.offset) else { return Ok(records) };
+    if first > next_offset && !read_past_gap {
+        return Err(first);
+    }
+    let run = records.iter().zip(first..).take_while(|(record, expected)| record.offset == *expected).count();
+    records.truncate(run);
+    Ok(records)
+}
+
+/// How long the partition has seen a hole right after its next offset.
+#[derive(Debug, Default)]
+struct GapWatch {
+    seen: Option<GapSeen>,
+}
+
+#[derive(Debug)]
+struct GapSeen {
+    next_offset: i64,
+    since: Instant,
+    fetches: u32,
+}
+
+impl GapWatch {
+    /// Records a fetch that found a hole right after `next_offset`.
+    fn observe(&mut self, next_offset: i64, now: Instant) {
+        match &mut self.seen {
+            Some(seen) if seen.next_offset == next_offset => seen.fetches += 1,
+            _ => self.seen = Some(GapSeen { next_offset, since: now, fetches: 1 }),
+        }
+    }
+
+    /// Whether the hole after `next_offset` has lasted `wait` and [`GAP_FETCHES_MIN`]
+    /// fetches, so the partition reads past it.
+    fn lasted(&self, next_offset: i64, wait: Duration, now: Instant) -> bool {
+        self.seen.as_ref().is_some_and(|seen| {
+            seen.next_offset == next_offset
+                && seen.fetches >= GAP_FETCHES_MIN
+                && now.saturating_duration_since(seen.since) >= wait
+        })
+    }
 }
 
 /// A fetch that passed the log check.
@@ -346,5 +460,61 @@ fn decode(record: RecordAndOffset) -> Result<ConsumedEvent, DeadLetter> {
     match decoded {
         Ok((event, payload)) => Ok(ConsumedEvent { offset, key: record.key, event, payload }),
         Err(error) => Err(DeadLetter { offset, key: record.key, value: record.value, error }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rskafka::record::Record;
+
+    fn records(offsets: &[i64]) -> Vec<RecordAndOffset> {
+        let record = |offset: i64| RecordAndOffset {
+            record: Record {
+                key: None,
+                value: Some(offset.to_string().into_bytes()),
+                headers: Default::default(),
+                timestamp: Utc::now(),
+            },
+            offset,
+        };
+        offsets.iter().copied().map(record).collect()
+    }
+
+    fn offsets(taken: Result<Vec<RecordAndOffset>, i64>) -> Result<Vec<i64>, i64> {
+        taken.map(|records| records.iter().map(|record| record.offset).collect())
+    }
+
+    #[test]
+    fn a_batch_starts_at_the_next_offset_and_stops_at_the_first_hole() {
+        // Goal: a fetch that holds a later batch but not an earlier one never moves the offset past the earlier one.
+        assert_eq!(offsets(gapless(records(&[12, 10, 11, 15, 16]), 10, false)), Ok(vec![10, 11, 12]));
+        assert_eq!(offsets(gapless(records(&[8, 9, 10, 11]), 10, false)), Ok(vec![10, 11]));
+        assert_eq!(offsets(gapless(records(&[10, 10, 11]), 10, false)), Ok(vec![10, 11]));
+        assert_eq!(offsets(gapless(records(&[15, 16]), 10, false)), Err(15));
+        assert_eq!(offsets(gapless(records(&[]), 10, false)), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_hole_that_lasted_is_read_past_up_to_the_next_hole() {
+        // Goal: once a hole is given up on, the batch is the gapless run from the first record on.
+        assert_eq!(offsets(gapless(records(&[15, 16, 18]), 10, true)), Ok(vec![15, 16]));
+    }
+
+    #[test]
+    fn a_hole_is_read_past_only_after_the_wait_and_enough_fetches() {
+        // Goal: neither a short hole nor one seen once before a long broker pause is read past.
+        let (wait, start) = (Duration::from_secs(30), Instant::now());
+        let mut gap = GapWatch::default();
+        gap.observe(10, start);
+        assert!(!gap.lasted(10, wait, start + Duration::from_secs(60)), "one fetch is not enough");
+        for _ in 1..GAP_FETCHES_MIN {
+            gap.observe(10, start + Duration::from_secs(1));
+        }
+        assert!(!gap.lasted(10, wait, start + Duration::from_secs(29)), "not for long enough");
+        assert!(gap.lasted(10, wait, start + Duration::from_secs(30)));
+        assert!(!gap.lasted(11, wait, start + Duration::from_secs(30)), "another offset starts afresh");
+        gap.observe(11, start + Duration::from_secs(30));
+        assert!(!gap.lasted(11, wait, start + Duration::from_secs(90)));
     }
 }
