@@ -8,7 +8,7 @@
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::json::{self, RequestBody};
@@ -171,6 +171,18 @@ fn created(reservation: &Reservation) -> HandlerResult {
     Ok(response)
 }
 
+/// The optional `Idempotency-Key` header of reserve and confirm, for the OpenAPI
+/// document (the handlers read it with [`idempotency_key`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyKeyHeader {
+    /// 1..255 printable ASCII characters; scoped per user, kept 24 h.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
+    idempotency_key: Option<String>,
+}
+
 /// `POST /reserve` (user).
 #[utoipa::path(
     post,
@@ -192,14 +204,7 @@ fn created(reservation: &Reservation) -> HandlerResult {
         without seats are 422.",
     security(("bearer_auth" = [])),
     params(
-        (
-            "Idempotency-Key" = Option<String>,
-            Header,
-            description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
-            min_length = 1,
-            max_length = 255,
-            pattern = "^[ -~]+$",
-        ),
+        IdempotencyKeyHeader,
         (
             "Queue-Pass" = Option<String>,
             Header,
@@ -246,14 +251,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
         while a payment for the hold runs is 409 `reservation_not_held` (`idempotency_in_progress` with the \
         same `Idempotency-Key`). Anyone but the owner gets 404.",
     security(("bearer_auth" = [])),
-    params((
-        "Idempotency-Key" = Option<String>,
-        Header,
-        description = "1..255 printable ASCII characters; scoped per user, kept 24 h.",
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[ -~]+$",
-    )),
+    params(IdempotencyKeyHeader),
     request_body(content = ConfirmRequest, description = "The reservation and the payment."),
     responses((status = 200, description = "Confirmed.", body = Reservation)),
 )]
