@@ -111,7 +111,9 @@ impl PartitionConsumer {
                 return Step::Again;
             }
             Checked::Gap { first_offset } => {
-                gap.observe(position.next_offset, Instant::now());
+                if gap.observe(position.next_offset, Instant::now()) {
+                    metrics::counter!("worker_offset_gaps_waited_total").increment(1);
+                }
                 let (partition, next_offset) = (self.partition(), position.next_offset);
                 tracing::debug!(partition, next_offset, first_offset, "offsets missing after the next offset; waiting");
                 GAP_PAUSE
@@ -405,11 +407,17 @@ struct GapSeen {
 }
 
 impl GapWatch {
-    /// Records a fetch that found a hole right after `next_offset`.
-    fn observe(&mut self, next_offset: i64, now: Instant) {
+    /// Records a fetch that found a hole right after `next_offset`; whether the hole is new.
+    fn observe(&mut self, next_offset: i64, now: Instant) -> bool {
         match &mut self.seen {
-            Some(seen) if seen.next_offset == next_offset => seen.fetches += 1,
-            _ => self.seen = Some(GapSeen { next_offset, since: now, fetches: 1 }),
+            Some(seen) if seen.next_offset == next_offset => {
+                seen.fetches += 1;
+                false
+            }
+            _ => {
+                self.seen = Some(GapSeen { next_offset, since: now, fetches: 1 });
+                true
+            }
         }
     }
 
@@ -506,15 +514,15 @@ mod tests {
         // Goal: neither a short hole nor one seen once before a long broker pause is read past.
         let (wait, start) = (Duration::from_secs(30), Instant::now());
         let mut gap = GapWatch::default();
-        gap.observe(10, start);
+        assert!(gap.observe(10, start), "a new hole");
         assert!(!gap.lasted(10, wait, start + Duration::from_secs(60)), "one fetch is not enough");
         for _ in 1..GAP_FETCHES_MIN {
-            gap.observe(10, start + Duration::from_secs(1));
+            assert!(!gap.observe(10, start + Duration::from_secs(1)), "the same hole");
         }
         assert!(!gap.lasted(10, wait, start + Duration::from_secs(29)), "not for long enough");
         assert!(gap.lasted(10, wait, start + Duration::from_secs(30)));
         assert!(!gap.lasted(11, wait, start + Duration::from_secs(30)), "another offset starts afresh");
-        gap.observe(11, start + Duration::from_secs(30));
+        assert!(gap.observe(11, start + Duration::from_secs(30)));
         assert!(!gap.lasted(11, wait, start + Duration::from_secs(90)));
     }
 }
