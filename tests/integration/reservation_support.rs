@@ -104,7 +104,7 @@ pub async fn wait_until_paying(app: &TestApp, id: &str) {
     let id = ReservationId::parse(id).expect("a reservation id");
     let key = app.keys().hold(id.category(), id.uuid());
     wait_until(Duration::from_secs(10), "the confirm is paying", || async {
-        let status: Option<String> = app.redis.clone().hget(&key, "status").await.unwrap();
+        let status: Option<String> = app.redis.clone().hget(&key, field::STATUS).await.unwrap();
         status.as_deref() == Some("paying")
     })
     .await;
