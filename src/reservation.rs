@@ -316,18 +316,12 @@ pub const RECORD_FIELDS_OF_BOTH_LAYOUTS: [&str; 24] = {
     names
 };
 
-/// The record fields of a read of [`RECORD_FIELDS_OF_BOTH_LAYOUTS`], in [`RECORD_FIELDS`] order:
-/// today's layout when the record has a status under its stored name, else the
-/// legacy one (a record is wholly in one layout: the upgrade rewrites it in one script).
+/// The record fields of a read of [`RECORD_FIELDS_OF_BOTH_LAYOUTS`], in [`RECORD_FIELDS`]
+/// order: today's half when the record has a status under its stored name, else the
+/// legacy half (a record is wholly in one layout: the upgrade rewrites it in one script).
 pub fn either_layout(mut fields: Vec<Option<String>>) -> Vec<Option<String>> {
-    let legacy = fields.len() == RECORD_FIELDS_OF_BOTH_LAYOUTS.len() && fields[0].is_none();
-    let mut legacy_fields = fields.split_off(fields.len().min(RECORD_FIELDS.len()));
-    if legacy {
-        legacy_fields.truncate(RECORD_FIELDS.len());
-        legacy_fields
-    } else {
-        fields
-    }
+    let legacy = fields.split_off(fields.len().min(RECORD_FIELDS.len()));
+    if fields.first().is_some_and(Option::is_some) { fields } else { legacy }
 }
 
 /// Builds the contract's view of a stored hold record (fields in [`RECORD_FIELDS`]
@@ -399,6 +393,18 @@ mod tests {
         missing[0] = None;
         assert!(reservation_from_record(id, &missing).is_none());
         assert!(reservation_from_record(id, &record("held")[..5]).is_none());
+    }
+
+    #[test]
+    fn reads_take_the_layout_the_record_has() {
+        // Goal: a read of both layouts' names yields the record in RECORD_FIELDS order whichever layout stored it.
+        let stored = record("held");
+        let absent = vec![None; RECORD_FIELDS.len()];
+        assert_eq!(either_layout([stored.clone(), absent.clone()].concat()), stored);
+        assert_eq!(either_layout([absent.clone(), stored.clone()].concat()), stored);
+        assert_eq!(either_layout([absent.clone(), absent.clone()].concat()), absent);
+        assert_eq!(RECORD_FIELDS_OF_BOTH_LAYOUTS[..RECORD_FIELDS.len()], RECORD_FIELDS);
+        assert_eq!(RECORD_FIELDS_OF_BOTH_LAYOUTS[RECORD_FIELDS.len()..], LEGACY_RECORD_FIELDS[..RECORD_FIELDS.len()]);
     }
 
     #[test]
