@@ -38,9 +38,11 @@ end
 
 -- Rewrites a record that an earlier version wrote, whose fields have their long names
 -- (the keys of FIELD), in today's layout with its TTL, so its hold goes on under this
--- version (a rolling deploy). Every script calls it before it reads a record; for a
--- record in today's layout it costs one HEXISTS.
+-- version (a rolling deploy). Every script that may change a record calls it first; for
+-- a record in today's layout it costs one HEXISTS. It keeps every value, so a refusal
+-- that must write nothing still changes nothing a reader sees.
 local function upgrade_record(hold)
+  -- `status`: the long name of FIELD.status, which every record has.
   if redis.call('HEXISTS', hold, 'status') == 0 then
     return
   end
