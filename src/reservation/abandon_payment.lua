@@ -10,7 +10,8 @@
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[3], ARGV[2])
 end
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'expires_at_ms')
+upgrade_record(KEYS[1])
+local current = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.attempt, FIELD.expires_at_ms)
 local late = now_ms() >= tonumber(current[3] or 0)
 if KEYS[4] and ARGV[3] == 'declined' and not late then
   -- A 402 is a final answer for this key: replayed, never charged again.
@@ -20,8 +21,8 @@ end
 if current[1] ~= 'paying' or current[2] ~= ARGV[2] then
   return {'lost', current[1] or ''}
 end
-redis.call('HSET', KEYS[1], 'status', 'held')
-redis.call('HDEL', KEYS[1], 'paying_until_ms', 'payment_key')
+redis.call('HSET', KEYS[1], FIELD.status, 'held')
+redis.call('HDEL', KEYS[1], FIELD.paying_until_ms, FIELD.payment_key)
 redis.call('ZADD', KEYS[2], current[3], ARGV[1])
 if late then
   return {'returned', 'late'}

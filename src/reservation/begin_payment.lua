@@ -19,6 +19,7 @@ if KEYS[4] then
     return {stored[2]}
   end
 end
+upgrade_record(KEYS[2])
 local record = read_record(KEYS[2])
 local status = record[1]
 if not status or record[2] ~= ARGV[2] then
@@ -36,7 +37,7 @@ if now >= expires_at then
   return {'expired'}
 end
 if status == 'paying' then
-  local running = redis.call('HMGET', KEYS[2], 'attempt', 'payment_key')
+  local running = redis.call('HMGET', KEYS[2], FIELD.attempt, FIELD.payment_key)
   if running[1] == ARGV[3] then
     return {'pay', unpack(record)}
   end
@@ -49,7 +50,7 @@ if stock_missing(KEYS[1]) then
   return {'stock_missing'}
 end
 local paying_until = int(math.min(now + tonumber(ARGV[4]), expires_at))
-redis.call('HSET', KEYS[2], 'status', 'paying', 'attempt', ARGV[3], 'paying_until_ms', paying_until,
-  'payment_key', KEYS[4] or '')
+redis.call('HSET', KEYS[2], FIELD.status, 'paying', FIELD.attempt, ARGV[3], FIELD.paying_until_ms, paying_until,
+  FIELD.payment_key, KEYS[4] or '')
 redis.call('ZADD', KEYS[3], paying_until, ARGV[1])
 return {'pay', unpack(record)}

@@ -4,6 +4,7 @@
 -- Returns {'cancelled', record...} (now or before), or {code}: `not_found` (absent or
 -- someone else's), `confirmed`, `paying`, `expired` (also when held at or after its deadline),
 -- `stock_missing` (the stock key is lost; nothing written).
+upgrade_record(KEYS[2])
 local record = read_record(KEYS[2])
 local status = record[1]
 if not status or record[2] ~= ARGV[2] then

@@ -32,7 +32,10 @@ use super::idempotency::{
     Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
 };
 use super::sold_out::{SOLD_OUT_VERDICT_TTL_MAX, SoldOutVerdicts};
-use super::{Confirmation, NewReservation, RECORD_FIELDS, reservation_from_record};
+use super::{
+    Confirmation, LEGACY_RECORD_FIELDS, NewReservation, PAYMENT_FIELDS, RECORD_FIELDS, RECORD_FIELDS_OF_BOTH_LAYOUTS,
+    either_layout, reservation_from_record,
+};
 use crate::catalog::{Catalog, CatalogError};
 use crate::contract::{Reservation, ReservationStatus, seat_list};
 use crate::ids::{CategoryId, ReservationId, UserId};
@@ -51,10 +54,15 @@ pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
     LuaScript::new(name, &format!("{}{PRELUDE}{body}", record_fields_lua()))
 }
 
-/// The Lua definition of [`RECORD_FIELDS`] that every prelude script starts with.
-fn record_fields_lua() -> String {
+/// The Lua definitions of the hold-record layout that every prelude script (and
+/// `repair_stock`) starts with: [`RECORD_FIELDS`], and `FIELD`, each field's stored name
+/// by its meaning (the legacy names of [`LEGACY_RECORD_FIELDS`]).
+pub(crate) fn record_fields_lua() -> String {
     let quoted: Vec<String> = RECORD_FIELDS.iter().map(|field| format!("'{field}'")).collect();
-    format!("local RECORD_FIELDS = {{{}}}\n", quoted.join(", "))
+    let stored = RECORD_FIELDS.iter().chain(&PAYMENT_FIELDS);
+    let named: Vec<String> =
+        LEGACY_RECORD_FIELDS.iter().zip(stored).map(|(meaning, field)| format!("{meaning} = '{field}'")).collect();
+    format!("local RECORD_FIELDS = {{{}}}\nlocal FIELD = {{{}}}\n", quoted.join(", "), named.join(", "))
 }
 
 /// A script that answers the hold-record layout the prelude scripts run with, so a
@@ -756,9 +764,10 @@ impl ReservationEngine {
     pub async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
         let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.keys.hold(id.category(), id.uuid()))
-            .arg(&RECORD_FIELDS)
+            .arg(&RECORD_FIELDS_OF_BOTH_LAYOUTS)
             .query_async(&mut self.redis.clone())
             .await?;
+        let fields = either_layout(fields);
         if fields.first().is_none_or(Option::is_none) {
             return Ok(None);
         }
@@ -871,10 +880,14 @@ mod tests {
     #[test]
     fn the_prelude_gets_the_layout_from_rust() {
         assert!(!PRELUDE.contains("local RECORD_FIELDS"), "the layout has one definition: RECORD_FIELDS in Rust");
+        assert!(!PRELUDE.contains("local FIELD "), "the stored names have one definition: record_field in Rust");
+        // Pins the stored layout: changing a name strands every record written before.
         assert_eq!(
             record_fields_lua(),
-            "local RECORD_FIELDS = {'status', 'user_id', 'event_id', 'category_id', 'quantity', 'amount', \
-             'currency', 'created_at_ms', 'expires_at_ms', 'confirmed_at_ms', 'payment_id', 'seats'}\n"
+            "local RECORD_FIELDS = {'s', 'u', 'e', 'c', 'q', 'a', 'm', 'tc', 'tx', 'tf', 'p', 'n'}\n\
+             local FIELD = {status = 's', user_id = 'u', event_id = 'e', category_id = 'c', quantity = 'q', \
+             amount = 'a', currency = 'm', created_at_ms = 'tc', expires_at_ms = 'tx', confirmed_at_ms = 'tf', \
+             payment_id = 'p', seats = 'n', attempt = 'pa', paying_until_ms = 'tp', payment_key = 'pk'}\n"
         );
     }
 

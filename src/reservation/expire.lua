@@ -29,8 +29,9 @@ for index = 6, #KEYS do
   local reservation_id = ARGV[2 * index - 10]
   local deadline = redis.call('ZSCORE', KEYS[2], reservation_id)
   if deadline and tonumber(deadline) <= now then
-    local current = redis.call('HMGET', hold, 'status', 'user_id', 'quantity', 'expires_at_ms',
-      'paying_until_ms', 'attempt')
+    upgrade_record(hold)
+    local current = redis.call('HMGET', hold, FIELD.status, FIELD.user_id, FIELD.quantity, FIELD.expires_at_ms,
+      FIELD.paying_until_ms, FIELD.attempt)
     local status = current[1]
     if status == 'held' or status == 'paying' then
       local expires_at = tonumber(current[4])
@@ -43,8 +44,8 @@ for index = 6, #KEYS do
       elseif status == 'paying' and expires_at > now then
         redis.call('SADD', KEYS[5], current[6])
         queued[#queued + 1] = current[6]
-        redis.call('HSET', hold, 'status', 'held')
-        redis.call('HDEL', hold, 'paying_until_ms', 'payment_key')
+        redis.call('HSET', hold, FIELD.status, 'held')
+        redis.call('HDEL', hold, FIELD.paying_until_ms, FIELD.payment_key)
         redis.call('ZADD', KEYS[2], current[4], reservation_id)
         returned = returned + 1
       else

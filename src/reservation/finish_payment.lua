@@ -8,7 +8,9 @@
 --       `confirmed` outbox event, 6 id of the `expired` outbox event
 -- Returns {'confirmed', record...} (also when this attempt already confirmed it: a
 -- retried call), {'lost', status} or {'stock_missing'}.
-local current = redis.call('HMGET', KEYS[2], 'status', 'attempt', 'quantity', 'expires_at_ms', 'user_id')
+upgrade_record(KEYS[2])
+local current = redis.call('HMGET', KEYS[2], FIELD.status, FIELD.attempt, FIELD.quantity, FIELD.expires_at_ms,
+  FIELD.user_id)
 if current[2] == ARGV[2] and current[1] == 'confirmed' then
   return {'confirmed', unpack(read_record(KEYS[2]))}
 end
@@ -29,8 +31,8 @@ if now >= tonumber(current[4]) then
 end
 redis.call('HINCRBY', KEYS[1], 'held', -quantity)
 redis.call('HINCRBY', KEYS[1], 'sold', quantity)
-redis.call('HSET', KEYS[2], 'status', 'confirmed', 'confirmed_at_ms', int(now), 'payment_id', ARGV[3])
-redis.call('HDEL', KEYS[2], 'paying_until_ms', 'payment_key')
+redis.call('HSET', KEYS[2], FIELD.status, 'confirmed', FIELD.confirmed_at_ms, int(now), FIELD.payment_id, ARGV[3])
+redis.call('HDEL', KEYS[2], FIELD.paying_until_ms, FIELD.payment_key)
 -- Final: from now on the record only serves replays and reads, so it may expire.
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[1])

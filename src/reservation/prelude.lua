@@ -8,9 +8,10 @@
 -- while a payment runs. Stored statuses: held, paying, confirmed, cancelled, expired.
 -- A record has no TTL while it is held or paying, so it exists as long as its deadline
 -- entry whatever the reaper outage; it gets one only when it reaches a final status.
--- RECORD_FIELDS is not defined here: the Rust side prepends it, built from
--- `reservation::RECORD_FIELDS`, when it loads a script (engine::with_prelude), so the
--- layout has one definition.
+-- Fields are stored under one- or two-letter names (issue #15): scripts name them as
+-- FIELD.<meaning>, e.g. FIELD.status. RECORD_FIELDS and FIELD are not defined here: the
+-- Rust side prepends them, built from `reservation::record_field`, when it loads a
+-- script (engine::with_prelude), so the layout has one definition.
 
 -- Redis server time in ms: the only clock any expiry decision uses.
 local function now_ms()
@@ -33,6 +34,30 @@ end
 
 local function read_record(hold)
   return redis.call('HMGET', hold, unpack(RECORD_FIELDS))
+end
+
+-- Rewrites a record that an earlier version wrote, whose fields have their long names
+-- (the keys of FIELD), in today's layout with its TTL, so its hold goes on under this
+-- version (a rolling deploy). Every script that may change a record calls it first; for
+-- a record in today's layout it costs one HEXISTS. It keeps every value, so a refusal
+-- that must write nothing still changes nothing a reader sees.
+local function upgrade_record(hold)
+  -- `status`: the long name of FIELD.status, which every record has.
+  if redis.call('HEXISTS', hold, 'status') == 0 then
+    return
+  end
+  local legacy = redis.call('HGETALL', hold)
+  local ttl = redis.call('PTTL', hold)
+  local fields = {}
+  for index = 1, #legacy, 2 do
+    fields[#fields + 1] = FIELD[legacy[index]] or legacy[index]
+    fields[#fields + 1] = legacy[index + 1]
+  end
+  redis.call('DEL', hold)
+  redis.call('HSET', hold, unpack(fields))
+  if ttl > 0 then
+    redis.call('PEXPIRE', hold, ttl)
+  end
 end
 
 -- Sets the bits of `seats` ({index = row index, bit = bit in the bitmap}) to `value`
@@ -79,7 +104,7 @@ end
 -- a counted category). The seat keys share the stock key's prefix `P:{c:C}:`, so they
 -- are in the category's slot.
 local function free_seats(stock, hold)
-  local names = redis.call('HGET', hold, 'seats')
+  local names = redis.call('HGET', hold, FIELD.seats)
   if not names or names == '' then
     return
   end
@@ -125,8 +150,8 @@ local function release(stock, holders, deadlines, hold, reservation_id, user, qu
   if redis.call('HINCRBY', holders, user, -quantity) <= 0 then
     redis.call('HDEL', holders, user)
   end
-  redis.call('HSET', hold, 'status', status)
-  redis.call('HDEL', hold, 'paying_until_ms', 'payment_key')
+  redis.call('HSET', hold, FIELD.status, status)
+  redis.call('HDEL', hold, FIELD.paying_until_ms, FIELD.payment_key)
   redis.call('PEXPIRE', hold, final_ttl_ms)
   redis.call('ZREM', deadlines, reservation_id)
 end

@@ -31,8 +31,9 @@ end
 -- connection dropped, and during a failover it may have run) answers the hold it wrote
 -- and never holds twice.
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  local held = redis.call('HMGET', KEYS[2], 'event_id', 'amount', 'currency', 'created_at_ms', 'expires_at_ms',
-    'seats')
+  -- event_id, amount, currency, created_at_ms, expires_at_ms, seats (reservation::record_field). Only the
+  -- process that wrote the hold resends its call, so the record is never in an earlier version's layout.
+  local held = redis.call('HMGET', KEYS[2], 'e', 'a', 'm', 'tc', 'tx', 'n')
   return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
 end
 
@@ -103,9 +104,10 @@ local amount_text = string.format('%d', amount)
 -- One HSET for both levels: the script reads and writes them atomically.
 redis.call('HSET', KEYS[1], 'available', string.format('%d', available - quantity),
   'held', string.format('%d', (tonumber(stock[9]) or 0) + quantity))
-redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock[2], 'category_id', ARGV[3],
-  'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
-  'expires_at_ms', expires)
+-- The record's stored field names (reservation::record_field): status, user_id, event_id,
+-- category_id, quantity, amount, currency, created_at_ms, expires_at_ms.
+redis.call('HSET', KEYS[2], 's', 'held', 'u', user, 'e', stock[2], 'c', ARGV[3], 'q', ARGV[4], 'a', amount_text,
+  'm', stock[6], 'tc', created, 'tx', expires)
 -- No TTL while the hold lives: the record exists as long as its deadline entry, however
 -- long no reaper runs. It gets one when it reaches a final status.
 redis.call('ZADD', KEYS[3], expires, reservation_id)

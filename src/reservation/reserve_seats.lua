@@ -41,8 +41,8 @@ end
 -- A call resent for the same reservation id (the cluster client resends a script whose
 -- connection dropped, and during a failover it may have run) answers the hold it wrote.
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  local held = redis.call('HMGET', KEYS[2], 'event_id', 'amount', 'currency', 'created_at_ms', 'expires_at_ms',
-    'seats')
+  local held = redis.call('HMGET', KEYS[2], FIELD.event_id, FIELD.amount, FIELD.currency, FIELD.created_at_ms,
+    FIELD.expires_at_ms, FIELD.seats)
   return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
 end
 
@@ -329,9 +329,9 @@ local expires = int(now + tonumber(ARGV[5]))
 local amount_text = int(amount)
 redis.call('HSET', KEYS[1], 'available', int(available - quantity), 'held', int((tonumber(stock[9]) or 0) + quantity))
 redis.call('HINCRBY', KEYS[4], user, quantity)
-redis.call('HSET', KEYS[2], 'status', 'held', 'user_id', user, 'event_id', stock[2], 'category_id', ARGV[3],
-  'quantity', ARGV[4], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
-  'expires_at_ms', expires, 'seats', names)
+redis.call('HSET', KEYS[2], FIELD.status, 'held', FIELD.user_id, user, FIELD.event_id, stock[2],
+  FIELD.category_id, ARGV[3], FIELD.quantity, ARGV[4], FIELD.amount, amount_text, FIELD.currency, stock[6],
+  FIELD.created_at_ms, created, FIELD.expires_at_ms, expires, FIELD.seats, names)
 -- No TTL while the hold lives (as in reserve.lua).
 redis.call('ZADD', KEYS[3], expires, reservation_id)
 redis.call('XADD', KEYS[5], '*',

@@ -52,11 +52,17 @@ use crate::ids::CategoryId;
 use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
+use crate::reservation::engine::record_fields_lua;
+use crate::reservation::{LEGACY_RECORD_FIELDS, record_field};
+use crate::script::LuaScript;
 use crate::seating::{self, SeatMap};
 use crate::stock::{Levels, Stock, StockError};
-use crate::{infrastructure, kafka, lua_script, persistence};
+use crate::{infrastructure, kafka, persistence};
 
-lua_script!(REPAIR_STOCK, "repair_stock", "repair_stock.lua");
+// The layout's Lua definitions first: the script writes hold records.
+static REPAIR_STOCK: std::sync::LazyLock<LuaScript> = std::sync::LazyLock::new(|| {
+    LuaScript::new("repair_stock", &format!("{}{}", record_fields_lua(), include_str!("repair_stock.lua")))
+});
 
 /// How long restored records of confirmed reservations are kept: they only serve
 /// replays and reads (restored held records have no TTL, like every live one).
@@ -415,6 +421,28 @@ async fn read_levels(stock: &Stock, category: CategoryId) -> Result<Option<Level
     }
 }
 
+/// What [`live_holds`] reads of a record: status, user and quantity, under today's names
+/// and then the legacy ones (a record an earlier version wrote).
+const LIVE_HOLD_FIELDS: [&str; 6] = [
+    record_field::STATUS,
+    record_field::USER_ID,
+    record_field::QUANTITY,
+    LEGACY_RECORD_FIELDS[0],
+    LEGACY_RECORD_FIELDS[1],
+    LEGACY_RECORD_FIELDS[4],
+];
+
+/// A read of [`LIVE_HOLD_FIELDS`].
+type LiveHoldFields = (Option<String>, Option<String>, Option<i64>, Option<String>, Option<String>, Option<i64>);
+
+/// Status, user and quantity of a record in either layout.
+fn either_layout_of_live_hold(fields: LiveHoldFields) -> (Option<String>, Option<String>, Option<i64>) {
+    match fields {
+        (None, _, _, legacy_status, legacy_user, legacy_quantity) => (legacy_status, legacy_user, legacy_quantity),
+        (status, user, quantity, ..) => (status, user, quantity),
+    }
+}
+
 /// Counts the held and paying records that the category's deadlines list and compares
 /// each user's `holders` count with their live held + `confirmed` tickets.
 async fn live_holds(
@@ -440,11 +468,11 @@ async fn live_holds(
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HMGET").arg(format!("{hold_prefix}{id}")).arg(&["status", "user_id", "quantity"]);
+            pipe.cmd("HMGET").arg(format!("{hold_prefix}{id}")).arg(&LIVE_HOLD_FIELDS);
         }
-        let records: Vec<(Option<String>, Option<String>, Option<i64>)> = pipe.query_async(&mut redis).await?;
+        let records: Vec<LiveHoldFields> = pipe.query_async(&mut redis).await?;
         for record in records {
-            match record {
+            match either_layout_of_live_hold(record) {
                 (None, _, _) => live.orphans += 1,
                 (Some(status), Some(user), Some(quantity)) if status == "held" || status == "paying" => {
                     live.held_tickets += quantity;
@@ -679,25 +707,27 @@ async fn restore_confirmed_records(
         let mut pipe = redis::pipe();
         for reservation in chunk {
             let key = keys.hold(category, reservation.id);
+            // A whole record in today's layout, also over one an earlier version wrote.
+            pipe.cmd("DEL").arg(&key).ignore();
             pipe.cmd("HSET")
                 .arg(&key)
-                .arg(&[("status", "confirmed"), ("user_id", reservation.user_id.as_str())])
+                .arg(&[(record_field::STATUS, "confirmed"), (record_field::USER_ID, reservation.user_id.as_str())])
                 .arg(&[
-                    ("event_id", terms.event_id),
-                    ("category_id", terms.id.get()),
-                    ("quantity", reservation.quantity),
+                    (record_field::EVENT_ID, terms.event_id),
+                    (record_field::CATEGORY_ID, terms.id.get()),
+                    (record_field::QUANTITY, reservation.quantity),
                 ])
-                .arg(&[("amount", reservation.amount)])
-                .arg(&[("currency", reservation.currency.as_str())])
-                .arg("created_at_ms")
+                .arg(&[(record_field::AMOUNT, reservation.amount)])
+                .arg(&[(record_field::CURRENCY, reservation.currency.as_str())])
+                .arg(record_field::CREATED_AT_MS)
                 .arg(reservation.created_at.timestamp_millis())
-                .arg("expires_at_ms")
+                .arg(record_field::EXPIRES_AT_MS)
                 .arg(reservation.expires_at.timestamp_millis())
-                .arg("confirmed_at_ms")
+                .arg(record_field::CONFIRMED_AT_MS)
                 .arg(milliseconds::optional_text(reservation.confirmed_at))
-                .arg("payment_id")
+                .arg(record_field::PAYMENT_ID)
                 .arg(reservation.payment_id.as_deref().unwrap_or(""))
-                .arg("seats")
+                .arg(record_field::SEATS)
                 .arg(reservation.seats.as_ref().map(|seats| seats.join(",")).unwrap_or_default())
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(milliseconds::of_duration(RESTORED_RECORD_TTL)).ignore();

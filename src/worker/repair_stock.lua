@@ -10,6 +10,8 @@
 -- A partial stock (a hash without `state` or `quota`, as scripts that wrote into a lost
 -- stock key used to leave) counts as missing: its counters mean nothing, so it is
 -- replaced. Restored hold records have no TTL, like every live hold record.
+-- Hold records get today's stored field names: FIELD (reservation::record_field) is
+-- prepended when the script is loaded (reconcile.rs).
 -- KEYS: 1 stock, 2 holders, 3 deadlines, 4.. hold records of the held reservations
 -- ARGV: 1 event id, 2 quota, 3 max per user, 4 price, 5 currency, 6 sale starts ms or '',
 --       7 sale ends ms or '', 8 sold, 9 number of holders H, 10 row sizes (16-bit big-endian
@@ -93,11 +95,12 @@ end
 for index = 4, #KEYS do
   local base = first_hold + (index - 4) * HOLD_VALUES
   redis.call('DEL', KEYS[index])
-  redis.call('HSET', KEYS[index], 'status', 'held', 'user_id', ARGV[base + 1], 'event_id', ARGV[1],
-    'category_id', string.match(KEYS[1], '{c:(%d+)}'), 'quantity', ARGV[base + 2], 'amount', ARGV[base + 3],
-    'currency', ARGV[base + 4], 'created_at_ms', ARGV[base + 5], 'expires_at_ms', ARGV[base + 6])
+  redis.call('HSET', KEYS[index], FIELD.status, 'held', FIELD.user_id, ARGV[base + 1], FIELD.event_id, ARGV[1],
+    FIELD.category_id, string.match(KEYS[1], '{c:(%d+)}'), FIELD.quantity, ARGV[base + 2],
+    FIELD.amount, ARGV[base + 3], FIELD.currency, ARGV[base + 4], FIELD.created_at_ms, ARGV[base + 5],
+    FIELD.expires_at_ms, ARGV[base + 6])
   if ARGV[base + 7] ~= '' then
-    redis.call('HSET', KEYS[index], 'seats', ARGV[base + 7])
+    redis.call('HSET', KEYS[index], FIELD.seats, ARGV[base + 7])
   end
   redis.call('ZADD', KEYS[3], ARGV[base + 6], ARGV[base])
 end

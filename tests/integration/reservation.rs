@@ -2,13 +2,16 @@
 //! cap, the sale window and bad input. Every test ends with the consistency check of
 //! `reservation_support` (conservation, one event per state change, in order).
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, admin_token, assert_problem, user_token};
+use crate::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
 use crate::reservation_support::{
-    PRICE, assert_consistent, cancel_as, confirm_as, final_counts, gateway, hold, id_of, levels, read, reserve_as,
-    sale, sale_in_window, standing_charges, user, wait_until_paying,
+    PRICE, assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, read,
+    reserve_as, sale, sale_in_window, standing_charges, to_legacy_layout, user, wait_until_paying,
 };
 
 /// Sends one single-ticket reserve per user, all at once, spread over `apps`.
@@ -391,7 +394,7 @@ async fn hold_records_have_the_layout_rust_defines() {
     // that list, and the records reserve.lua and finish_payment.lua write have exactly those fields.
     use redis::AsyncCommands;
     use stampede::ids::CategoryId;
-    use stampede::reservation::{RECORD_FIELDS, engine};
+    use stampede::reservation::{RECORD_FIELDS, engine, record_field as field};
     let app = TestApp::spawn().await;
     let mut redis = app.redis.clone();
     assert_eq!(engine::record_layout(&mut redis).await.unwrap(), RECORD_FIELDS);
@@ -404,16 +407,66 @@ async fn hold_records_have_the_layout_rust_defines() {
         names
     };
     // A counted hold has no seats; the seated scripts write `seats` too (tests/integration/seating.rs).
-    let mut unset = vec!["confirmed_at_ms".to_owned(), "payment_id".to_owned(), "seats".to_owned()];
+    let mut unset = vec![field::CONFIRMED_AT_MS.to_owned(), field::PAYMENT_ID.to_owned(), field::SEATS.to_owned()];
     let expected = |unset: &[String]| {
-        fields(RECORD_FIELDS.iter().map(|field| field.to_string()).filter(|field| !unset.contains(field)).collect())
+        fields(RECORD_FIELDS.iter().map(|name| name.to_string()).filter(|name| !unset.contains(name)).collect())
     };
     let held: Vec<String> = redis.hkeys(&key).await.unwrap();
-    assert_eq!(fields(held), expected(&unset));
+    assert_eq!(fields(held.clone()), expected(&unset));
+    // Pins the stored names: a change strands every record written before it.
+    assert_eq!(fields(held), ["a", "c", "e", "m", "q", "s", "tc", "tx", "u"]);
     assert_eq!(confirm_as(&app, "layout", &id, "tok_ok", None).await.status(), 200);
-    unset = vec!["seats".to_owned()];
+    unset = vec![field::SEATS.to_owned()];
     let confirmed: Vec<String> = redis.hkeys(&key).await.unwrap();
-    let confirmed: Vec<String> = confirmed.into_iter().filter(|field| field != "attempt").collect();
+    let confirmed: Vec<String> = confirmed.into_iter().filter(|name| name != field::ATTEMPT).collect();
     assert_eq!(fields(confirmed), expected(&unset));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn records_an_earlier_version_wrote_still_work() {
+    // Goal: holds whose records have the long field names of before issue #15 read, confirm, cancel and expire as
+    // before, with the same event contents, and are in today's layout once a script touched them.
+    use redis::AsyncCommands;
+    use stampede::ids::{CategoryId, ReservationId};
+    use stampede::outbox::EventType;
+    let app = TestApp::spawn_with(&["--hold-ttl", "3s"]).await;
+    let (_, category) = sale(&app, 10, 5).await;
+    let mut bodies = Vec::new();
+    for quantity in [2, 1, 1] {
+        let body = hold(&app, "veteran", category, quantity).await;
+        to_legacy_layout(&app, &id_of(&body)).await;
+        bodies.push(body);
+    }
+    let ids: Vec<String> = bodies.iter().map(id_of).collect();
+    let read_back: Value = read(&app, &user_token("veteran"), &ids[0]).await.json().await.unwrap();
+    assert_eq!(read_back, bodies[0], "GET reads a legacy record");
+    assert_eq!(confirm_as(&app, "veteran", &ids[0], "tok_ok", None).await.status(), 200);
+    assert_eq!(cancel_as(&app, "veteran", &ids[1]).await.status(), 200);
+    wait_until(Duration::from_secs(10), "the reaper expires the legacy hold", || async {
+        let body: Value = read(&app, &user_token("veteran"), &ids[2]).await.json().await.unwrap();
+        body["status"] == "expired"
+    })
+    .await;
+    let history = assert_consistent(&app, category).await;
+    assert_eq!(final_counts(&history), HashMap::from([("confirmed", 1), ("cancelled", 1), ("expired", 1)]));
+    let category_id = CategoryId::new(category).unwrap();
+    let events = engine(&app, Duration::from_secs(1)).outbox_events(category_id).await.unwrap();
+    // What no transition changes: every event of a hold carries it as reserve answered it.
+    let unchanged = |json: &Value| {
+        ["event_id", "category_id", "user_id", "quantity", "amount", "currency", "created_at", "expires_at"]
+            .map(|name| json[name].clone())
+    };
+    let unchanged_in =
+        |event: &stampede::outbox::ReservationEvent| unchanged(&serde_json::to_value(&event.reservation).unwrap());
+    for (body, id) in bodies.iter().zip(&ids) {
+        let mine: Vec<_> = events.iter().filter(|event| event.reservation.id.to_string() == *id).collect();
+        assert_eq!((mine.len(), mine[0].event_type), (2, EventType::Reserved));
+        assert_eq!((unchanged_in(mine[0]), unchanged_in(mine[1])), (unchanged(body), unchanged(body)));
+        let key = app.keys().hold(category_id, ReservationId::parse(id).unwrap().uuid());
+        let mut redis = app.redis.clone();
+        let names: Vec<String> = redis.hkeys(&key).await.unwrap();
+        assert!(names.contains(&"s".to_owned()) && !names.contains(&"status".to_owned()), "{names:?}");
+    }
     app.stop().await;
 }

@@ -16,7 +16,9 @@ use stampede::ids::{CategoryId, ReservationId};
 use stampede::outbox::{self, EventType, ReservationEvent};
 use stampede::payment::SimulatedGateway;
 use stampede::reservation::engine::FINAL_RECORD_TTL;
-use stampede::reservation::{EngineOptions, ReservationEngine};
+use stampede::reservation::{
+    EngineOptions, LEGACY_RECORD_FIELDS, PAYMENT_FIELDS, RECORD_FIELDS, ReservationEngine, record_field as field,
+};
 use stampede::stock::Levels;
 use uuid::Uuid;
 
@@ -102,7 +104,7 @@ pub async fn wait_until_paying(app: &TestApp, id: &str) {
     let id = ReservationId::parse(id).expect("a reservation id");
     let key = app.keys().hold(id.category(), id.uuid());
     wait_until(Duration::from_secs(10), "the confirm is paying", || async {
-        let status: Option<String> = app.redis.clone().hget(&key, "status").await.unwrap();
+        let status: Option<String> = app.redis.clone().hget(&key, field::STATUS).await.unwrap();
         status.as_deref() == Some("paying")
     })
     .await;
@@ -246,12 +248,31 @@ pub async fn record_field(app: &TestApp, reservation: &str, field: &str) -> Opti
     redis.hget(app.keys().hold(id.category(), id.uuid()), field).await.unwrap()
 }
 
+/// Rewrites a reservation's Redis record in the layout before issue #15 (the long field
+/// names of `LEGACY_RECORD_FIELDS`), as an earlier version of the api left it.
+pub async fn to_legacy_layout(app: &TestApp, reservation: &str) {
+    let id = ReservationId::parse(reservation).unwrap();
+    let key = app.keys().hold(id.category(), id.uuid());
+    let mut redis = app.redis.clone();
+    let record: Vec<(String, String)> = redis.hgetall(&key).await.unwrap();
+    let stored: Vec<&str> = RECORD_FIELDS.iter().chain(&PAYMENT_FIELDS).copied().collect();
+    let legacy: Vec<(&str, String)> = record
+        .into_iter()
+        .map(|(name, value)| {
+            let position = stored.iter().position(|field| *field == name).expect("a known field");
+            (LEGACY_RECORD_FIELDS[position], value)
+        })
+        .collect();
+    let () =
+        redis::pipe().atomic().del(&key).ignore().hset_multiple(&key, &legacy).query_async(&mut redis).await.unwrap();
+}
+
 /// Polls the record until its status is `paying` and returns the payment attempt's id.
 pub async fn paying_attempt(app: &TestApp, reservation: &str) -> String {
     let started = std::time::Instant::now();
     loop {
-        if record_field(app, reservation, "status").await.as_deref() == Some("paying") {
-            return record_field(app, reservation, "attempt").await.expect("a paying record names its attempt");
+        if record_field(app, reservation, field::STATUS).await.as_deref() == Some("paying") {
+            return record_field(app, reservation, field::ATTEMPT).await.expect("a paying record names its attempt");
         }
         assert!(started.elapsed() < Duration::from_secs(10), "the hold never started paying");
         tokio::time::sleep(Duration::from_millis(20)).await;

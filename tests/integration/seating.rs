@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{Isolation, TestApp, admin_token, assert_problem, unique_name, user_token, wait_until};
 use crate::pipeline_support::{database, relay_flags, shared_brokers, spawn_worker, wait_for_event_rows};
-use crate::reservation_support::{assert_consistent, cancel_as, confirm_as, id_of, levels, reserve_as, user};
+use crate::reservation_support::{
+    assert_consistent, cancel_as, confirm_as, id_of, levels, reserve_as, to_legacy_layout, user,
+};
 
 /// A seated category with `rows` (name, seats) and `max_per_user`, in its own event.
 async fn seated(app: &TestApp, rows: &[(&str, i64)], max_per_user: i64) -> i64 {
@@ -142,6 +144,24 @@ async fn best_available_takes_the_front_row_middle_and_skips_rows_without_a_run(
     assert_eq!(seats, names(&["C-6", "C-7", "C-8"]), "a run exists: the best adjacent seats");
     let levels = levels(&app, category).await;
     assert_eq!((levels.quota, levels.held, levels.available), (23, 21, 2));
+    assert_consistent(&app, category).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_seated_hold_an_earlier_version_wrote_frees_its_seats() {
+    // Goal: a seated hold whose record has the long field names of before issue #15 answers its seats and frees
+    // exactly them on cancel.
+    let app = TestApp::spawn().await;
+    let category = seated(&app, &[("A", 6)], 6).await;
+    let (id, _) =
+        held_seats(reserve(&app, "veteran", json!({"category_id": category, "seats": ["A-2", "A-5"]})).await).await;
+    held_seats(reserve(&app, "other", json!({"category_id": category, "seats": ["A-3"]})).await).await;
+    to_legacy_layout(&app, &id).await;
+    let response = cancel_as(&app, "veteran", &id).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["seats"], json!(["A-2", "A-5"]));
+    assert_eq!(taken(&app, category).await["A"], [3]);
     assert_consistent(&app, category).await;
     app.stop().await;
 }
