@@ -206,6 +206,7 @@ fn reservation_engine(config: &ApiConfig, redis: RedisConnection, keys: Keyspace
         payment_timeout: config.payment_timeout,
         payment_window: config.payment_timeout + PAYMENT_WINDOW_MARGIN,
         record_ttl: config.record_ttl,
+        reserve_batch_max: config.reserve_batch_max,
     };
     ReservationEngine::new(redis, keys, gateway, options).with_sold_out_verdict_ttl(config.sold_out_verdict_ttl)
 }

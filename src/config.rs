@@ -212,6 +212,11 @@ pub struct ApiConfig {
     #[arg(long, env = "RESERVE_IN_FLIGHT_MAX", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub reserve_in_flight_max: usize,
 
+    /// Most reserves of one category sent to Redis in one script call: those that arrive while the
+    /// category's call is in flight go together in the next one (none waits when idle); 1 turns batching off.
+    #[arg(long, env = "RESERVE_BATCH_MAX", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub reserve_batch_max: usize,
+
     /// Requests per second per client IP on the reservation endpoints (429 past it); 0 turns it off.
     #[arg(long, env = "RATE_LIMIT_PER_IP_PER_SECOND", default_value_t = 0)]
     pub rate_limit_per_ip_per_second: u32,

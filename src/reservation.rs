@@ -12,6 +12,8 @@
 //!
 //! # Layout
 //! - [`engine`]: the transitions (reserve, confirm, cancel, read) and their errors.
+//! - [`group_commit`]: counted reserves of one category that arrive while its script
+//!   call is in flight go to Redis together in the next call.
 //! - [`idempotency`]: `Idempotency-Key`s, request fingerprints and where they are kept.
 //! - [`reaper`]: the background task that releases holds past their deadline.
 //! - [`admission`]: backpressure: in-flight bound and per-IP rate limit.
@@ -19,6 +21,7 @@
 
 pub mod admission;
 pub mod engine;
+pub mod group_commit;
 pub mod idempotency;
 pub mod reaper;
 pub mod sold_out;

@@ -22,7 +22,7 @@ pub const DELAY_BUCKETS_SECONDS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.
 pub const WAIT_BUCKETS_SECONDS: &[f64] =
     &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0];
 
-/// Buckets for batch sizes in records.
+/// Buckets for batch sizes in records (or requests: `reserve_batch_requests`).
 pub const BATCH_BUCKETS_RECORDS: &[f64] =
     &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
 
@@ -55,6 +55,12 @@ pub fn install_metrics() -> PrometheusHandle {
                 })
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(Matcher::Suffix("_wait_seconds".to_owned()), WAIT_BUCKETS_SECONDS)
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("reserve_batch_requests".to_owned()),
+                        BATCH_BUCKETS_RECORDS,
+                    )
                 })
                 .expect("bucket lists are non-empty")
                 .install_recorder()

@@ -28,6 +28,7 @@ use crate::infrastructure::RedisConnection;
 use redis::ScriptInvocation;
 use uuid::Uuid;
 
+use super::group_commit::{GroupCommit, ReserveCall, ReserveReply};
 use super::idempotency::{
     Fingerprint, IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, outcome_key,
 };
@@ -74,8 +75,6 @@ pub async fn record_layout(redis: &mut RedisConnection) -> redis::RedisResult<Ve
     RECORD_LAYOUT.run(&RECORD_LAYOUT.prepare(), redis).await
 }
 
-// The hot path runs without the prelude, whose top level Redis would run on every call.
-static RESERVE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new("reserve", include_str!("reserve.lua")));
 static RESERVE_SEATS: LazyLock<LuaScript> =
     LazyLock::new(|| with_prelude("reserve_seats", include_str!("reserve_seats.lua")));
 static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("cancel", include_str!("cancel.lua")));
@@ -114,6 +113,9 @@ pub struct EngineOptions {
     pub payment_window: Duration,
     /// How long a finished record stays in Redis ([`FINAL_RECORD_TTL`] but in tests).
     pub record_ttl: Duration,
+    /// Most counted reserves of one category decided in one script call (1: each its own
+    /// call), see [`super::group_commit`].
+    pub reserve_batch_max: usize,
 }
 
 /// Why a reserve was refused: 4xx outcomes that are stored for idempotent requests.
@@ -340,6 +342,7 @@ pub struct ReservationEngine {
     gateway: Arc<dyn PaymentGateway>,
     options: EngineOptions,
     sold_out: Arc<SoldOutVerdicts>,
+    reserves: Arc<GroupCommit>,
 }
 
 impl ReservationEngine {
@@ -351,13 +354,20 @@ impl ReservationEngine {
         options: EngineOptions,
     ) -> Self {
         let sold_out = Arc::new(SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX));
-        Self { redis, keys, gateway, options, sold_out }
+        let reserves = Arc::new(GroupCommit::new(redis.clone(), keys.clone(), &options, Arc::clone(&sold_out)));
+        Self { redis, keys, gateway, options, sold_out, reserves }
     }
 
     /// The same engine with the sold-out fast path trusting a verdict for `ttl` (at most
     /// 100 ms; zero turns it off), see [`super::sold_out`].
     pub fn with_sold_out_verdict_ttl(mut self, ttl: Duration) -> Self {
         self.sold_out = Arc::new(SoldOutVerdicts::new(ttl));
+        self.reserves = Arc::new(GroupCommit::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            &self.options,
+            Arc::clone(&self.sold_out),
+        ));
         self
     }
 
@@ -406,13 +416,73 @@ impl ReservationEngine {
 
     /// Holds tickets: one script round trip, plus one for the key binding when the
     /// request carries an `Idempotency-Key`; none when this process knows the category
-    /// is sold out (see [`super::sold_out`]).
+    /// is sold out (see [`super::sold_out`]). Counted reserves of one category share their
+    /// script calls with the others in flight (see [`super::group_commit`]).
     pub async fn reserve(
         &self,
         user: &UserId,
         request: &NewReservation,
         key: Option<IdempotencyKey>,
     ) -> Result<Reservation, ReservationError> {
+        let call = Arc::new(self.admit(user, request, key).await?);
+        let reply = match request.seats {
+            SeatSelection::Any => self.reserves.reserve(Arc::clone(&call)).await?,
+            SeatSelection::Adjacent | SeatSelection::Named(_) => self.run_reserve_seats(&call).await?,
+        };
+        self.finish_reserve(&call, reply).await
+    }
+
+    /// Decides counted reserves of one category in ONE `reserve.lua` call, in order, as
+    /// [`ReservationEngine::reserve`] decides each (the sold-out fast path and the key
+    /// binding first): the batch path without the combiner's timing, for tests and tools.
+    ///
+    /// # Panics
+    /// When the requests are not all counted ([`SeatSelection::Any`]) reserves of one category.
+    pub async fn reserve_batch(
+        &self,
+        requests: Vec<(UserId, NewReservation, Option<IdempotencyKey>)>,
+    ) -> Vec<Result<Reservation, ReservationError>> {
+        let category = requests.first().map(|(_, request, _)| request.category);
+        assert!(
+            requests
+                .iter()
+                .all(|(_, request, _)| Some(request.category) == category && request.seats == SeatSelection::Any),
+            "one category, counted reserves only"
+        );
+        let mut admitted = Vec::with_capacity(requests.len());
+        for (user, request, key) in &requests {
+            admitted.push(self.admit(user, request, key.clone()).await.map(Arc::new));
+        }
+        let calls: Vec<Arc<ReserveCall>> = admitted.iter().filter_map(|call| call.as_ref().ok()).cloned().collect();
+        let mut replies = match self.reserves.run(&calls).await {
+            Ok(replies) => replies.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(error) => calls.iter().map(|_| Err(error.clone())).collect(),
+        }
+        .into_iter();
+        let mut results = Vec::with_capacity(admitted.len());
+        for call in admitted {
+            // Only admitted requests went to the script and have a reply.
+            let result = match call {
+                Ok(call) => match replies.next() {
+                    Some(Ok(reply)) => self.finish_reserve(&call, reply).await,
+                    Some(Err(error)) => Err(error.into()),
+                    None => Err(unexpected("reserve", &[])),
+                },
+                Err(error) => Err(error),
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    /// The steps of a reserve before its script: the sold-out fast path, the key binding
+    /// and the hold's id.
+    async fn admit(
+        &self,
+        user: &UserId,
+        request: &NewReservation,
+        key: Option<IdempotencyKey>,
+    ) -> Result<ReserveCall, ReservationError> {
         // Named seats always go to the script: an unknown seat is a 422 there, not sold_out.
         let named = matches!(request.seats, SeatSelection::Named(_));
         if key.is_none() && !named && self.sold_out.answers(request, Instant::now()) {
@@ -424,47 +494,30 @@ impl ReservationEngine {
             self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
         }
         let id = ReservationId::generate(request.category);
-        let idempotency = idempotency.as_ref();
-        let reply = match request.seats {
-            SeatSelection::Any => {
-                let reply = self.run_reserve(false, user, request, id, idempotency).await?;
-                // A seated category: the seat script decides (nothing was written).
-                if outcome(&reply) == Some("seated") {
-                    self.run_reserve(true, user, request, id, idempotency).await?
-                } else {
-                    reply
-                }
-            }
-            SeatSelection::Adjacent | SeatSelection::Named(_) => {
-                self.run_reserve(true, user, request, id, idempotency).await?
-            }
-        };
-        reserve_reply(user, request, &reply)
+        Ok(ReserveCall { user: user.clone(), request: request.clone(), id, idempotency })
     }
 
-    /// One run of `reserve.lua`, or of `reserve_seats.lua` when `seated` (whose extra keys
-    /// are the seat keys and whose extra arguments are the mode and the named seats).
-    async fn run_reserve(
-        &self,
-        seated: bool,
-        user: &UserId,
-        request: &NewReservation,
-        id: ReservationId,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Vec<Option<String>>, ReservationError> {
+    /// The answer of a reserve from its script reply; a seated category's `seated` reply
+    /// (nothing was written) sends it on to the seat script, which decides.
+    async fn finish_reserve(&self, call: &ReserveCall, reply: ReserveReply) -> Result<Reservation, ReservationError> {
+        let reply = if outcome(&reply) == Some("seated") { self.run_reserve_seats(call).await? } else { reply };
+        reserve_reply(&call.user, &call.request, &reply)
+    }
+
+    /// One run of `reserve_seats.lua` (a seated category: its extra keys are the seat keys
+    /// and its extra arguments the mode and the named seats).
+    async fn run_reserve_seats(&self, call: &ReserveCall) -> Result<Vec<Option<String>>, ReservationError> {
+        let ReserveCall { user, request, id, idempotency } = call;
         let category = request.category;
-        let script: &LuaScript = if seated { &RESERVE_SEATS } else { &RESERVE };
-        let mut invocation = script.prepare();
+        let mut invocation = RESERVE_SEATS.prepare();
         invocation
             .key(self.keys.stock(category))
             .key(self.keys.hold(category, id.uuid()))
             .key(self.keys.deadlines(category))
             .key(self.keys.holders(category))
             .key(self.keys.outbox(category));
-        if seated {
-            for key in self.keys.seat_keys(category) {
-                invocation.key(key);
-            }
+        for key in self.keys.seat_keys(category) {
+            invocation.key(key);
         }
         if let Some(idempotency) = idempotency {
             invocation.key(outcome_key(&self.keys, category, IdempotentOperation::Reserve, user, &idempotency.key));
@@ -477,17 +530,15 @@ impl ReservationEngine {
             .arg(milliseconds::of_duration(self.options.hold_ttl))
             .arg(self.options.outbox_backlog_max)
             .arg(request.event.map(|event| event.get().to_string()).unwrap_or_default())
-            .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()))
+            .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
             .arg(IDEMPOTENCY_TTL_SECONDS)
-            .arg(outbox::event_id(id.uuid(), EventType::Reserved).to_string());
-        if seated {
-            invocation.arg(request.seats.mode());
-            if let SeatSelection::Named(seats) = &request.seats {
-                invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
-            }
+            .arg(outbox::event_id(id.uuid(), EventType::Reserved).to_string())
+            .arg(request.seats.mode());
+        if let SeatSelection::Named(seats) = &request.seats {
+            invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
         }
         let sent_at = Instant::now();
-        let reply: Vec<Option<String>> = script.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = RESERVE_SEATS.run(&invocation, &mut self.redis.clone()).await?;
         if let (Some(outcome), Some("0")) = (outcome(&reply), reply.get(1).and_then(Option::as_deref)) {
             self.sold_out.learn(request, sent_at, outcome);
         }

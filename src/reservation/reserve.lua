@@ -1,125 +1,203 @@
--- reserve: holds tickets for a user. Checks the idempotency record, the stock, the
--- event, the sale window, the outbox backlog, the stock level and the per-user cap
--- before any other write (Redis scripts do not roll back; the cap check's increment
--- is undone on refusal), then writes the hold, its deadline, its `reserved` event and
--- the idempotency record together.
+-- reserve: holds tickets for users: decides a batch of counted reserves of one category
+-- in order, each exactly as it would be decided alone (a script call is atomic, so
+-- deciding them one after another here is deciding them one by one); a batch of one
+-- is a single reserve. For each request it checks the idempotency record, the stock,
+-- the event, the sale window, the outbox backlog, the stock level and the per-user cap
+-- before any other write (Redis scripts do not roll back; the cap check's increment is
+-- undone on refusal), then writes the hold, its `reserved` event and the idempotency
+-- record together.
 -- The hot path: it runs without the prelude (whose top level Redis would run on every
--- call) and keeps its redis.call count and garbage low.
--- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 idempotency record (optional)
--- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms,
---       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
---       10 id of the `reserved` outbox event (outbox::event_id)
--- Returns {outcome, replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
--- expires_at_ms, seats}: outcome `held` (with the fields; seats only when replaying a seated
--- hold) or a refusal code (without them), both stored for idempotent requests; `key_reused`;
--- `seated` (a seated category: nothing written, reserve_seats.lua decides); or `stock_missing`,
--- `stock_pending`, `outbox_backlog`, which are 503s and are never stored, so a retry runs again.
+-- call) and keeps its redis.call count and garbage low: the stock is read once per call,
+-- its levels are tracked in locals and written once at the end, as are the deadlines;
+-- the outbox length is read once and counted up with each event written.
+-- KEYS: 1 stock, 2 deadlines, 3 holders, 4 outbox, then per request: its hold record, and
+--       its idempotency record when the request has a fingerprint
+-- ARGV: 1 category id, 2 hold ttl ms, 3 outbox backlog max, 4 idempotency ttl s, then per
+--       request REQUEST_ARGUMENTS items: reservation id, user id, quantity, event id or '',
+--       request fingerprint or '' (no idempotency record), id of its `reserved` outbox event
+--       (outbox::event_id)
+-- Returns a flat array of REPLY_ITEMS items per request, in request order: {outcome,
+-- replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
+-- expires_at_ms, seats}, absent items nil: outcome `held` (with the fields; seats only
+-- when replaying a seated hold) or a refusal code (without them), both stored for
+-- idempotent requests; `key_reused`; `seated` (a seated category: nothing written,
+-- reserve_seats.lua decides); or `stock_missing`, `stock_pending`, `outbox_backlog`,
+-- which are 503s and are never stored, so a retry runs again.
 -- A resent call for a hold that exists answers it as a replay.
-local idempotency = KEYS[6]
-if idempotency then
-  local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
-    'amount', 'currency', 'created_at_ms', 'expires_at_ms', 'seats')
-  if stored[1] then
-    if stored[1] ~= ARGV[8] then
-      return {'key_reused', '0'}
-    end
-    return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8], stored[9]}
-  end
-end
+local REQUEST_ARGUMENTS = 6
+local REPLY_ITEMS = 9
+local replies = {}
 
--- A call resent for the same reservation id (the cluster client resends a script whose
--- connection dropped, and during a failover it may have run) answers the hold it wrote
--- and never holds twice.
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  -- event_id, amount, currency, created_at_ms, expires_at_ms, seats (reservation::record_field). Only the
-  -- process that wrote the hold resends its call, so the record is never in an earlier version's layout.
-  local held = redis.call('HMGET', KEYS[2], 'e', 'a', 'm', 'tc', 'tx', 'n')
-  return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
+-- Appends one request's reply; nil items become false (a nil reply), so the array
+-- keeps its fixed width.
+local function answer(outcome, replayed, id, event, amount, currency, created, expires, seats)
+  local at = #replies
+  replies[at + 1] = outcome
+  replies[at + 2] = replayed
+  replies[at + 3] = id or false
+  replies[at + 4] = event or false
+  replies[at + 5] = amount or false
+  replies[at + 6] = currency or false
+  replies[at + 7] = created or false
+  replies[at + 8] = expires or false
+  replies[at + 9] = seats or false
 end
 
 local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',
   'sale_starts_at_ms', 'sale_ends_at_ms', 'held', 'seated')
+local closed
 if not stock[1] then
-  return {'stock_missing', '0'}
+  closed = 'stock_missing'
+elseif stock[1] ~= 'open' then
+  closed = 'stock_pending'
+elseif stock[10] then
+  closed = 'seated'
 end
-if stock[1] ~= 'open' then
-  return {'stock_pending', '0'}
+local available = tonumber(stock[3])
+local held = tonumber(stock[9]) or 0
+local now
+if not closed then
+  -- Redis server time in ms: the only clock any expiry decision uses.
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
-if stock[10] then
-  return {'seated', '0'}
+-- string.format('%d'): Lua's own number formatting switches to exponents past 14 digits.
+local created = now and string.format('%d', now)
+local expires = now and string.format('%d', now + tonumber(ARGV[2]))
+local category = ARGV[1]
+local backlog_max = tonumber(ARGV[3])
+local idempotency_ttl = ARGV[4]
+local outbox_length
+local deadlines = {}
+
+-- Stores a refusal as the answer to an idempotent request.
+local function refuse(idempotency, fingerprint, refusal)
+  if idempotency then
+    redis.call('HSET', idempotency, 'fingerprint', fingerprint, 'outcome', refusal)
+    redis.call('EXPIRE', idempotency, idempotency_ttl)
+  end
+  answer(refusal, '0')
 end
 
--- Redis server time in ms: the only clock any expiry decision uses.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local user = ARGV[2]
-local quantity = tonumber(ARGV[4])
-local refusal
-if ARGV[7] ~= '' and ARGV[7] ~= stock[2] then
-  refusal = 'event_mismatch'
-elseif stock[7] ~= '' and now < tonumber(stock[7]) then
-  refusal = 'sale_not_open'
-elseif stock[8] ~= '' and now >= tonumber(stock[8]) then
-  refusal = 'sale_closed'
-end
-local amount = tonumber(stock[5]) * quantity
-local available = tonumber(stock[3])
-if not refusal then
-  if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[6]) then
-    return {'outbox_backlog', '0'}
+-- The event and sale window checks of one request: its refusal, or nil.
+local function window_refusal(event)
+  if event ~= '' and event ~= stock[2] then
+    return 'event_mismatch'
+  elseif stock[7] ~= '' and now < tonumber(stock[7]) then
+    return 'sale_not_open'
+  elseif stock[8] ~= '' and now >= tonumber(stock[8]) then
+    return 'sale_closed'
   end
+end
+
+-- The stock and cap checks of one request: its refusal, or nil when it may be held.
+local function stock_refusal(user, quantity, amount)
   if available < quantity then
-    refusal = 'sold_out'
+    return 'sold_out'
   elseif amount > 9007199254740991 then
     -- Beyond 2^53 a Lua number no longer holds the exact amount.
-    refusal = 'amount_too_large'
-  else
-    -- The cap check is the one write before a refusal: the increment tells the user's
-    -- new total in one call (a separate read cost as much again on the hot path), and
-    -- a refusal takes it back in this same atomic script, so no one sees it.
-    local holding = redis.call('HINCRBY', KEYS[4], user, quantity)
-    if holding > tonumber(stock[4]) then
-      if holding == quantity then
-        redis.call('HDEL', KEYS[4], user)
-      else
-        redis.call('HINCRBY', KEYS[4], user, -quantity)
-      end
-      refusal = 'limit_exceeded'
+    return 'amount_too_large'
+  end
+  -- The cap check is the one write before a refusal: the increment tells the user's new
+  -- total in one call (a separate read cost as much again on the hot path), and a
+  -- refusal takes it back in this same atomic script, so no one sees it.
+  local holding = redis.call('HINCRBY', KEYS[3], user, quantity)
+  if holding > tonumber(stock[4]) then
+    if holding == quantity then
+      redis.call('HDEL', KEYS[3], user)
+    else
+      redis.call('HINCRBY', KEYS[3], user, -quantity)
     end
+    return 'limit_exceeded'
   end
-end
-if refusal then
-  if idempotency then
-    redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', refusal)
-    redis.call('EXPIRE', idempotency, ARGV[9])
-  end
-  return {refusal, '0'}
 end
 
-local reservation_id = ARGV[1]
--- string.format('%d'): Lua's own number formatting switches to exponents past 14 digits.
-local created = string.format('%d', now)
-local expires = string.format('%d', now + tonumber(ARGV[5]))
-local amount_text = string.format('%d', amount)
--- One HSET for both levels: the script reads and writes them atomically.
-redis.call('HSET', KEYS[1], 'available', string.format('%d', available - quantity),
-  'held', string.format('%d', (tonumber(stock[9]) or 0) + quantity))
--- The record's stored field names (reservation::record_field): status, user_id, event_id,
--- category_id, quantity, amount, currency, created_at_ms, expires_at_ms.
-redis.call('HSET', KEYS[2], 's', 'held', 'u', user, 'e', stock[2], 'c', ARGV[3], 'q', ARGV[4], 'a', amount_text,
-  'm', stock[6], 'tc', created, 'tx', expires)
--- No TTL while the hold lives: the record exists as long as its deadline entry, however
--- long no reaper runs. It gets one when it reaches a final status.
-redis.call('ZADD', KEYS[3], expires, reservation_id)
--- The outbox entry of src/outbox.rs, as the prelude's append_event writes it.
-redis.call('XADD', KEYS[5], '*',
-  'event', ARGV[10] .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
-    ARGV[3] .. '|' .. ARGV[4] .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires .. '|',
-  'user_id', user, 'payment_id', '')
-if idempotency then
-  redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', 'held', 'reservation_id', reservation_id,
-    'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
-    'expires_at_ms', expires)
-  redis.call('EXPIRE', idempotency, ARGV[9])
+-- Writes the hold, its `reserved` event and the idempotency record of one request.
+local function hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, event_id)
+  local amount_text = string.format('%d', amount)
+  -- The record's stored field names (reservation::record_field): status, user_id, event_id,
+  -- category_id, quantity, amount, currency, created_at_ms, expires_at_ms.
+  redis.call('HSET', hold_key, 's', 'held', 'u', user, 'e', stock[2], 'c', category, 'q', quantity_text,
+    'a', amount_text, 'm', stock[6], 'tc', created, 'tx', expires)
+  -- No TTL while the hold lives: the record exists as long as its deadline entry, however
+  -- long no reaper runs. It gets one when it reaches a final status.
+  deadlines[#deadlines + 1] = expires
+  deadlines[#deadlines + 1] = reservation_id
+  -- The outbox entry of src/outbox.rs, as the prelude's append_event writes it.
+  redis.call('XADD', KEYS[4], '*',
+    'event', event_id .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
+      category .. '|' .. quantity_text .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires ..
+      '|',
+    'user_id', user, 'payment_id', '')
+  outbox_length = outbox_length + 1
+  if idempotency then
+    redis.call('HSET', idempotency, 'fingerprint', fingerprint, 'outcome', 'held', 'reservation_id', reservation_id,
+      'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
+      'expires_at_ms', expires)
+    redis.call('EXPIRE', idempotency, idempotency_ttl)
+  end
+  answer('held', '0', reservation_id, stock[2], amount_text, stock[6], created, expires)
 end
-return {'held', '0', reservation_id, stock[2], amount_text, stock[6], created, expires}
+
+-- Decides one request: the argument at `at` is its first; its keys are `hold_key` and
+-- `idempotency` (nil without a fingerprint).
+local function reserve(at, hold_key, idempotency)
+  local reservation_id, user, quantity_text, event = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local fingerprint = ARGV[at + 4]
+  if idempotency then
+    local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
+      'amount', 'currency', 'created_at_ms', 'expires_at_ms', 'seats')
+    if stored[1] then
+      if stored[1] ~= fingerprint then
+        return answer('key_reused', '0')
+      end
+      return answer(stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8], stored[9])
+    end
+  end
+  -- A call resent for the same reservation id (the cluster client resends a script whose
+  -- connection dropped, and during a failover it may have run) answers the hold it wrote
+  -- and never holds twice.
+  if redis.call('EXISTS', hold_key) == 1 then
+    -- event_id, amount, currency, created_at_ms, expires_at_ms, seats (reservation::record_field). Only the
+    -- process that wrote the hold resends its call, so the record is never in an earlier version's layout.
+    local stored = redis.call('HMGET', hold_key, 'e', 'a', 'm', 'tc', 'tx', 'n')
+    return answer('held', '1', reservation_id, stored[1], stored[2], stored[3], stored[4], stored[5], stored[6])
+  end
+  if closed then
+    return answer(closed, '0')
+  end
+  local refusal = window_refusal(event)
+  if not refusal then
+    outbox_length = outbox_length or redis.call('XLEN', KEYS[4])
+    if outbox_length >= backlog_max then
+      return answer('outbox_backlog', '0')
+    end
+  end
+  local quantity = tonumber(quantity_text)
+  local amount = tonumber(stock[5]) * quantity
+  refusal = refusal or stock_refusal(user, quantity, amount)
+  if refusal then
+    return refuse(idempotency, fingerprint, refusal)
+  end
+  available = available - quantity
+  held = held + quantity
+  hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, ARGV[at + 5])
+end
+
+local key = 5
+for at = 5, #ARGV, REQUEST_ARGUMENTS do
+  local hold_key = KEYS[key]
+  local idempotency
+  if ARGV[at + 4] ~= '' then
+    idempotency = KEYS[key + 1]
+  end
+  key = key + (idempotency and 2 or 1)
+  reserve(at, hold_key, idempotency)
+end
+if #deadlines > 0 then
+  -- One HSET for both levels and one ZADD for every deadline: the script reads and
+  -- writes them atomically.
+  redis.call('HSET', KEYS[1], 'available', string.format('%d', available), 'held', string.format('%d', held))
+  redis.call('ZADD', KEYS[2], unpack(deadlines))
+end
+return replies

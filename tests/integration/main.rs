@@ -20,6 +20,7 @@ mod pipeline_hardening;
 mod pipeline_support;
 mod reservation;
 mod reservation_expiry;
+mod reservation_group_commit;
 mod reservation_idempotency;
 mod reservation_random;
 mod reservation_recovery;

@@ -95,6 +95,7 @@ pub fn engine(app: &TestApp, payment_window: Duration) -> ReservationEngine {
         payment_timeout: Duration::from_secs(5),
         payment_window,
         record_ttl: FINAL_RECORD_TTL,
+        reserve_batch_max: 64,
     };
     ReservationEngine::new(app.redis.clone(), app.keys(), Arc::new(gateway(app)), options)
 }
