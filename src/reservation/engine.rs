@@ -52,13 +52,19 @@ const PRELUDE: &str = include_str!("prelude.lua");
 
 /// A reservation script: the hold-record layout, the prelude, then the script's own file.
 pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
-    LuaScript::new(name, &format!("{}{PRELUDE}{body}", record_fields_lua()))
+    with_record_layout(name, &format!("{PRELUDE}{body}"))
+}
+
+/// A script that starts with the hold-record layout's Lua definitions
+/// ([`record_fields_lua`]), for one that writes records without the prelude.
+pub(crate) fn with_record_layout(name: &'static str, body: &str) -> LuaScript {
+    LuaScript::new(name, &format!("{}{body}", record_fields_lua()))
 }
 
 /// The Lua definitions of the hold-record layout that every prelude script (and
 /// `repair_stock`) starts with: [`RECORD_FIELDS`], and `FIELD`, each field's stored name
 /// by its meaning (the legacy names of [`LEGACY_RECORD_FIELDS`]).
-pub(crate) fn record_fields_lua() -> String {
+fn record_fields_lua() -> String {
     let quoted: Vec<String> = RECORD_FIELDS.iter().map(|field| format!("'{field}'")).collect();
     let stored = RECORD_FIELDS.iter().chain(&PAYMENT_FIELDS);
     let named: Vec<String> =
@@ -353,22 +359,26 @@ impl ReservationEngine {
         gateway: Arc<dyn PaymentGateway>,
         options: EngineOptions,
     ) -> Self {
-        let sold_out = Arc::new(SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX));
-        let reserves = Arc::new(GroupCommit::new(redis.clone(), keys.clone(), &options, Arc::clone(&sold_out)));
-        Self { redis, keys, gateway, options, sold_out, reserves }
+        Self::with_verdicts(redis, keys, gateway, options, SOLD_OUT_VERDICT_TTL_MAX)
     }
 
     /// The same engine with the sold-out fast path trusting a verdict for `ttl` (at most
     /// 100 ms; zero turns it off), see [`super::sold_out`].
-    pub fn with_sold_out_verdict_ttl(mut self, ttl: Duration) -> Self {
-        self.sold_out = Arc::new(SoldOutVerdicts::new(ttl));
-        self.reserves = Arc::new(GroupCommit::new(
-            self.redis.clone(),
-            self.keys.clone(),
-            &self.options,
-            Arc::clone(&self.sold_out),
-        ));
-        self
+    pub fn with_sold_out_verdict_ttl(self, ttl: Duration) -> Self {
+        Self::with_verdicts(self.redis, self.keys, self.gateway, self.options, ttl)
+    }
+
+    /// An engine whose sold-out verdicts last `ttl`; the group commit teaches the same verdicts.
+    fn with_verdicts(
+        redis: RedisConnection,
+        keys: Keyspace,
+        gateway: Arc<dyn PaymentGateway>,
+        options: EngineOptions,
+        ttl: Duration,
+    ) -> Self {
+        let sold_out = Arc::new(SoldOutVerdicts::new(ttl));
+        let reserves = Arc::new(GroupCommit::new(redis.clone(), keys.clone(), &options, Arc::clone(&sold_out)));
+        Self { redis, keys, gateway, options, sold_out, reserves }
     }
 
     /// The key layout.
@@ -539,9 +549,7 @@ impl ReservationEngine {
         }
         let sent_at = Instant::now();
         let reply: Vec<Option<String>> = RESERVE_SEATS.run(&invocation, &mut self.redis.clone()).await?;
-        if let (Some(outcome), Some("0")) = (outcome(&reply), reply.get(1).and_then(Option::as_deref)) {
-            self.sold_out.learn(request, sent_at, outcome);
-        }
+        self.sold_out.learn_from_reply(request, sent_at, &reply);
         Ok(reply)
     }
 

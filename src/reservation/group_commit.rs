@@ -275,11 +275,7 @@ impl GroupCommit {
         let flat: Vec<Option<String>> = RESERVE.run(&invocation, &mut self.redis.clone()).await?;
         let replies = split_replies(flat, calls.len());
         for (call, reply) in calls.iter().zip(&replies) {
-            if let [Some(outcome), Some(replayed), ..] = reply.as_slice()
-                && replayed == "0"
-            {
-                self.sold_out.learn(&call.request, sent_at, outcome);
-            }
+            self.sold_out.learn_from_reply(&call.request, sent_at, reply);
         }
         Ok(replies)
     }

@@ -98,6 +98,16 @@ impl SoldOutVerdicts {
         }
     }
 
+    /// Learns from a reserve script's `reply` to `request` (`{outcome, replayed, ...}`),
+    /// sent at `sent_at`; a replayed answer teaches nothing.
+    pub fn learn_from_reply(&self, request: &NewReservation, sent_at: Instant, reply: &[Option<String>]) {
+        if let [Some(outcome), Some(replayed), ..] = reply
+            && replayed == "0"
+        {
+            self.learn(request, sent_at, outcome);
+        }
+    }
+
     /// Forgets a category's verdict (this process returned stock to it).
     pub fn forget(&self, category: CategoryId) {
         self.verdicts.lock().expect("not poisoned").remove(&category);

@@ -52,7 +52,7 @@ use crate::ids::CategoryId;
 use crate::infrastructure::PersistenceError;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
-use crate::reservation::engine::record_fields_lua;
+use crate::reservation::engine::with_record_layout;
 use crate::reservation::{LEGACY_RECORD_FIELDS, record_field};
 use crate::script::LuaScript;
 use crate::seating::{self, SeatMap};
@@ -60,9 +60,8 @@ use crate::stock::{Levels, Stock, StockError};
 use crate::{infrastructure, kafka, persistence};
 
 // The layout's Lua definitions first: the script writes hold records.
-static REPAIR_STOCK: std::sync::LazyLock<LuaScript> = std::sync::LazyLock::new(|| {
-    LuaScript::new("repair_stock", &format!("{}{}", record_fields_lua(), include_str!("repair_stock.lua")))
-});
+static REPAIR_STOCK: std::sync::LazyLock<LuaScript> =
+    std::sync::LazyLock::new(|| with_record_layout("repair_stock", include_str!("repair_stock.lua")));
 
 /// How long restored records of confirmed reservations are kept: they only serve
 /// replays and reads (restored held records have no TTL, like every live one).
