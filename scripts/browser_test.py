@@ -58,6 +58,7 @@ REDIS_URL = "redis://127.0.0.1:6379"
 HOLD_TTL_SECONDS = 120
 CROWD = 25
 WAIT_SECONDS = 30
+FULL_PAGE_HEIGHT_MAX = 2400
 STARTED = time.monotonic()
 
 
@@ -257,10 +258,18 @@ class Page:
             return None
         return wait_until(find, WAIT_SECONDS, f"{self.name}: the field {label!r}")
 
-    def screenshot(self, name):
+    def screenshot(self, name, full_page=False):
+        """Saves docs/screenshots/NAME.png: the window, or with `full_page` the whole page (at most 2400 px)."""
         os.makedirs(SCREENSHOTS, exist_ok=True)
         path = os.path.join(SCREENSHOTS, f"{name}.png")
+        size = self.driver.get_window_size()
+        if full_page:
+            chrome = size["height"] - self.driver.execute_script("return window.innerHeight")
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(size["width"], min(height, FULL_PAGE_HEIGHT_MAX) + chrome)
         self.driver.save_screenshot(path)
+        if full_page:
+            self.driver.set_window_size(size["width"], size["height"])
         log(f"screenshot {os.path.relpath(path, ROOT)}")
 
     def unlabelled_controls(self):
@@ -324,7 +333,7 @@ def organiser_creates_the_event(admin):
     admin.button("Fill").click()
     admin.wait_text(".seat-map-editor .total", r"2 rows, 16 seats")
     admin.check_labels("the category form")
-    admin.screenshot("organiser-seat-map-editor")
+    admin.screenshot("organiser-seat-map-editor", full_page=True)
     admin.button("Add the category").click()
     admin.wait_text(".notice", r"Added Floor: 16 tickets")
     admin.fill(admin.labelled("Name"), "Balcony")
@@ -340,7 +349,7 @@ def organiser_creates_the_event(admin):
     admin.fill(admin.labelled("Pass valid for (seconds)"), 600)
     admin.button("Save the waiting room").click()
     admin.wait_text("[data-field=room-state]", r"^On")
-    admin.screenshot("organiser-event")
+    admin.screenshot("organiser-event", full_page=True)
     admin.button("Watch the sale live").click()
     admin.wait_text(".stream-state", "Live")
     admin.wait_text("[data-field=room-enabled]", r"On, 5 let in per second")
@@ -384,7 +393,7 @@ def buyer_picks_and_reserves(alice, bob):
     alice.driver.switch_to.active_element.send_keys(Keys.ENTER)
     alice.wait_text(".selection", r"Picked A-4, A-5")
     alice.check_labels("the event page")
-    alice.screenshot("buyer-seat-pick")
+    alice.screenshot("buyer-seat-pick", full_page=True)
     assert "taken" not in seat_state(bob, "A-4")
     ActionChains(alice.driver).double_click(alice.button("Reserve picked seats")).perform()
     reservation_id = wait_until(lambda: re.search(r"#/reservations/([0-9a-f-]{36})$", alice.driver.current_url),
@@ -397,7 +406,7 @@ def buyer_picks_and_reserves(alice, bob):
     assert seconds(later) < seconds(first) <= HOLD_TTL_SECONDS, (first.group(0), later.group(0))
     log(f"hold {reservation_id}: countdown {first.group(0)!r} then {later.group(0)!r}")
     alice.check_labels("the hold page")
-    alice.screenshot("buyer-hold")
+    alice.screenshot("buyer-hold", full_page=True)
     return reservation_id
 
 
@@ -436,7 +445,7 @@ def second_buyer_is_refused_then_declined(bob, services, category_id, carol):
     bob.wait_text(".alert", r"Payment Required \(402\)")
     assert "the payment was declined; the hold stays until it expires" in bob.text(".alert")
     assert bob.text("[data-field=status]") == "On hold"
-    bob.screenshot("buyer-payment-declined")
+    bob.screenshot("buyer-payment-declined", full_page=True)
     bob.button("Cancel the hold").click()
     bob.wait_text("[data-field=status]", "Cancelled")
     log(f"second buyer: no_adjacent_seats explained, {reservation_id} declined (402) and cancelled")
@@ -476,7 +485,6 @@ def run(services):
         event_id = organiser_creates_the_event(admin)
         _, _, event = http("GET", f"{services.base}/events/{event_id}")
         floor_id = next(category["id"] for category in event["categories"] if category["name"] == "Floor")
-        admin.screenshot("organiser-sale-start")
 
         alice_token, bob_token = services.token("alice", "user"), services.token("bob", "user")
         bob.open(f"#token={bob_token}")
@@ -511,7 +519,7 @@ def run(services):
         admitted = int(admin.wait_text("[data-field=admitted]", r"^\d+$").group(0))
         assert admitted >= CROWD + 2, admitted
         assert len(admin.driver.find_elements(By.CSS_SELECTOR, ".chart polyline")) == 4
-        admin.screenshot("organiser-live-sale")
+        admin.screenshot("organiser-live-sale", full_page=True)
 
         alice.go("#/reservations")
         alice.wait_text(f"tr[data-reservation-id='{alice_reservation}']", "confirmed")
@@ -524,7 +532,7 @@ def run(services):
         alice.find("button.seat[data-seat='A-1']")
         overflow = alice.driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page is {overflow}px wider than a phone"
-        alice.screenshot("buyer-phone")
+        alice.screenshot("buyer-phone", full_page=True)
 
         check_api_and_postgres(services, event_id, floor_id, alice_reservation, bob_reservation, alice_token)
         for page in pages:
