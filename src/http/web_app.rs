@@ -151,10 +151,11 @@ fn secured(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 /// 200 with the file, or 304 when the client's copy (`If-None-Match`) is current.
 fn serve(request: &RequestContext, file: &Served, cache_control: &'static str) -> HandlerResult {
-    let current = request
-        .header(IF_NONE_MATCH.as_str())
-        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == "*" || tag.trim().as_bytes() == file.etag.as_bytes()));
-    let (status, body) = if current { (StatusCode::NOT_MODIFIED, Bytes::new()) } else { (StatusCode::OK, file.bytes.clone()) };
+    let current = request.header(IF_NONE_MATCH.as_str()).is_some_and(|tags| {
+        tags.split(',').any(|tag| tag.trim() == "*" || tag.trim().as_bytes() == file.etag.as_bytes())
+    });
+    let (status, body) =
+        if current { (StatusCode::NOT_MODIFIED, Bytes::new()) } else { (StatusCode::OK, file.bytes.clone()) };
     let mut response = secured(status, body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(file.content_type));

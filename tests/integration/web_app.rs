@@ -71,7 +71,9 @@ fn assert_offline(text: &str, what: &str) {
     let external: Vec<_> = text
         .match_indices("http")
         .map(|(index, _)| &text[index..(index + 40).min(text.len())])
-        .filter(|found| (found.starts_with("http://") || found.starts_with("https://")) && !found.starts_with(SVG_NAMESPACE))
+        .filter(|found| {
+            (found.starts_with("http://") || found.starts_with("https://")) && !found.starts_with(SVG_NAMESPACE)
+        })
         .collect();
     assert!(external.is_empty(), "{what} refers to another origin: {external:?}");
 }
@@ -116,7 +118,10 @@ async fn the_web_app_and_every_asset_load_from_the_api_alone_under_a_strict_poli
     let etag = header(&page, "etag");
     let html = page.text().await.unwrap();
     assert_offline(&html, "/app/");
-    assert!(!html.contains(" style=") && !html.contains("<style") && !html.contains("onclick"), "no inline style or handler");
+    assert!(
+        !html.contains(" style=") && !html.contains("<style") && !html.contains("onclick"),
+        "no inline style or handler"
+    );
     assert!(!html.contains("<script>"), "no inline script");
 
     let prefix = format!("assets/{}/", web_app::version());

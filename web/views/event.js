@@ -76,7 +76,8 @@ function categoryCard(event, category, room, cleanup) {
         window.location.hash = `#/reservations/${reservation.id}`;
       } catch (problem) {
         if (problem.code === 'queue_pass_required') room.refused();
-        if (problem.code === 'seat_taken' && seats) refreshSeats();
+        // The map is read again; the refusal below already says which seats went.
+        if (problem.code === 'seat_taken' && seats) refreshSeats(true);
         alerts.show(problem, explanation(problem, category, asked));
       }
     });
@@ -119,7 +120,7 @@ function categoryCard(event, category, room, cleanup) {
     let loading = null;
     let again = false;
     // At most one read of the map at a time; a change during a read asks for one more.
-    refreshSeats = async () => {
+    refreshSeats = async (quiet = false) => {
       if (loading) {
         again = true;
         return;
@@ -129,7 +130,7 @@ function categoryCard(event, category, room, cleanup) {
         const document = await loading;
         if (cleanup.closed) return;
         const lost = seats.setTaken(document);
-        if (lost.length) {
+        if (lost.length && !quiet) {
           alerts.show({ status: 0, code: 'seat_taken', title: 'Seats taken', detail: `${lost.join(', ')} ${lost.length === 1 ? 'was' : 'were'} just taken by someone else`, errors: [] }, 'They are no longer in your pick.');
         }
       } catch (problem) {
