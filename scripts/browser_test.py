@@ -285,6 +285,11 @@ class Page:
         missing = self.unlabelled_controls()
         assert not missing, f"{self.name} on {where}: controls without a label: {missing}"
 
+    def fits(self, where):
+        """Fails when the page scrolls sideways (wide parts such as seat maps scroll inside their own box)."""
+        overflow = self.driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{self.name}: {where} is {overflow}px wider than the window"
+
     def check_console(self):
         """Fails on a script error or a Content-Security-Policy violation in the browser's log."""
         self.console += self.driver.get_log("browser")
@@ -530,9 +535,16 @@ def run(services):
         alice.go(f"#/events/{event_id}")
         alice.wait_text(".stream-state", "Live")
         alice.find("button.seat[data-seat='A-1']")
-        overflow = alice.driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"the page is {overflow}px wider than a phone"
+        alice.fits("the event page")
         alice.screenshot("buyer-phone", full_page=True)
+        alice.go(f"#/reservations/{alice_reservation}")
+        alice.wait_text("[data-field=status]", "Confirmed")
+        alice.fits("the reservation page")
+        admin.driver.set_window_size(390, 844)
+        admin.fits("the live sale view")
+        admin.go(f"#/organise/events/{event_id}")
+        admin.find("input[type=radio][value=seated]").click()
+        admin.fits("the event's organiser page with the seat-map editor")
 
         check_api_and_postgres(services, event_id, floor_id, alice_reservation, bob_reservation, alice_token)
         for page in pages:
