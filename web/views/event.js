@@ -6,7 +6,7 @@ import * as session from '../session.js';
 import { h, replace, alertArea, busy, field } from '../dom.js';
 import { count, dateTime, money } from '../format.js';
 import { Cleanup, followAvailability } from '../live.js';
-import { waitingRoomPanel } from './waiting_room.js';
+import { WaitingRoomPanel } from './waiting_room.js';
 import { seatMapView } from './seat_map.js';
 
 /** What a refusal means for the buyer, beyond the API's own detail. */
@@ -56,135 +56,144 @@ function levelsView() {
 }
 
 /** One category: its levels and the controls to reserve in it. */
-function categoryCard(event, category, room, cleanup) {
-  const alerts = alertArea();
-  const levels = levelsView();
-  const intent = new api.Intent();
-  const reserveButtons = [];
-  let soldOut = false;
+class CategoryCard {
+  constructor(event, category, room, cleanup) {
+    Object.assign(this, { event, category, room, cleanup });
+    this.alerts = alertArea();
+    this.levels = levelsView();
+    this.intent = new api.Intent();
+    this.reserveButtons = [];
+    this.soldOut = false;
+    this.last = null; // the levels of the previous stream message
+    this.seats = null; // the seat map, in a seated category
+    this.seatsLoading = false;
+    this.seatsAgain = false;
+    this.hint = h('p', { class: 'hint', 'aria-live': 'polite' });
+    const controls = category.seat_map ? this.seatedControls() : this.countedControls();
+    this.element = h(
+      'section',
+      { class: 'card category', 'data-category-id': category.id, 'aria-labelledby': `category-${category.id}` },
+      h('h2', { id: `category-${category.id}` }, category.name, category.seat_map ? h('span', { class: 'muted small' }, ' · reserved seating') : null),
+      h('p', { class: 'price' }, money(category.price, category.currency), ' each · at most ', String(category.max_per_user), ' per person'),
+      this.levels.element,
+      this.alerts.element,
+      controls,
+      this.hint,
+    );
+    this.updateButtons();
+  }
 
-  async function reserve(button, body, asked) {
-    alerts.clear();
+  async reserve(button, body, asked) {
+    this.alerts.clear();
     await busy(button, async () => {
-      const pass = room.pass();
+      const pass = this.room.pass();
       try {
-        const result = await api.call('POST', '/reserve', { body, intent, headers: pass ? { 'Queue-Pass': pass } : {} });
+        const result = await api.call('POST', '/reserve', { body, intent: this.intent, headers: pass ? { 'Queue-Pass': pass } : {} });
         const reservation = result.body;
         const created = Date.parse(reservation.created_at);
         if (Math.abs(created - api.serverNow()) < 5000) api.observeServerTime(created, result.sentAt, result.receivedAt);
         session.rememberReservation(reservation.id);
         window.location.hash = `#/reservations/${reservation.id}`;
       } catch (problem) {
-        if (problem.code === 'queue_pass_required') room.refused();
+        if (problem.code === 'queue_pass_required') this.room.refused();
         // The map is read again; the refusal below already says which seats went.
-        if (problem.code === 'seat_taken' && seats) refreshSeats(true);
-        alerts.show(problem, explanation(problem, category, asked));
+        if (problem.code === 'seat_taken' && this.seats) this.refreshSeats(true);
+        this.alerts.show(problem, explanation(problem, this.category, asked));
       }
     });
-    updateButtons();
+    this.updateButtons();
   }
 
-  function updateButtons() {
-    const waiting = room.required() && !room.pass();
+  updateButtons() {
+    const waiting = this.room.required() && !this.room.pass();
     const signedOut = !session.token();
-    for (const button of reserveButtons) {
-      button.disabled = soldOut || waiting || signedOut || (button.dataset.needsSelection === 'true' && !seats.selected().length);
+    for (const button of this.reserveButtons) {
+      const needsPick = button.dataset.needsSelection === 'true' && !this.seats.selected().length;
+      button.disabled = this.soldOut || waiting || signedOut || needsPick;
     }
-    hint.textContent = signedOut ? 'Sign in to reserve.' : soldOut ? 'Sold out.' : waiting ? 'Join the queue first: you can reserve once it is your turn.' : '';
+    this.hint.textContent = signedOut
+      ? 'Sign in to reserve.'
+      : this.soldOut ? 'Sold out.' : waiting ? 'Join the queue first: you can reserve once it is your turn.' : '';
   }
 
-  const hint = h('p', { class: 'hint', 'aria-live': 'polite' });
-  const price = h('p', { class: 'price' }, money(category.price, category.currency), ' each · at most ', String(category.max_per_user), ' per person');
-  let seats = null;
-  let refreshSeats = () => {};
-  let controls;
-
-  if (category.seat_map) {
-    const selection = h('p', { class: 'selection', 'aria-live': 'polite' }, 'No seats picked yet.');
-    const reservePicked = h('button', { type: 'button', class: 'primary', 'data-needs-selection': 'true' }, 'Reserve picked seats');
-    const clearPicked = h('button', { type: 'button' }, 'Clear');
-    seats = seatMapView(category.seat_map, category.max_per_user, (picked, message) => {
-      selection.textContent = message
-        || (picked.length ? `Picked ${picked.join(', ')}: ${money(category.price * picked.length, category.currency)}` : 'No seats picked yet.');
-      updateButtons();
-    });
-    reservePicked.addEventListener('click', () => reserve(reservePicked, { category_id: category.id, event_id: event.id, seats: seats.selected() }, seats.selected().length));
-    clearPicked.addEventListener('click', () => seats.clear());
-    const together = h('input', { type: 'number', min: 1, max: category.max_per_user, value: 2, inputmode: 'numeric' });
-    const findTogether = h('button', { type: 'button' }, 'Find seats together');
-    findTogether.addEventListener('click', () => {
-      const quantity = Number(together.value);
-      reserve(findTogether, { category_id: category.id, event_id: event.id, quantity, adjacent: true }, quantity);
-    });
-    reserveButtons.push(reservePicked, findTogether);
-    let loading = null;
-    let again = false;
-    // At most one read of the map at a time; a change during a read asks for one more.
-    refreshSeats = async (quiet = false) => {
-      if (loading) {
-        again = true;
-        return;
-      }
-      loading = api.get(`/categories/${category.id}/seats`);
-      try {
-        const document = await loading;
-        if (cleanup.closed) return;
-        const lost = seats.setTaken(document);
-        if (lost.length && !quiet) {
-          alerts.show({ status: 0, code: 'seat_taken', title: 'Seats taken', detail: `${lost.join(', ')} ${lost.length === 1 ? 'was' : 'were'} just taken by someone else`, errors: [] }, 'They are no longer in your pick.');
-        }
-      } catch (problem) {
-        alerts.show(problem);
-      } finally {
-        loading = null;
-        if (again) {
-          again = false;
-          refreshSeats();
-        }
-      }
-    };
-    controls = [
-      seats.element,
-      selection,
-      h('div', { class: 'row-actions' }, reservePicked, clearPicked),
-      h('div', { class: 'inline-form' }, field('Best seats together', together, `1 to ${category.max_per_user}`), findTogether),
-    ];
-    refreshSeats();
-  } else {
+  countedControls() {
+    const { category, event } = this;
     const quantity = h('input', { type: 'number', min: 1, max: category.max_per_user, value: 1, inputmode: 'numeric' });
     const reserveButton = h('button', { type: 'button', class: 'primary' }, 'Reserve');
     reserveButton.addEventListener('click', () => {
       const asked = Number(quantity.value);
-      reserve(reserveButton, { category_id: category.id, event_id: event.id, quantity: asked }, asked);
+      this.reserve(reserveButton, { category_id: category.id, event_id: event.id, quantity: asked }, asked);
     });
-    reserveButtons.push(reserveButton);
-    controls = [h('div', { class: 'inline-form' }, field('Tickets', quantity, `1 to ${category.max_per_user}`), reserveButton)];
+    this.reserveButtons.push(reserveButton);
+    return [h('div', { class: 'inline-form' }, field('Tickets', quantity, `1 to ${category.max_per_user}`), reserveButton)];
   }
 
-  const element = h(
-    'section',
-    { class: 'card category', 'data-category-id': category.id, 'aria-labelledby': `category-${category.id}` },
-    h('h2', { id: `category-${category.id}` }, category.name, category.seat_map ? h('span', { class: 'muted small' }, ' · reserved seating') : null),
-    price,
-    levels.element,
-    alerts.element,
-    controls,
-    hint,
-  );
-  let last = null;
-  updateButtons();
-  return {
-    element,
-    updateButtons,
-    update(levelsNow) {
-      levels.update(levelsNow);
-      soldOut = levelsNow.available === 0;
-      updateButtons();
-      const changed = last && (last.available !== levelsNow.available || last.sold !== levelsNow.sold);
-      last = levelsNow;
-      if (changed && seats) refreshSeats();
-    },
-  };
+  seatedControls() {
+    const { category, event } = this;
+    const selection = h('p', { class: 'selection', 'aria-live': 'polite' }, 'No seats picked yet.');
+    const reservePicked = h('button', { type: 'button', class: 'primary', 'data-needs-selection': 'true' }, 'Reserve picked seats');
+    const clearPicked = h('button', { type: 'button' }, 'Clear');
+    this.seats = seatMapView(category.seat_map, category.max_per_user, (picked, message) => {
+      selection.textContent = message
+        || (picked.length ? `Picked ${picked.join(', ')}: ${money(category.price * picked.length, category.currency)}` : 'No seats picked yet.');
+      this.updateButtons();
+    });
+    reservePicked.addEventListener('click', () => {
+      const picked = this.seats.selected();
+      this.reserve(reservePicked, { category_id: category.id, event_id: event.id, seats: picked }, picked.length);
+    });
+    clearPicked.addEventListener('click', () => this.seats.clear());
+    const together = h('input', { type: 'number', min: 1, max: category.max_per_user, value: 2, inputmode: 'numeric' });
+    const findTogether = h('button', { type: 'button' }, 'Find seats together');
+    findTogether.addEventListener('click', () => {
+      const quantity = Number(together.value);
+      this.reserve(findTogether, { category_id: category.id, event_id: event.id, quantity, adjacent: true }, quantity);
+    });
+    this.reserveButtons.push(reservePicked, findTogether);
+    this.refreshSeats();
+    return [
+      this.seats.element,
+      selection,
+      h('div', { class: 'row-actions' }, reservePicked, clearPicked),
+      h('div', { class: 'inline-form' }, field('Best seats together', together, `1 to ${category.max_per_user}`), findTogether),
+    ];
+  }
+
+  /** Reads the taken seats again: at most one read at a time; a change during a read asks for one more. */
+  async refreshSeats(quiet = false) {
+    if (this.seatsLoading) {
+      this.seatsAgain = true;
+      return;
+    }
+    this.seatsLoading = true;
+    try {
+      const document = await api.get(`/categories/${this.category.id}/seats`);
+      if (this.cleanup.closed) return;
+      const lost = this.seats.setTaken(document);
+      if (lost.length && !quiet) {
+        const detail = `${lost.join(', ')} ${lost.length === 1 ? 'was' : 'were'} just taken by someone else`;
+        this.alerts.show({ status: 0, code: 'seat_taken', title: 'Seats taken', detail, errors: [] }, 'They are no longer in your pick.');
+      }
+    } catch (problem) {
+      this.alerts.show(problem);
+    } finally {
+      this.seatsLoading = false;
+      if (this.seatsAgain) {
+        this.seatsAgain = false;
+        this.refreshSeats();
+      }
+    }
+  }
+
+  /** A stream message's levels of this category. */
+  update(levels) {
+    this.levels.update(levels);
+    this.soldOut = levels.available === 0;
+    this.updateButtons();
+    const changed = this.last && (this.last.available !== levels.available || this.last.sold !== levels.sold);
+    this.last = levels;
+    if (changed && this.seats) this.refreshSeats();
+  }
 }
 
 export function renderEvent(main, [eventId]) {
@@ -209,9 +218,9 @@ export function renderEvent(main, [eventId]) {
     heading.textContent = event.name;
     document.title = `${event.name} · Stampede`;
     replace(details, event.venue, ' · ', dateTime(event.starts_at), event.sale_ends_at ? ` · sale ends ${dateTime(event.sale_ends_at)}` : '');
-    const room = waitingRoomPanel(event.id, cleanup, () => cards.forEach((card) => card.updateButtons()));
+    const room = new WaitingRoomPanel(event.id, cleanup, () => cards.forEach((card) => card.updateButtons()));
     for (const category of event.categories) {
-      const card = categoryCard(event, category, room, cleanup);
+      const card = new CategoryCard(event, category, room, cleanup);
       cards.set(category.id, card);
       categories.append(card.element);
     }
