@@ -4,25 +4,46 @@ const STREAM_STATES = {
   connecting: 'Connecting to the live stream…',
   live: 'Live',
   reconnecting: 'Reconnecting to the live stream…',
-  closed: 'The live stream is closed; reload the page to try again.',
 };
+
+const REOPEN_DELAY_MS = [1000, 2000, 5000, 10000, 30000];
 
 /**
  * Follows `GET /events/{id}/availability/stream`: `onAvailability(document)` for every
  * message (the first comes at once), `onState(state, text)` when the connection changes.
- * The browser reconnects by itself, sending Last-Event-ID. Returns a function that closes it.
+ * The browser reconnects by itself (sending Last-Event-ID) after a dropped connection;
+ * after a refusal (a 503 when the server holds too many streams) it gives up, so this
+ * opens a new stream after a growing delay. Returns a function that closes it.
  */
 export function followAvailability(eventId, onAvailability, onState) {
-  const source = new EventSource(`/events/${encodeURIComponent(eventId)}/availability/stream`);
   const report = (state) => onState && onState(state, STREAM_STATES[state]);
+  let source = null;
+  let timer = null;
+  let failures = 0;
+  const open = () => {
+    source = new EventSource(`/events/${encodeURIComponent(eventId)}/availability/stream`);
+    source.addEventListener('open', () => report('live'));
+    source.addEventListener('availability', (message) => {
+      failures = 0;
+      report('live');
+      onAvailability(JSON.parse(message.data));
+    });
+    source.addEventListener('error', () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        report('reconnecting');
+        return;
+      }
+      report('reconnecting');
+      timer = setTimeout(open, REOPEN_DELAY_MS[Math.min(failures, REOPEN_DELAY_MS.length - 1)]);
+      failures += 1;
+    });
+  };
   report('connecting');
-  source.addEventListener('open', () => report('live'));
-  source.addEventListener('availability', (message) => {
-    report('live');
-    onAvailability(JSON.parse(message.data));
-  });
-  source.addEventListener('error', () => report(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting'));
-  return () => source.close();
+  open();
+  return () => {
+    clearTimeout(timer);
+    source.close();
+  };
 }
 
 /** Calls `tick()` now and every `milliseconds` after; returns a function that stops it. */

@@ -41,7 +41,9 @@ function who() {
   const claims = session.claims();
   if (!claims) return h('a', { class: 'button small', href: '#/sign-in' }, 'Sign in');
   const role = Array.isArray(claims.role) ? claims.role.join(', ') : claims.role;
+  const expired = claims.exp && claims.exp * 1000 < Date.now();
   return [
+    expired ? h('a', { class: 'badge expired-token', href: '#/sign-in' }, 'Token expired') : null,
     h('span', { class: 'identity' }, h('span', { class: 'sr-only' }, 'Signed in as '), claims.sub, ' ', h('span', { class: 'role' }, role)),
     h('a', { class: 'button small', href: '#/sign-in' }, 'Token'),
     h('button', {
