@@ -7,7 +7,7 @@ import { h, replace, alertArea, busy, field } from '../dom.js';
 import { count, dateTime, money } from '../format.js';
 import { Cleanup, followAvailability } from '../live.js';
 import { WaitingRoomPanel } from './waiting_room.js';
-import { seatMapView } from './seat_map.js';
+import { SeatMap } from './seat_map.js';
 
 /** What a refusal means for the buyer, beyond the API's own detail. */
 function explanation(problem, category, asked) {
@@ -133,7 +133,7 @@ class CategoryCard {
     const selection = h('p', { class: 'selection', 'aria-live': 'polite' }, 'No seats picked yet.');
     const reservePicked = h('button', { type: 'button', class: 'primary', 'data-needs-selection': 'true' }, 'Reserve picked seats');
     const clearPicked = h('button', { type: 'button' }, 'Clear');
-    this.seats = seatMapView(category.seat_map, category.max_per_user, (picked, message) => {
+    this.seats = new SeatMap(category.seat_map, category.max_per_user, (picked, message) => {
       selection.textContent = message
         || (picked.length ? `Picked ${picked.join(', ')}: ${money(category.price * picked.length, category.currency)}` : 'No seats picked yet.');
       this.updateButtons();
