@@ -67,101 +67,122 @@ function bar(levels) {
   return svg('svg', { viewBox: `0 0 ${width} 12`, class: 'bar', 'aria-hidden': 'true' }, parts);
 }
 
-export function renderSale(main, [eventId]) {
-  const cleanup = new Cleanup();
-  const alerts = alertArea();
-  const heading = h('h1', {}, 'Live sale');
-  const streamState = h('p', { class: 'stream-state', role: 'status', 'data-stream': 'connecting' }, 'Connecting…');
-  const figures = h('div', { class: 'figures' });
-  const chartBox = h('div', { class: 'chart-box' });
-  const table = h('tbody');
-  const roomBox = h('div', { class: 'room-figures', 'data-field': 'room' }, 'Reading the waiting room…');
-  const queueChart = h('div', { class: 'chart-box' });
-  const history = [];
-  const queueHistory = [];
-  let latest = null;
-  let event = null;
-
-  if (!session.isAdmin()) {
-    main.append(h('p', { class: 'notice' }, 'This page is meant for organisers; the numbers are public, so it works with any token.'));
-  }
-  main.append(
-    h('p', { class: 'crumbs' }, h('a', { href: `#/organise/events/${eventId}` }, '← Manage the event')),
-    heading,
-    streamState,
-    alerts.element,
-    figures,
-    h('section', { class: 'card', 'aria-labelledby': 'over-time' }, h('h2', { id: 'over-time' }, 'Tickets over time'), legend(SERIES), chartBox),
-    h('section', { class: 'card', 'aria-labelledby': 'per-category' }, h('h2', { id: 'per-category' }, 'Per category'),
-      h('div', { class: 'table-scroll' }, h('table', { class: 'sale-table' },
-        h('thead', {}, h('tr', {}, ['Category', 'Quota', 'Available', 'On hold', 'Sold', ''].map((text) => h('th', { scope: 'col' }, text)))),
-        table))),
-    h('section', { class: 'card', 'aria-labelledby': 'queue' }, h('h2', { id: 'queue' }, 'Waiting room'), roomBox, legend([['waiting', 'Waiting']]), queueChart),
-  );
-
-  function draw() {
-    if (!latest) return;
-    const sum = totals(latest);
-    const revenue = new Map();
-    for (const levels of latest.categories) {
-      const category = event?.categories.find((candidate) => candidate.id === levels.category_id);
-      if (category) revenue.set(category.currency, (revenue.get(category.currency) || 0) + levels.sold * category.price);
+/** The page: figures, the chart over time, the categories and the waiting room. */
+class SaleView {
+  constructor(main, eventId) {
+    this.eventId = eventId;
+    this.cleanup = new Cleanup();
+    this.alerts = alertArea();
+    this.heading = h('h1', {}, 'Live sale');
+    this.streamState = h('p', { class: 'stream-state', role: 'status', 'data-stream': 'connecting' }, 'Connecting…');
+    this.figures = h('div', { class: 'figures' });
+    this.chartBox = h('div', { class: 'chart-box' });
+    this.table = h('tbody');
+    this.roomBox = h('div', { class: 'room-figures', 'data-field': 'room' }, 'Reading the waiting room…');
+    this.queueChart = h('div', { class: 'chart-box' });
+    this.history = [];
+    this.queueHistory = [];
+    this.latest = null; // the last availability document
+    this.event = null;
+    if (!session.isAdmin()) {
+      main.append(h('p', { class: 'notice' }, 'This page is meant for organisers; the numbers are public, so it works with any token.'));
     }
+    main.append(...this.layout());
+  }
+
+  layout() {
+    const section = (id, title, ...children) => h('section', { class: 'card', 'aria-labelledby': id }, h('h2', { id }, title), children);
+    const headings = ['Category', 'Quota', 'Available', 'On hold', 'Sold', ''].map((text) => h('th', { scope: 'col' }, text));
+    return [
+      h('p', { class: 'crumbs' }, h('a', { href: `#/organise/events/${this.eventId}` }, '← Manage the event')),
+      this.heading,
+      this.streamState,
+      this.alerts.element,
+      this.figures,
+      section('over-time', 'Tickets over time', legend(SERIES), this.chartBox),
+      section('per-category', 'Per category',
+        h('div', { class: 'table-scroll' }, h('table', { class: 'sale-table' }, h('thead', {}, h('tr', {}, headings)), this.table))),
+      section('queue', 'Waiting room', this.roomBox, legend([['waiting', 'Waiting']]), this.queueChart),
+    ];
+  }
+
+  start() {
+    api.get(`/events/${this.eventId}`).then((found) => {
+      this.event = found;
+      this.heading.textContent = `Live sale: ${found.name}`;
+      this.draw();
+    }, (problem) => this.alerts.show(problem));
+    this.cleanup.add(followAvailability(this.eventId, (availability) => {
+      this.latest = availability;
+      this.sample();
+    }, (state, text) => {
+      this.streamState.dataset.stream = state;
+      this.streamState.textContent = state === 'live' ? '● Live' : text;
+    }));
+    this.cleanup.add(every(SAMPLE_MS, () => this.sample()));
+    this.cleanup.add(every(ROOM_POLL_MS, () => this.readRoom()));
+    return () => this.cleanup.run();
+  }
+
+  revenue() {
+    const taken = new Map();
+    for (const levels of this.latest.categories) {
+      const category = this.event?.categories.find((candidate) => candidate.id === levels.category_id);
+      if (category) taken.set(category.currency, (taken.get(category.currency) || 0) + levels.sold * category.price);
+    }
+    return [...taken].map(([currency, amount]) => money(amount, currency)).join(' + ') || '—';
+  }
+
+  draw() {
+    if (!this.latest) return;
+    const sum = totals(this.latest);
     const figure = (name, text, value) => h('div', { class: 'figure' }, h('span', { class: 'figure-value', 'data-field': name }, value), h('span', { class: 'figure-label' }, text));
     replace(
-      figures,
+      this.figures,
       figure('available', 'available', count(sum.available)),
       figure('held', 'on hold', count(sum.held)),
       figure('sold', 'sold', count(sum.sold)),
-      figure('revenue', 'taken', [...revenue].map(([currency, amount]) => money(amount, currency)).join(' + ') || '—'),
+      figure('revenue', 'taken', this.revenue()),
     );
-    replace(chartBox, chart(history, SERIES, `Available, on hold and sold tickets over time; now ${sum.available} available, ${sum.held} on hold, ${sum.sold} sold`));
-    replace(table, latest.categories.map((levels) =>
-      h('tr', { 'data-category-id': levels.category_id },
-        h('th', { scope: 'row' }, levels.name, levels.available === 0 ? h('span', { class: 'badge sold-out' }, 'Sold out') : null),
-        h('td', { class: 'number' }, count(levels.quota)),
-        h('td', { class: 'number', 'data-field': 'available' }, count(levels.available)),
-        h('td', { class: 'number', 'data-field': 'held' }, count(levels.held)),
-        h('td', { class: 'number', 'data-field': 'sold' }, count(levels.sold)),
-        h('td', {}, bar(levels)))));
+    const label = `Available, on hold and sold tickets over time; now ${sum.available} available, ${sum.held} on hold, ${sum.sold} sold`;
+    replace(this.chartBox, chart(this.history, SERIES, label));
+    replace(this.table, this.latest.categories.map(categoryRow));
   }
 
-  function sample() {
-    if (!latest) return;
-    history.push({ t: Date.now(), ...totals(latest) });
-    if (history.length > HISTORY_MAX) history.shift();
-    draw();
+  sample() {
+    if (!this.latest) return;
+    this.history.push({ t: Date.now(), ...totals(this.latest) });
+    if (this.history.length > HISTORY_MAX) this.history.shift();
+    this.draw();
   }
 
-  async function readRoom() {
+  async readRoom() {
     try {
-      const room = await api.get(`/events/${eventId}/waiting-room`);
-      if (cleanup.closed) return;
-      queueHistory.push({ t: Date.now(), waiting: room.waiting });
-      if (queueHistory.length > HISTORY_MAX) queueHistory.shift();
-      replace(roomBox,
+      const room = await api.get(`/events/${this.eventId}/waiting-room`);
+      if (this.cleanup.closed) return;
+      this.queueHistory.push({ t: Date.now(), waiting: room.waiting });
+      if (this.queueHistory.length > HISTORY_MAX) this.queueHistory.shift();
+      replace(this.roomBox,
         h('span', { 'data-field': 'room-enabled' }, room.enabled ? `On, ${count(room.admit_per_second)} let in per second` : 'Off'),
         ' · ', h('strong', { 'data-field': 'waiting' }, count(room.waiting)), ' waiting · ',
         h('strong', { 'data-field': 'admitted' }, count(room.admitted)), ' admitted so far');
-      replace(queueChart, chart(queueHistory, [['waiting', 'Waiting']], `Queue size over time; now ${room.waiting} waiting`));
+      replace(this.queueChart, chart(this.queueHistory, [['waiting', 'Waiting']], `Queue size over time; now ${room.waiting} waiting`));
     } catch (problem) {
-      alerts.show(problem);
+      this.alerts.show(problem);
     }
   }
+}
 
-  api.get(`/events/${eventId}`).then((found) => {
-    event = found;
-    heading.textContent = `Live sale: ${found.name}`;
-    draw();
-  }, (problem) => alerts.show(problem));
-  cleanup.add(followAvailability(eventId, (availability) => {
-    latest = availability;
-    sample();
-  }, (state, text) => {
-    streamState.dataset.stream = state;
-    streamState.textContent = state === 'live' ? '● Live' : text;
-  }));
-  cleanup.add(every(SAMPLE_MS, sample));
-  cleanup.add(every(ROOM_POLL_MS, readRoom));
-  return () => cleanup.run();
+function categoryRow(levels) {
+  return h('tr', { 'data-category-id': levels.category_id },
+    h('th', { scope: 'row' }, levels.name, levels.available === 0 ? h('span', { class: 'badge sold-out' }, 'Sold out') : null),
+    h('td', { class: 'number' }, count(levels.quota)),
+    h('td', { class: 'number', 'data-field': 'available' }, count(levels.available)),
+    h('td', { class: 'number', 'data-field': 'held' }, count(levels.held)),
+    h('td', { class: 'number', 'data-field': 'sold' }, count(levels.sold)),
+    h('td', {}, bar(levels)));
+}
+
+export function renderSale(main, [eventId]) {
+  return new SaleView(main, eventId).start();
 }
