@@ -52,17 +52,26 @@ function summary(reservation, event) {
   return h('dl', { class: 'summary' }, rows.filter(Boolean).map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
 }
 
-export function renderHold(main, [reservationId]) {
-  const cleanup = new Cleanup();
-  const alerts = alertArea();
-  const heading = h('h1', {}, 'Reservation');
-  const body = h('div', { class: 'hold' });
-  const confirmIntent = new api.Intent();
-  let event = null;
-  let stopTicker = null;
-  main.append(h('p', { class: 'crumbs' }, h('a', { href: '#/reservations' }, '← My reservations')), heading, alerts.element, body);
+/** The page of one reservation; `show` redraws it from the API's answer. */
+class HoldView {
+  constructor(main, reservationId) {
+    this.reservationId = reservationId;
+    this.cleanup = new Cleanup();
+    this.alerts = alertArea();
+    this.heading = h('h1', {}, 'Reservation');
+    this.body = h('div', { class: 'hold' });
+    this.confirmIntent = new api.Intent();
+    this.event = null;
+    this.stopTicker = null;
+    main.append(h('p', { class: 'crumbs' }, h('a', { href: '#/reservations' }, '← My reservations')), this.heading, this.alerts.element, this.body);
+  }
 
-  function heldControls(reservation) {
+  start() {
+    this.load();
+    return () => this.cleanup.run();
+  }
+
+  heldControls(reservation) {
     const remaining = h('p', { class: 'countdown big', role: 'timer', 'data-field': 'countdown' });
     const bar = h('progress', { max: 1, value: 1, 'aria-label': 'Time left on the hold' });
     const card = h('select', {}, TEST_CARDS.map(([value, text]) => h('option', { value }, text)));
@@ -80,14 +89,16 @@ export function renderHold(main, [reservationId]) {
         expired = true;
         pay.disabled = true;
         cancel.disabled = true;
-        setTimeout(load, EXPIRY_SETTLE_MS);
+        setTimeout(() => this.load(), EXPIRY_SETTLE_MS);
       }
     };
-    pay.addEventListener('click', () =>
-      act(pay, 'POST', '/confirm', { reservation_id: reservation.id, payment: { token: card.value } }, confirmIntent),
-    );
-    cancel.addEventListener('click', () => act(cancel, 'POST', `/reservations/${reservation.id}/cancel`));
-    stopTicker = cleanup.add(every(250, tick));
+    const payment = { reservation_id: reservation.id, payment: { token: card.value } };
+    pay.addEventListener('click', () => {
+      payment.payment.token = card.value;
+      this.act(pay, '/confirm', payment, this.confirmIntent);
+    });
+    cancel.addEventListener('click', () => this.act(cancel, `/reservations/${reservation.id}/cancel`));
+    this.stopTicker = this.cleanup.add(every(250, tick));
     return [
       remaining,
       bar,
@@ -97,43 +108,47 @@ export function renderHold(main, [reservationId]) {
     ];
   }
 
-  function show(reservation) {
-    if (stopTicker) stopTicker();
-    stopTicker = null;
-    heading.textContent = reservation.seats ? `Seats ${reservation.seats.join(', ')}` : `${reservation.quantity} ${reservation.quantity === 1 ? 'ticket' : 'tickets'}`;
+  show(reservation) {
+    if (this.stopTicker) this.stopTicker();
+    this.stopTicker = null;
+    const { quantity, seats } = reservation;
+    this.heading.textContent = seats ? `Seats ${seats.join(', ')}` : `${quantity} ${quantity === 1 ? 'ticket' : 'tickets'}`;
     const status = h('p', {}, h('span', { class: `badge ${reservation.status}`, 'data-field': 'status', 'data-status': reservation.status }, STATUS_TEXT[reservation.status] || reservation.status));
     const after = {
       confirmed: h('p', { class: 'notice', role: 'status' }, 'Paid. Enjoy the show!'),
       cancelled: h('p', { class: 'muted' }, 'You cancelled this hold; the tickets went back on sale.'),
       expired: h('p', { class: 'muted' }, 'This hold expired before it was paid; the tickets went back on sale.'),
     }[reservation.status];
-    replace(body, status, summary(reservation, event), reservation.status === 'held' ? heldControls(reservation) : after);
+    replace(this.body, status, summary(reservation, this.event), reservation.status === 'held' ? this.heldControls(reservation) : after);
   }
 
-  async function act(button, method, path, requestBody, intent) {
-    alerts.clear();
+  async act(button, path, requestBody, intent) {
+    this.alerts.clear();
     await busy(button, async () => {
       try {
-        const result = await api.call(method, path, { body: requestBody, intent });
-        show(result.body);
+        const result = await api.call('POST', path, { body: requestBody, intent });
+        this.show(result.body);
       } catch (problem) {
-        alerts.show(problem, explanation(problem));
-        if (problem.code === 'reservation_expired' || problem.code === 'reservation_not_held') load();
+        this.alerts.show(problem, explanation(problem));
+        if (problem.code === 'reservation_expired' || problem.code === 'reservation_not_held') this.load();
       }
     });
   }
 
-  async function load() {
+  async load() {
     try {
-      const reservation = await api.get(`/reservations/${reservationId}`);
-      if (cleanup.closed) return;
-      if (!event || event.id !== reservation.event_id) event = await api.get(`/events/${reservation.event_id}`).catch(() => null);
-      if (!cleanup.closed) show(reservation);
+      const reservation = await api.get(`/reservations/${this.reservationId}`);
+      if (this.cleanup.closed) return;
+      if (!this.event || this.event.id !== reservation.event_id) {
+        this.event = await api.get(`/events/${reservation.event_id}`).catch(() => null);
+      }
+      if (!this.cleanup.closed) this.show(reservation);
     } catch (problem) {
-      alerts.show(problem, problem.code === 'not_found' ? 'There is no reservation of yours with this id.' : null);
+      this.alerts.show(problem, problem.code === 'not_found' ? 'There is no reservation of yours with this id.' : null);
     }
   }
+}
 
-  load();
-  return () => cleanup.run();
+export function renderHold(main, [reservationId]) {
+  return new HoldView(main, reservationId).start();
 }
