@@ -7,7 +7,7 @@ import { h, replace, alertArea, busy, field } from '../dom.js';
 import { count, dateTime, fromLocalInput, money, toLocalInput } from '../format.js';
 import { Cleanup } from '../live.js';
 import { eventCard } from './events.js';
-import { seatMapEditor } from './seat_map_editor.js';
+import { SeatMapEditor } from './seat_map_editor.js';
 
 function needsAdmin(main) {
   if (session.isAdmin()) return false;
@@ -84,60 +84,77 @@ export function renderOrganiser(main) {
   return () => cleanup.run();
 }
 
-function categoryForm(event, onCreated) {
-  const alerts = alertArea();
-  const intent = new api.Intent();
-  const name = h('input', { type: 'text', required: true, maxlength: 100, autocomplete: 'off' });
-  const price = h('input', { type: 'number', min: 0, value: 5000, required: true, inputmode: 'numeric' });
-  const currency = h('input', { type: 'text', value: 'USD', maxlength: 3, size: 4, pattern: '[A-Z]{3}', autocomplete: 'off' });
-  const maxPerUser = h('input', { type: 'number', min: 1, inputmode: 'numeric', placeholder: 'min(10, quota)' });
-  const quota = h('input', { type: 'number', min: 1, max: 10000000, value: 100, inputmode: 'numeric' });
-  const pricePreview = h('small', { class: 'hint', 'aria-live': 'polite' });
+/** The inputs of the category form, with the price preview and the kind switch wired. */
+function categoryInputs(event) {
+  const inputs = {
+    name: h('input', { type: 'text', required: true, maxlength: 100, autocomplete: 'off' }),
+    price: h('input', { type: 'number', min: 0, value: 5000, required: true, inputmode: 'numeric' }),
+    currency: h('input', { type: 'text', value: 'USD', maxlength: 3, size: 4, pattern: '[A-Z]{3}', autocomplete: 'off' }),
+    maxPerUser: h('input', { type: 'number', min: 1, inputmode: 'numeric', placeholder: 'min(10, quota)' }),
+    quota: h('input', { type: 'number', min: 1, max: 10000000, value: 100, inputmode: 'numeric' }),
+    counted: h('input', { type: 'radio', name: `kind-${event.id}`, value: 'counted', checked: true }),
+    seated: h('input', { type: 'radio', name: `kind-${event.id}`, value: 'seated' }),
+    pricePreview: h('small', { class: 'hint', 'aria-live': 'polite' }),
+    editor: new SeatMapEditor(),
+  };
+  const { price, currency, pricePreview, counted, seated, quota, editor } = inputs;
   const updatePreview = () => {
     pricePreview.textContent = /^[A-Z]{3}$/.test(currency.value) ? `= ${money(Number(price.value) || 0, currency.value)}` : '';
   };
   price.addEventListener('input', updatePreview);
   currency.addEventListener('input', updatePreview);
   updatePreview();
-  const editor = seatMapEditor();
-  const counted = h('input', { type: 'radio', name: `kind-${event.id}`, value: 'counted', checked: true });
-  const seated = h('input', { type: 'radio', name: `kind-${event.id}`, value: 'seated' });
-  const quotaField = field('Tickets (quota)', quota);
+  inputs.quotaField = field('Tickets (quota)', quota);
   const showKind = () => {
-    quotaField.hidden = !counted.checked;
+    inputs.quotaField.hidden = !counted.checked;
     editor.element.hidden = counted.checked;
   };
   counted.addEventListener('change', showKind);
   seated.addEventListener('change', showKind);
   showKind();
+  return inputs;
+}
+
+/** The request body from the category form. */
+function categoryBody(inputs) {
+  const body = { name: inputs.name.value.trim(), price: Number(inputs.price.value), currency: inputs.currency.value.trim() || 'USD' };
+  if (inputs.maxPerUser.value) body.max_per_user = Number(inputs.maxPerUser.value);
+  if (inputs.counted.checked) body.quota = Number(inputs.quota.value);
+  else body.seat_map = inputs.editor.seatMap();
+  return body;
+}
+
+function categoryForm(event, onCreated) {
+  const alerts = alertArea();
+  const intent = new api.Intent();
+  const inputs = categoryInputs(event);
   const add = submitButton('Add the category');
   const form = h(
     'form',
     { class: 'card', 'aria-labelledby': `new-category-${event.id}` },
     h('h2', { id: `new-category-${event.id}` }, 'Add a category'),
-    field('Name', name),
-    h('div', { class: 'two' }, h('div', {}, field('Price (minor units, such as cents)', price), pricePreview), field('Currency', currency, 'Three capital letters')),
-    field('At most per person', maxPerUser, 'Empty: 10, or the quota when smaller'),
+    field('Name', inputs.name),
+    h('div', { class: 'two' },
+      h('div', {}, field('Price (minor units, such as cents)', inputs.price), inputs.pricePreview),
+      field('Currency', inputs.currency, 'Three capital letters')),
+    field('At most per person', inputs.maxPerUser, 'Empty: 10, or the quota when smaller'),
     h('fieldset', { class: 'kind' }, h('legend', {}, 'Kind'),
-      h('label', {}, counted, ' Counted: a number of tickets'),
-      h('label', {}, seated, ' Seated: a seat map')),
-    quotaField,
-    editor.element,
+      h('label', {}, inputs.counted, ' Counted: a number of tickets'),
+      h('label', {}, inputs.seated, ' Seated: a seat map')),
+    inputs.quotaField,
+    inputs.editor.element,
     alerts.element,
     add,
   );
   form.addEventListener('submit', (submitted) => {
     submitted.preventDefault();
-    const body = { name: name.value.trim(), price: Number(price.value), currency: currency.value.trim() || 'USD' };
-    if (maxPerUser.value) body.max_per_user = Number(maxPerUser.value);
-    if (counted.checked) body.quota = Number(quota.value);
-    else body.seat_map = editor.seatMap();
+    const body = categoryBody(inputs);
     alerts.clear();
     busy(add, async () => {
       try {
         const category = (await api.call('POST', `/events/${event.id}/ticket-category`, { body, intent })).body;
         intent.reset();
-        name.value = '';
+        inputs.name.value = '';
         alerts.success(`Added ${category.name}: ${count(category.quota)} tickets, on sale now.`);
         onCreated(category);
       } catch (problem) {

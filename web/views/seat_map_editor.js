@@ -20,97 +20,103 @@ function rowName(index) {
   return name;
 }
 
-export function seatMapEditor() {
-  const rows = []; // {name input, seats input, element}
-  const list = h('ol', { class: 'editor-rows', 'aria-label': 'Rows' });
-  const total = h('p', { class: 'total', 'aria-live': 'polite' });
-  const preview = h('div', { class: 'preview', 'aria-hidden': 'true' });
-  const problems = h('ul', { class: 'editor-problems' });
+/** Problems with a map, as the API would name them. */
+function check(map, seats) {
+  const found = [];
+  const names = new Set();
+  map.forEach((row, index) => {
+    if (!/^[A-Za-z0-9]{1,8}$/.test(row.row)) found.push(`Row ${index + 1}: a name is 1 to 8 letters or digits.`);
+    else if (names.has(row.row)) found.push(`Row ${index + 1}: ${row.row} is named twice.`);
+    names.add(row.row);
+    if (!Number.isInteger(row.seats) || row.seats < 1 || row.seats > ROW_SEATS_MAX) found.push(`Row ${index + 1}: 1 to ${ROW_SEATS_MAX} seats.`);
+  });
+  if (!map.length) found.push('Add at least one row.');
+  if (map.length > ROWS_MAX) found.push(`At most ${ROWS_MAX} rows.`);
+  if (seats > SEATS_MAX) found.push(`At most ${count(SEATS_MAX)} seats in all.`);
+  return found;
+}
 
-  function refresh() {
-    const map = seatMap();
-    const seats = map.reduce((sum, row) => sum + (Number.isInteger(row.seats) ? row.seats : 0), 0);
-    total.textContent = `${count(map.length)} ${map.length === 1 ? 'row' : 'rows'}, ${count(seats)} seats`;
-    replace(preview, map.slice(0, 30).map((row) => h('div', { class: 'preview-row' }, h('span', { class: 'row-label' }, row.row),
-      Array.from({ length: Math.min(row.seats || 0, PREVIEW_SEATS_MAX) }, () => h('span', { class: 'dot' })),
-      row.seats > PREVIEW_SEATS_MAX ? h('span', { class: 'muted small' }, ` +${row.seats - PREVIEW_SEATS_MAX}`) : null)));
-    replace(problems, check(map, seats).map((text) => h('li', {}, text)));
+function previewRow(row) {
+  return h('div', { class: 'preview-row' }, h('span', { class: 'row-label' }, row.row),
+    Array.from({ length: Math.min(row.seats || 0, PREVIEW_SEATS_MAX) }, () => h('span', { class: 'dot' })),
+    row.seats > PREVIEW_SEATS_MAX ? h('span', { class: 'muted small' }, ` +${row.seats - PREVIEW_SEATS_MAX}`) : null);
+}
+
+/** The editor; `element` is its fieldset and `seatMap()` the map as entered. */
+export class SeatMapEditor {
+  constructor() {
+    this.rows = []; // {nameInput, seatsInput, element}
+    this.list = h('ol', { class: 'editor-rows', 'aria-label': 'Rows' });
+    this.total = h('p', { class: 'total', 'aria-live': 'polite' });
+    this.preview = h('div', { class: 'preview', 'aria-hidden': 'true' });
+    this.problems = h('ul', { class: 'editor-problems' });
+    this.addRow('A', 10);
+    this.addRow('B', 10);
+    this.refresh();
+    this.element = h(
+      'fieldset',
+      { class: 'seat-map-editor' },
+      h('legend', {}, 'Seat map'),
+      this.quickFill(),
+      this.list,
+      this.addButton(),
+      this.total,
+      this.problems,
+      h('p', { class: 'muted small' }, 'Preview (the stage is at the top):'),
+      this.preview,
+    );
   }
 
-  function check(map, seats) {
-    const found = [];
-    const names = new Set();
-    map.forEach((row, index) => {
-      if (!/^[A-Za-z0-9]{1,8}$/.test(row.row)) found.push(`Row ${index + 1}: a name is 1 to 8 letters or digits.`);
-      else if (names.has(row.row)) found.push(`Row ${index + 1}: ${row.row} is named twice.`);
-      names.add(row.row);
-      if (!Number.isInteger(row.seats) || row.seats < 1 || row.seats > ROW_SEATS_MAX) found.push(`Row ${index + 1}: 1 to ${ROW_SEATS_MAX} seats.`);
+  quickFill() {
+    const fillRows = h('input', { type: 'number', min: 1, max: ROWS_MAX, value: 5, inputmode: 'numeric' });
+    const fillSeats = h('input', { type: 'number', min: 1, max: ROW_SEATS_MAX, value: 12, inputmode: 'numeric' });
+    const fill = h('button', { type: 'button' }, 'Fill');
+    fill.addEventListener('click', () => {
+      this.rows.splice(0).forEach((entry) => entry.element.remove());
+      const rows = Math.min(Number(fillRows.value) || 0, ROWS_MAX);
+      for (let index = 0; index < rows; index += 1) this.addRow(rowName(index), Number(fillSeats.value) || 1);
+      this.refresh();
     });
-    if (!map.length) found.push('Add at least one row.');
-    if (map.length > ROWS_MAX) found.push(`At most ${ROWS_MAX} rows.`);
-    if (seats > SEATS_MAX) found.push(`At most ${count(SEATS_MAX)} seats in all.`);
-    return found;
+    return h('div', { class: 'inline-form' }, field('Rows', fillRows), field('Seats per row', fillSeats), fill);
   }
 
-  function addRow(name, seats) {
+  addButton() {
+    const add = h('button', { type: 'button' }, 'Add a row');
+    add.addEventListener('click', () => {
+      const last = this.rows[this.rows.length - 1];
+      this.addRow(rowName(this.rows.length), last ? last.seatsInput.value : 10);
+      this.refresh();
+      this.rows[this.rows.length - 1].nameInput.focus();
+    });
+    return add;
+  }
+
+  addRow(name, seats) {
+    const refresh = () => this.refresh();
     const nameInput = h('input', { type: 'text', value: name, maxlength: 8, size: 6, autocomplete: 'off', oninput: refresh });
     const seatsInput = h('input', { type: 'number', value: seats, min: 1, max: ROW_SEATS_MAX, inputmode: 'numeric', oninput: refresh });
     const entry = { nameInput, seatsInput };
-    const remove = h('button', { type: 'button', class: 'small' }, 'Remove');
+    const remove = h('button', { type: 'button', class: 'small', 'aria-label': `Remove row ${name}` }, 'Remove');
     entry.element = h('li', { class: 'editor-row' }, field('Row', nameInput), field('Seats', seatsInput), remove);
-    remove.setAttribute('aria-label', `Remove row ${name}`);
     remove.addEventListener('click', () => {
-      rows.splice(rows.indexOf(entry), 1);
+      this.rows.splice(this.rows.indexOf(entry), 1);
       entry.element.remove();
-      refresh();
+      this.refresh();
     });
-    rows.push(entry);
-    list.append(entry.element);
+    this.rows.push(entry);
+    this.list.append(entry.element);
   }
 
-  function seatMap() {
-    return rows.map((entry) => ({ row: entry.nameInput.value.trim(), seats: Number(entry.seatsInput.value) }));
+  refresh() {
+    const map = this.seatMap();
+    const seats = map.reduce((sum, row) => sum + (Number.isInteger(row.seats) ? row.seats : 0), 0);
+    this.total.textContent = `${count(map.length)} ${map.length === 1 ? 'row' : 'rows'}, ${count(seats)} seats`;
+    replace(this.preview, map.slice(0, 30).map(previewRow));
+    replace(this.problems, check(map, seats).map((text) => h('li', {}, text)));
   }
 
-  const add = h('button', { type: 'button' }, 'Add a row');
-  add.addEventListener('click', () => {
-    const last = rows[rows.length - 1];
-    addRow(rowName(rows.length), last ? last.seatsInput.value : 10);
-    refresh();
-    rows[rows.length - 1].nameInput.focus();
-  });
-  const fillRows = h('input', { type: 'number', min: 1, max: ROWS_MAX, value: 5, inputmode: 'numeric' });
-  const fillSeats = h('input', { type: 'number', min: 1, max: ROW_SEATS_MAX, value: 12, inputmode: 'numeric' });
-  const fill = h('button', { type: 'button' }, 'Fill');
-  fill.addEventListener('click', () => {
-    rows.splice(0).forEach((entry) => entry.element.remove());
-    for (let index = 0; index < Math.min(Number(fillRows.value) || 0, ROWS_MAX); index += 1) addRow(rowName(index), Number(fillSeats.value) || 1);
-    refresh();
-  });
-  addRow('A', 10);
-  addRow('B', 10);
-  refresh();
-
-  const element = h(
-    'fieldset',
-    { class: 'seat-map-editor' },
-    h('legend', {}, 'Seat map'),
-    h('div', { class: 'inline-form' }, field('Rows', fillRows), field('Seats per row', fillSeats), fill),
-    list,
-    add,
-    total,
-    problems,
-    h('p', { class: 'muted small' }, 'Preview (the stage is at the top):'),
-    preview,
-  );
-  return {
-    element,
-    seatMap,
-    /** Loads a map, as from the inputs. */
-    load(map) {
-      rows.splice(0).forEach((entry) => entry.element.remove());
-      map.forEach((row) => addRow(row.row, row.seats));
-      refresh();
-    },
-  };
+  /** The map as entered: `[{row, seats}]`. */
+  seatMap() {
+    return this.rows.map((entry) => ({ row: entry.nameInput.value.trim(), seats: Number(entry.seatsInput.value) }));
+  }
 }
