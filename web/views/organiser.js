@@ -22,10 +22,7 @@ function submitButton(text) {
   return h('button', { type: 'submit', class: 'primary' }, text);
 }
 
-/** `#/organise`: the new-event form and every event. */
-export function renderOrganiser(main) {
-  if (needsAdmin(main)) return null;
-  const cleanup = new Cleanup();
+function newEventForm() {
   const alerts = alertArea();
   const intent = new api.Intent();
   const inAMonth = new Date(Date.now() + 30 * 24 * 3600 * 1000);
@@ -47,8 +44,8 @@ export function renderOrganiser(main) {
     alerts.element,
     create,
   );
-  form.addEventListener('submit', (event) => {
-    event.preventDefault();
+  form.addEventListener('submit', (submitted) => {
+    submitted.preventDefault();
     const body = {
       name: name.value.trim(),
       venue: venue.value.trim(),
@@ -66,8 +63,15 @@ export function renderOrganiser(main) {
       }
     });
   });
+  return form;
+}
+
+/** `#/organise`: the new-event form and every event. */
+export function renderOrganiser(main) {
+  if (needsAdmin(main)) return null;
+  const cleanup = new Cleanup();
   const list = h('ul', { class: 'cards', 'aria-label': 'Events' });
-  main.append(h('h1', {}, 'Organiser'), form, h('h2', {}, 'Events'), list);
+  main.append(h('h1', {}, 'Organiser'), newEventForm(), h('h2', {}, 'Events'), list);
   (async () => {
     try {
       let after = null;
