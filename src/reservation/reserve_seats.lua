@@ -1,7 +1,7 @@
 -- reserve_seats: holds seats of a seated category for a user, all or nothing. Checks,
 -- before its first write, the idempotency record, the stock, that the category is
 -- seated, the event, the sale window, the outbox backlog, the named seats (known, at
--- most max_per_user), the stock level, the per-user cap, and then the seats themselves;
+-- most max_per_user, free), the stock level, the per-user cap, and then free seats;
 -- then writes the seat bits, the free counts, the levels, the hold (with its seats),
 -- its deadline, its `reserved` event and the idempotency record together.
 -- Seat layout (src/seating.rs): a bitmap with one byte-aligned segment per row (1 =
@@ -289,6 +289,16 @@ if not refusal then
     end
   end
 end
+-- Named seats are checked before the count: when one of them is taken the caller learns
+-- which (409 seat_taken) rather than `sold_out`; when all are free, `available` (the free
+-- seats) is at least their number, so the count check cannot refuse them.
+if not refusal and mode == 'named' then
+  local taken = taken_of(seats)
+  if #taken > 0 then
+    refusal = 'seat_taken'
+    listed = named_in_order(taken)
+  end
+end
 if not refusal then
   if available < quantity then
     refusal = 'sold_out'
@@ -296,13 +306,7 @@ if not refusal then
     refusal = 'amount_too_large'
   elseif (tonumber(redis.call('HGET', KEYS[4], user)) or 0) + quantity > tonumber(stock[4]) then
     refusal = 'limit_exceeded'
-  elseif mode == 'named' then
-    local taken = taken_of(seats)
-    if #taken > 0 then
-      refusal = 'seat_taken'
-      listed = named_in_order(taken)
-    end
-  else
+  elseif mode ~= 'named' then
     local free, sizes = redis.call('GET', FREE), redis.call('GET', SIZES)
     seats = best_adjacent(free, sizes, redis.call('GET', RUNS), quantity)
     if not seats and mode == 'any' then
