@@ -20,7 +20,8 @@
 -- Returns {'held', replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms, seats}; a refusal {code, replayed, seats} where seats lists the taken
 -- (`seat_taken`) or unknown (`unknown_seats`) ones, both stored for idempotent requests;
--- `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog` (503s, never stored).
+-- `key_reused`; `id_taken` (see below); or `stock_missing`, `stock_pending`, `outbox_backlog`
+-- (503s, never stored).
 -- The replay, stock read and sale checks mirror reserve.lua's opening on purpose:
 -- reserve.lua is the prelude-free hot path and stays self-contained.
 local idempotency = KEYS[11]
@@ -40,9 +41,25 @@ end
 
 -- A call resent for the same reservation id (the cluster client resends a script whose
 -- connection dropped, and during a failover it may have run) answers the hold it wrote.
+-- A hold under this id that is not this request's (random ids collided: another user, a
+-- quantity or named seats of another request, or a hold no longer held) is `id_taken`,
+-- never stored: nothing is written and the engine draws another id.
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local held = redis.call('HMGET', KEYS[2], FIELD.event_id, FIELD.amount, FIELD.currency, FIELD.created_at_ms,
-    FIELD.expires_at_ms, FIELD.seats)
+    FIELD.expires_at_ms, FIELD.seats, FIELD.status, FIELD.user_id, FIELD.quantity)
+  local own = held[7] == 'held' and held[8] == ARGV[2] and held[9] == ARGV[4]
+  if own and ARGV[11] == 'named' then
+    local names = {}
+    for name in string.gmatch(held[6] or '', '[^,]+') do
+      names[name] = true
+    end
+    for position = 12, #ARGV do
+      own = own and names[ARGV[position]] == true
+    end
+  end
+  if not own then
+    return {'id_taken', '0'}
+  end
   return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
 end
 
