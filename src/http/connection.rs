@@ -155,7 +155,10 @@ const HANG_UP_READS_PER_POLL: usize = 16;
 /// `Connection: close` means no later request is read on the connection). It reads the
 /// connection's read side itself, so it must only be used while hyper does not read it.
 #[derive(Clone)]
-pub struct HangUp(Arc<dyn Fn(&mut Context<'_>) -> Poll<()> + Send + Sync>);
+pub struct HangUp(Arc<PollHangUp>);
+
+/// Polls a connection's read side for the client's hang-up.
+type PollHangUp = dyn Fn(&mut Context<'_>) -> Poll<()> + Send + Sync;
 
 impl HangUp {
     /// Completes when the client has hung up (end of file or an error on the read side).

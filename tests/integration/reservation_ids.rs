@@ -38,6 +38,9 @@ async fn seated(app: &TestApp) -> i64 {
     response.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
 }
 
+/// A reserve of a test: who, what, and whether it resends the first one (same user, same request).
+type Step<'a> = (&'a UserId, NewReservation, bool);
+
 fn request(category: i64, quantity: Option<i64>, seats: Option<&[&str]>) -> NewReservation {
     let fields =
         SeatFields { seats: seats.map(|seats| seats.iter().map(|seat| seat.to_string()).collect()), adjacent: None };
@@ -57,7 +60,7 @@ async fn a_colliding_reservation_id_never_answers_another_requests_hold() {
     let seated = seated(&app).await;
     let alice = UserId::parse("alice").unwrap();
     let bob = UserId::parse("bob").unwrap();
-    let cases: [(i64, Vec<(&UserId, NewReservation, bool)>); 2] = [
+    let cases: [(i64, Vec<Step>); 2] = [
         (
             counted,
             vec![
