@@ -16,6 +16,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Longest `RELAY_PUBLISH_TIMEOUT`. No relay takes a produce's acknowledgement later than
+/// its timeout after sending it (a later one counts as a failure, and the entries are sent
+/// again), so a batch that is not readable this long after a later one was is never
+/// acknowledged: see [`WORKER_GAP_WAIT_MIN`]. Both bounds are defined here, once, for both
+/// binaries.
+pub const RELAY_PUBLISH_TIMEOUT_MAX: Duration = Duration::from_secs(20);
+
+/// Shortest `WORKER_GAP_WAIT`: [`RELAY_PUBLISH_TIMEOUT_MAX`] plus 5 s for the clocks of two
+/// hosts running at slightly different rates and for the broker's own processing. A hole
+/// in a partition's offsets that lasts this long after the worker first saw it holds no
+/// record any relay will ever count as published: its produce was sent before the worker
+/// saw the records after it, so every relay gave up on it before the worker reads past,
+/// and gave its entries to a later produce (they are still in the outbox stream).
+pub const WORKER_GAP_WAIT_MIN: Duration = Duration::from_secs(25);
+
+/// `RELAY_PUBLISH_TIMEOUT`: at most [`RELAY_PUBLISH_TIMEOUT_MAX`].
+fn parse_relay_publish_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout > RELAY_PUBLISH_TIMEOUT_MAX {
+        return Err(format!("must be at most {RELAY_PUBLISH_TIMEOUT_MAX:?} (the worker's gap rule relies on it)"));
+    }
+    Ok(timeout)
+}
+
+/// `WORKER_GAP_WAIT`: at least [`WORKER_GAP_WAIT_MIN`].
+fn parse_worker_gap_wait(text: &str) -> Result<Duration, String> {
+    let wait = parse_duration(text)?;
+    if wait < WORKER_GAP_WAIT_MIN {
+        return Err(format!(
+            "must be at least {WORKER_GAP_WAIT_MIN:?}: longer than any relay waits for an acknowledgement (RELAY_PUBLISH_TIMEOUT is at most {RELAY_PUBLISH_TIMEOUT_MAX:?})"
+        ));
+    }
+    Ok(wait)
+}
+
 /// A keep-alive interval: the contract promises a comment at least every 15 s.
 fn parse_keep_alive_interval(text: &str) -> Result<Duration, String> {
     let interval = parse_duration(text)?;
@@ -188,8 +223,9 @@ pub struct ApiConfig {
     #[arg(long, env = "RELAY_LEASE_TTL", default_value = "15s", value_parser = parse_duration)]
     pub relay_lease_ttl: Duration,
 
-    /// Deadline of one publish to the broker (and of connecting to it).
-    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Deadline of one publish to the broker (and of connecting to it), at most 20 s; an
+    /// acknowledgement read later than this after the send counts as a failure.
+    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_relay_publish_timeout)]
     pub relay_publish_timeout: Duration,
 
     /// Longest pause between retries while the broker fails (backoff doubles from 50 ms up to it).
@@ -365,9 +401,10 @@ pub struct WorkerConfig {
     pub worker_backoff_max: Duration,
 
     /// How long a partition waits for missing offsets right after its next offset before it
-    /// reads on past them. tansu counts a produce's offsets before its records can be read,
-    /// so a fetch can briefly skip a batch; a hole that lasts is a produce that failed (and was sent again).
-    #[arg(long, env = "WORKER_GAP_WAIT", default_value = "30s", value_parser = parse_duration)]
+    /// reads on past them, at least 25 s. tansu counts a produce's offsets before its records
+    /// can be read, so a fetch can briefly skip a batch; a hole that lasts longer than any
+    /// relay waits for an acknowledgement is a produce that failed (and was sent again).
+    #[arg(long, env = "WORKER_GAP_WAIT", default_value = "30s", value_parser = parse_worker_gap_wait)]
     pub worker_gap_wait: Duration,
 
     /// What to run; without a command the worker consumes until SIGTERM.
@@ -431,6 +468,18 @@ mod tests {
         assert!(ApiConfig::try_parse_from(["api", "--stream-keep-alive-interval", "16s"]).is_err());
         assert!(ApiConfig::try_parse_from(["api", "--availability-poll-interval", "1s"]).is_err());
         assert!(ApiConfig::try_parse_from(["api", "--streams-max", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_gap_wait_outlasts_every_publish_timeout() {
+        // Goal: no relay can take an acknowledgement as late as a worker reads past a hole,
+        // whatever the two binaries are given: each bound is refused past the shared limit.
+        assert!(WORKER_GAP_WAIT_MIN > RELAY_PUBLISH_TIMEOUT_MAX);
+        assert!(ApiConfig::try_parse_from(["api", "--relay-publish-timeout", "20s"]).is_ok());
+        assert!(ApiConfig::try_parse_from(["api", "--relay-publish-timeout", "21s"]).is_err());
+        assert!(WorkerConfig::try_parse_from(["worker", "--worker-gap-wait", "25s"]).is_ok());
+        assert!(WorkerConfig::try_parse_from(["worker", "--worker-gap-wait", "24s"]).is_err());
+        assert_eq!(WorkerConfig::parse_from(["worker"]).worker_gap_wait, Duration::from_secs(30));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::state::AppState;
-use connection::{ClockedBody, ConnectionClock, TimedStream};
+use connection::{ClockedBody, ConnectionClock, HangUp, TimedStream};
 use error::ApiError;
 use router::{Matched, Operation, Router};
 
@@ -89,14 +89,23 @@ pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
 pub type ResponseBody = Either<Full<Bytes>, availability_stream::EventStream>;
 
 /// A connection's permit of the `connections_max` bound. A long-lived stream gives it
-/// back early (it is bounded by its own limit), so streams never take buyers' slots.
+/// back early (it is bounded by its own limit), so streams never take buyers' slots, and
+/// watches for its client's hang-up with [`ConnectionSlot::hang_up`].
 #[derive(Clone)]
-pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub struct ConnectionSlot {
+    permit: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    hang_up: HangUp,
+}
 
 impl ConnectionSlot {
     /// Gives the permit back; the connection no longer counts against the bound.
     pub fn release(&self) {
-        self.0.lock().expect("not poisoned").take();
+        self.permit.lock().expect("not poisoned").take();
+    }
+
+    /// The connection's hang-up watch, for a response that outlives its request.
+    pub fn hang_up(&self) -> HangUp {
+        self.hang_up.clone()
     }
 }
 
@@ -155,10 +164,11 @@ pub async fn accept_loop<S, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let slot = ConnectionSlot(Arc::new(Mutex::new(Some(permit))));
         let clock = ConnectionClock::new(options.request_timeout);
-        let service = service(peer, clock.clone(), slot);
-        let stream = TokioIo::new(TimedStream::new(stream, clock));
+        let stream = TimedStream::new(stream, clock.clone());
+        let slot = ConnectionSlot { permit: Arc::new(Mutex::new(Some(permit))), hang_up: stream.hang_up() };
+        let service = service(peer, clock, slot);
+        let stream = TokioIo::new(stream);
         let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {

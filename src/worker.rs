@@ -19,7 +19,12 @@
 //! that appear a moment later (the chaos soak lost two `reserved` events this way). The
 //! partition waits for the missing offsets instead, for up to `WORKER_GAP_WAIT`; a hole
 //! that lasts that long is a produce that failed and was sent again, so it is read past
-//! and counted (`worker_offset_gaps_skipped_total`). Our topic has no transactions and
+//! and counted (`worker_offset_gaps_skipped_total`). Reading past never loses a batch that
+//! is stored in the hole later: no relay takes an acknowledgement later than
+//! `RELAY_PUBLISH_TIMEOUT` after the send, which is at most
+//! [`crate::config::RELAY_PUBLISH_TIMEOUT_MAX`] and below
+//! [`crate::config::WORKER_GAP_WAIT_MIN`], so such a batch was never acknowledged and its
+//! entries, still in the outbox, are published again after the hole. Our topic has no transactions and
 //! no compaction, so on Kafka its offsets have no holes.
 //!
 //! # Running N workers over P partitions

@@ -87,6 +87,9 @@ impl PartitionConsumer {
     ) -> Step {
         let fetch_wait_ms = i32::try_from(self.options.fetch_wait.as_millis()).unwrap_or(i32::MAX);
         let deadline = self.options.kafka_timeout + self.options.fetch_wait;
+        // A hole is read past only if it had lasted WORKER_GAP_WAIT when this fetch began:
+        // a record acknowledged to a relay by then is readable to this fetch.
+        let fetch_started = Instant::now();
         let fetch = self.client.fetch_records(position.next_offset, 1..self.options.fetch_bytes_max, fetch_wait_ms);
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return Step::Stop,
@@ -94,7 +97,7 @@ impl PartitionConsumer {
         };
         let checked = match fetched {
             Ok((records, high_watermark)) => {
-                let read_past_gap = gap.lasted(position.next_offset, self.options.gap_wait, Instant::now());
+                let read_past_gap = gap.lasted(position.next_offset, self.options.gap_wait, fetch_started);
                 self.check(*position, records, high_watermark, read_past_gap).await
             }
             Err(error) if error.is_offset_out_of_range() => Checked::Replaced(error.to_string()),

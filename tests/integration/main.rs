@@ -22,6 +22,7 @@ mod reservation;
 mod reservation_expiry;
 mod reservation_group_commit;
 mod reservation_idempotency;
+mod reservation_ids;
 mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
