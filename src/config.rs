@@ -125,6 +125,19 @@ pub struct SharedConfig {
     /// batches to commit.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Log lines as human text (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line, with the fields of the spans it was written in (`request_id`).
+    Json,
 }
 
 /// Configuration of the `api` binary.
@@ -138,6 +151,11 @@ pub struct ApiConfig {
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+
+    /// On SIGTERM, how long the api keeps serving with `GET /ready` at 503 before it stops
+    /// accepting, so load balancers take it out first (`0s`: stop accepting at once).
+    #[arg(long, env = "SHUTDOWN_READINESS_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_readiness_delay: Duration,
 
     /// Largest number of pooled Postgres connections.
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 16)]
@@ -381,6 +399,9 @@ pub enum WorkerCommand {
     /// Compares Redis stock with Postgres reservations per category and prints the drift;
     /// exits 0 when there is none, 1 when there is drift (or the pipeline did not drain), 2 when it cannot run.
     Reconcile(ReconcileArgs),
+    /// Applies the database migrations and exits (0: the schema is current). The api and the
+    /// worker still migrate on start; running this first (a deploy's migration job) makes that a no-op.
+    Migrate,
 }
 
 /// Options of `worker reconcile`.

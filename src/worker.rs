@@ -140,6 +140,15 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// `worker migrate`: applies the database migrations once and returns (a deploy's
+/// migration job; the api and the worker still migrate on start, then as a no-op).
+pub async fn migrate(config: &WorkerConfig) -> Result<(), infrastructure::PersistenceError> {
+    let database = infrastructure::connect_and_migrate(&config.shared.database_url, 1).await?;
+    database.close().await;
+    tracing::info!("database migrations applied");
+    Ok(())
+}
+
 /// Connects to Postgres and migrates, retrying until it works or `shutdown` fires.
 async fn connect_database(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<PgPool> {
     let mut backoff = Backoff::new(config.worker_backoff_max);

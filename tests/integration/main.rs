@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod alerts;
 mod availability_stream;
 mod catalog;
 mod client_hang_up;
@@ -13,6 +14,7 @@ mod cluster_failover;
 mod deployment;
 mod documentation;
 mod fuzz_findings;
+mod observability;
 mod operations;
 mod pipeline;
 mod pipeline_bench;
