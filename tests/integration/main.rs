@@ -14,6 +14,7 @@ mod cluster_failover;
 mod deployment;
 mod documentation;
 mod fuzz_findings;
+mod kubernetes;
 mod observability;
 mod operations;
 mod pipeline;
