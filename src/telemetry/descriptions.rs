@@ -92,13 +92,19 @@ pub const METRICS: &[MetricDescription] = &[
 /// Describes every metric of [`METRICS`] to the installed recorder and sets
 /// `stampede_build_info` (commit from `STAMPEDE_COMMIT` at build time, else `unknown`).
 pub fn describe_all() {
-    for metric in METRICS {
-        match metric.kind {
-            MetricKind::Counter => metrics::describe_counter!(metric.name, metric.help),
-            MetricKind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
-            MetricKind::Histogram => metrics::describe_histogram!(metric.name, metric.help),
+    // Through the recorder rather than the describe macros: every macro call in src/
+    // names its metric literally (tests/integration/deployment.rs reads them).
+    metrics::with_recorder(|recorder| {
+        for metric in METRICS {
+            let (name, help) =
+                (metrics::KeyName::from_const_str(metric.name), metrics::SharedString::const_str(metric.help));
+            match metric.kind {
+                MetricKind::Counter => recorder.describe_counter(name, None, help),
+                MetricKind::Gauge => recorder.describe_gauge(name, None, help),
+                MetricKind::Histogram => recorder.describe_histogram(name, None, help),
+            }
         }
-    }
+    });
     let commit = option_env!("STAMPEDE_COMMIT").unwrap_or("unknown");
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => commit).set(1.0);
+    metrics::gauge!("stampede_build_info", "version" => env!("CARGO_PKG_VERSION"), "commit" => commit).set(1.0);
 }
