@@ -307,9 +307,12 @@ impl ApiConfig {
 /// The secret used by `--dev` when no `JWT_SECRET` is set. Never use it in production.
 pub const DEV_JWT_SECRET: &str = "stampede-dev-secret-do-not-use-in-production";
 
-/// Which partitions of the topic a worker consumes: `all`, or a list such as `0,2,4`.
+/// Which partitions of the topic a worker consumes: `shared` (split with the other
+/// workers through Postgres leases), `all`, or a list such as `0,2,4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionSelection {
+    /// The live workers split the partitions among themselves (see `worker::lease`).
+    Shared,
     /// Every partition the topic has when the worker starts.
     All,
     /// Exactly these partitions (distinct, ascending).
@@ -324,12 +327,14 @@ impl std::str::FromStr for PartitionSelection {
         if text.eq_ignore_ascii_case("all") {
             return Ok(Self::All);
         }
+        if text.eq_ignore_ascii_case("shared") {
+            return Ok(Self::Shared);
+        }
         let mut partitions = Vec::new();
         for part in text.split(',') {
-            let partition: i32 =
-                part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
-                    format!("`{part}` is not a partition number; use `all` or a list such as `0,2,4`")
-                })?;
+            let partition: i32 = part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
+                format!("`{part}` is not a partition number; use `shared`, `all` or a list such as `0,2,4`")
+            })?;
             partitions.push(partition);
         }
         partitions.sort_unstable();
@@ -355,10 +360,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 8)]
     pub database_connections_max: u32,
 
-    /// Partitions this worker owns: `all` or a list such as `0,2,4`. Each partition must be
-    /// owned by exactly one running worker (see the `worker` module docs).
-    #[arg(long, env = "WORKER_PARTITIONS", default_value = "all")]
+    /// Partitions this worker consumes: `shared` (the running workers split them among
+    /// themselves through leases in Postgres), or by hand `all` or a list such as `0,2,4`
+    /// (each partition must then be owned by exactly one running worker).
+    #[arg(long, env = "WORKER_PARTITIONS", default_value = "shared")]
     pub worker_partitions: PartitionSelection,
+
+    /// With `WORKER_PARTITIONS=shared`: how long a worker's partition leases and heartbeat
+    /// last without renewal (renewed every third of it); a dead worker's partitions move
+    /// within about this plus a third.
+    #[arg(long, env = "WORKER_LEASE_TTL", default_value = "6s", value_parser = parse_duration)]
+    pub worker_lease_ttl: Duration,
 
     /// Address of the worker's `GET /metrics` endpoint (port 0 picks a free port).
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
@@ -463,6 +475,7 @@ mod tests {
     #[test]
     fn partition_selections_parse() {
         assert_eq!("all".parse(), Ok(PartitionSelection::All));
+        assert_eq!("shared".parse(), Ok(PartitionSelection::Shared));
         assert_eq!("4, 0,2".parse(), Ok(PartitionSelection::Only(vec![0, 2, 4])));
         assert!("1,1".parse::<PartitionSelection>().is_err());
         assert!("-1".parse::<PartitionSelection>().is_err());

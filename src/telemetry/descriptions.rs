@@ -86,6 +86,11 @@ pub const METRICS: &[MetricDescription] = &[
         "worker_offset_gaps_waited_total",
         "Holes right after a partition's next offset that the worker waited for.",
     ),
+    gauge("worker_partitions_owned", "Partitions whose lease this worker holds (WORKER_PARTITIONS=shared)."),
+    counter(
+        "worker_partition_leases_lost_total",
+        "Partition leases this worker lost to another (paused or cut off past the TTL).",
+    ),
     counter("worker_offset_gaps_skipped_total", "Holes in a partition's offsets read past after WORKER_GAP_WAIT."),
 ];
 

@@ -17,6 +17,7 @@ mod fuzz_findings;
 mod kubernetes;
 mod observability;
 mod operations;
+mod partition_leases;
 mod pipeline;
 mod pipeline_bench;
 mod pipeline_hardening;
