@@ -58,7 +58,18 @@ async fn reserve_holds(app: &TestApp, categories: &[i64], label: &str, count: us
 async fn workers_share_partitions_take_over_a_dead_ones_and_rebalance() {
     // Goal: 3 workers without WORKER_PARTITIONS own each of 8 partitions once; a SIGKILLed worker's partitions are taken over within 10 s with nothing lost or applied twice; a 4th worker gets its share; a SIGSTOPped worker past its lease resumes without committing, and reconcile finds no drift.
     let isolation = Isolation::new().await;
-    let flags = ["--relay-enabled", "true", "--kafka-partitions", PARTITIONS, "--relay-lease-ttl", "3s"];
+    let flags = [
+        "--relay-enabled",
+        "true",
+        "--kafka-partitions",
+        PARTITIONS,
+        "--relay-lease-ttl",
+        "3s",
+        "--relay-publish-timeout",
+        "1s",
+        "--relay-backoff-max",
+        "500ms",
+    ];
     let app = TestApp::spawn_in(isolation.clone(), &flags).await;
     let topic = isolation.kafka_topic.clone();
     let database = database(&isolation).await;
