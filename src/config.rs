@@ -160,6 +160,19 @@ pub struct SharedConfig {
     /// batches to commit.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Log lines as human text (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line, with the fields of the spans it was written in (`request_id`).
+    Json,
 }
 
 /// Configuration of the `api` binary.
@@ -173,6 +186,11 @@ pub struct ApiConfig {
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+
+    /// On SIGTERM, how long the api keeps serving with `GET /ready` at 503 before it stops
+    /// accepting, so load balancers take it out first (`0s`: stop accepting at once).
+    #[arg(long, env = "SHUTDOWN_READINESS_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_readiness_delay: Duration,
 
     /// Largest number of pooled Postgres connections.
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 16)]
@@ -325,9 +343,12 @@ impl ApiConfig {
 /// The secret used by `--dev` when no `JWT_SECRET` is set. Never use it in production.
 pub const DEV_JWT_SECRET: &str = "stampede-dev-secret-do-not-use-in-production";
 
-/// Which partitions of the topic a worker consumes: `all`, or a list such as `0,2,4`.
+/// Which partitions of the topic a worker consumes: `shared` (split with the other
+/// workers through Postgres leases), `all`, or a list such as `0,2,4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionSelection {
+    /// The live workers split the partitions among themselves (see `worker::lease`).
+    Shared,
     /// Every partition the topic has when the worker starts.
     All,
     /// Exactly these partitions (distinct, ascending).
@@ -342,12 +363,14 @@ impl std::str::FromStr for PartitionSelection {
         if text.eq_ignore_ascii_case("all") {
             return Ok(Self::All);
         }
+        if text.eq_ignore_ascii_case("shared") {
+            return Ok(Self::Shared);
+        }
         let mut partitions = Vec::new();
         for part in text.split(',') {
-            let partition: i32 =
-                part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
-                    format!("`{part}` is not a partition number; use `all` or a list such as `0,2,4`")
-                })?;
+            let partition: i32 = part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
+                format!("`{part}` is not a partition number; use `shared`, `all` or a list such as `0,2,4`")
+            })?;
             partitions.push(partition);
         }
         partitions.sort_unstable();
@@ -373,10 +396,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 8)]
     pub database_connections_max: u32,
 
-    /// Partitions this worker owns: `all` or a list such as `0,2,4`. Each partition must be
-    /// owned by exactly one running worker (see the `worker` module docs).
-    #[arg(long, env = "WORKER_PARTITIONS", default_value = "all")]
+    /// Partitions this worker consumes: `shared` (the running workers split them among
+    /// themselves through leases in Postgres), or by hand `all` or a list such as `0,2,4`
+    /// (each partition must then be owned by exactly one running worker).
+    #[arg(long, env = "WORKER_PARTITIONS", default_value = "shared")]
     pub worker_partitions: PartitionSelection,
+
+    /// With `WORKER_PARTITIONS=shared`: how long a worker's partition leases and heartbeat
+    /// last without renewal (renewed every third of it); a dead worker's partitions move
+    /// within about this plus a third.
+    #[arg(long, env = "WORKER_LEASE_TTL", default_value = "6s", value_parser = parse_duration)]
+    pub worker_lease_ttl: Duration,
 
     /// Address of the worker's `GET /metrics` endpoint (port 0 picks a free port).
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
@@ -418,6 +448,9 @@ pub enum WorkerCommand {
     /// Compares Redis stock with Postgres reservations per category and prints the drift;
     /// exits 0 when there is none, 1 when there is drift (or the pipeline did not drain), 2 when it cannot run.
     Reconcile(ReconcileArgs),
+    /// Applies the database migrations and exits (0: the schema is current). The api and the
+    /// worker still migrate on start; running this first (a deploy's migration job) makes that a no-op.
+    Migrate,
 }
 
 /// Options of `worker reconcile`.
@@ -491,6 +524,7 @@ mod tests {
     #[test]
     fn partition_selections_parse() {
         assert_eq!("all".parse(), Ok(PartitionSelection::All));
+        assert_eq!("shared".parse(), Ok(PartitionSelection::Shared));
         assert_eq!("4, 0,2".parse(), Ok(PartitionSelection::Only(vec![0, 2, 4])));
         assert!("1,1".parse::<PartitionSelection>().is_err());
         assert!("-1".parse::<PartitionSelection>().is_err());

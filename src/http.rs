@@ -10,6 +10,7 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod operations;
+pub mod request_id;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
@@ -33,11 +34,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::http::state::AppState;
 use connection::{ClockedBody, ConnectionClock, HangUp, TimedStream};
 use error::ApiError;
+use request_id::{REQUEST_ID_HEADER, RequestId};
 use router::{Matched, Operation, Router};
+
+/// The target of the access log: one line per request at debug level
+/// (`RUST_LOG=info,stampede::access=debug` turns it on).
+pub const ACCESS_LOG_TARGET: &str = "stampede::access";
 
 /// Largest accepted request body.
 pub const BODY_SIZE_MAX: usize = 64 * 1024;
@@ -191,23 +198,56 @@ async fn handle(
     connection: ConnectionSlot,
     request: Request<Incoming>,
 ) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
+    let request_id = RequestId::from_headers(request.headers());
+    // Every line logged while serving the request carries these fields (`request_id`).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        route = tracing::field::Empty,
+    );
+    let mut response = serve_request(&state, &router, peer, clock.as_ref(), connection, request).instrument(span).await;
+    response.headers_mut().insert(REQUEST_ID_HEADER, request_id.header_value());
+    Ok(response.map(|body| ClockedBody::new(body, clock)))
+}
+
+async fn serve_request(
+    state: &AppState,
+    router: &Router,
+    peer: SocketAddr,
+    clock: &ConnectionClock,
+    connection: ConnectionSlot,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
     let (result, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
-            (respond(&state, matched, peer, body_deadline, connection, request).await, pattern)
+            tracing::Span::current().record("route", pattern);
+            (respond(state, matched, peer, body_deadline, connection, request).await, pattern)
         }
-        Err((error, pattern)) => (Err(error), pattern),
+        Err((error, pattern)) => {
+            tracing::Span::current().record("route", pattern);
+            (Err(error), pattern)
+        }
     };
     let response = result.unwrap_or_else(|error| {
         record_error(&error);
         error.into_response().map(Either::Left)
     });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
-    record_request(&method, pattern, response.status().as_u16(), started);
-    Ok(response.map(|body| ClockedBody::new(body, clock)))
+    let status = response.status().as_u16();
+    record_request(&method, pattern, status, started);
+    tracing::debug!(
+        target: ACCESS_LOG_TARGET,
+        status,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        peer = %peer,
+        "request served"
+    );
+    response
 }
 
 async fn respond(

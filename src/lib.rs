@@ -28,10 +28,10 @@
 //! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels and the conservation check.
-//! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
+//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and the Redis gauge sampler.
 //! - [`validation`]: field errors for 422 responses.
 //! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
-//! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
+//! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, partition leases shared by the workers, migrate and reconcile.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Applied, Batch, ConsumedEvent, DeadLetter, Position, fingerprint};
+use super::lease::Fence;
 use crate::kafka::{self, KafkaError};
 use crate::outbox::ReservationEvent;
 use crate::retry::{Backoff, sleep_unless_stopped};
@@ -46,6 +47,8 @@ pub struct PartitionConsumer {
     pub database: PgPool,
     /// Limits.
     pub options: Arc<ConsumerOptions>,
+    /// The partition's lease when workers share partitions (`WORKER_PARTITIONS=shared`).
+    pub fence: Option<Fence>,
 }
 
 impl PartitionConsumer {
@@ -272,7 +275,8 @@ impl PartitionConsumer {
                 Err(letter) => rejected.push(letter),
             }
         }
-        Some(Batch { partition: self.partition(), from_offset: next_offset, next, events, rejected })
+        let fence = self.fence.clone();
+        Some(Batch { partition: self.partition(), from_offset: next_offset, next, events, rejected, fence })
     }
 
     /// Applies a batch, retrying while Postgres fails. Returns the new position, or
@@ -295,6 +299,11 @@ impl PartitionConsumer {
                     }
                     return Some(batch.next);
                 }
+                Ok(Applied::Fenced { .. }) if self.fence.is_some() && !self.holds_lease().await => {
+                    tracing::warn!(partition = self.partition(), "lost the partition's lease; stopping its consumer");
+                    metrics::counter!("worker_partition_leases_lost_total").increment(1);
+                    return None;
+                }
                 Ok(Applied::Fenced { stored }) => {
                     tracing::error!(
                         partition = self.partition(),
@@ -311,6 +320,12 @@ impl PartitionConsumer {
                 return None;
             }
         }
+    }
+
+    /// Whether this consumer's lease still holds (true when in doubt: the offset guard decides).
+    async fn holds_lease(&self) -> bool {
+        let Some(fence) = &self.fence else { return true };
+        super::lease::holds(&self.database, &self.options.topic, self.partition(), fence).await.unwrap_or(true)
     }
 
     /// The stored offset does not fit the partition's log: the topic was recreated (a
@@ -331,7 +346,7 @@ impl PartitionConsumer {
         metrics::counter!("worker_offset_resets_total").increment(1);
         let reset = Position::unchecked(earliest);
         let topic = &self.options.topic;
-        match apply::move_position(&self.database, topic, partition, next_offset, reset).await {
+        match apply::move_position(&self.database, topic, partition, next_offset, reset, self.fence.as_ref()).await {
             Ok(true) => Some(reset),
             Ok(false) => apply::load_position(&self.database, topic, partition).await.ok(),
             Err(error) => {

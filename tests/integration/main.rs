@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod alerts;
 mod availability_stream;
 mod catalog;
 mod client_hang_up;
@@ -13,7 +14,10 @@ mod cluster_failover;
 mod deployment;
 mod documentation;
 mod fuzz_findings;
+mod kubernetes;
+mod observability;
 mod operations;
+mod partition_leases;
 mod pipeline;
 mod pipeline_bench;
 mod pipeline_hardening;
