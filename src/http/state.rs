@@ -9,8 +9,10 @@ use sqlx::PgPool;
 use crate::auth::Jwt;
 use crate::availability::watcher::Watchers;
 use crate::catalog::Catalog;
+use crate::client_address::TrustedProxies;
 use crate::http::availability_stream::Streams;
 use crate::keyspace::Keyspace;
+use crate::rate_limit::UserRateLimit;
 use crate::reservation::ReservationEngine;
 use crate::reservation::admission::Admission;
 use crate::stock::Stock;
@@ -44,4 +46,8 @@ pub struct AppState {
     pub streams: Streams,
     /// The events' waiting rooms.
     pub waiting_rooms: WaitingRooms,
+    /// Per-user rate limits of state-changing requests.
+    pub user_rate_limit: UserRateLimit,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }

@@ -255,6 +255,22 @@ pub enum ReservationError {
 }
 
 impl ReservationError {
+    /// Whether the request named nothing that exists or broke a rule only a script could
+    /// check: such an answer is not kept for its `Idempotency-Key` (a repeat runs again,
+    /// and answers the same while nothing changed), so no such request costs a record.
+    pub fn keeps_no_record(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound
+                | Self::UnknownCategory(_)
+                | Self::StockMissing(_)
+                | Self::UnknownSeats(_)
+                | Self::Refused(
+                    Refusal::EventMismatch | Refusal::AmountTooLarge | Refusal::NotSeated | Refusal::TooManySeats
+                )
+        )
+    }
+
     /// The `outcome` label of `reservation_outcomes_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -435,11 +451,43 @@ impl ReservationEngine {
         key: Option<IdempotencyKey>,
     ) -> Result<Reservation, ReservationError> {
         let call = Arc::new(self.admit(user, request, key).await?);
-        let reply = match request.seats {
-            SeatSelection::Any => self.reserves.reserve(Arc::clone(&call)).await?,
-            SeatSelection::Adjacent | SeatSelection::Named(_) => self.run_reserve_seats(&call).await?,
+        let result = self.decide_reserve(&call).await;
+        let idempotency = call.idempotency.as_ref();
+        self.forget_unkept(IdempotentOperation::Reserve, user, Some(request.category), idempotency, &result).await;
+        result
+    }
+
+    async fn decide_reserve(&self, call: &Arc<ReserveCall>) -> Result<Reservation, ReservationError> {
+        let reply = match call.request.seats {
+            SeatSelection::Any => self.reserves.reserve(Arc::clone(call)).await?,
+            SeatSelection::Adjacent | SeatSelection::Named(_) => self.run_reserve_seats(call).await?,
         };
-        self.finish_reserve(&call, reply).await
+        self.finish_reserve(call, reply).await
+    }
+
+    /// Removes what an idempotent request left when its answer is not kept
+    /// ([`ReservationError::keeps_no_record`]): its key binding and, for a reserve, the
+    /// refusal its script stored. A failure here only leaves them to expire in 24 h.
+    async fn forget_unkept(
+        &self,
+        operation: IdempotentOperation,
+        user: &UserId,
+        category: Option<CategoryId>,
+        idempotency: Option<&Idempotency>,
+        result: &Result<Reservation, ReservationError>,
+    ) {
+        let (Some(idempotency), Err(error)) = (idempotency, result) else { return };
+        if !error.keeps_no_record() {
+            return;
+        }
+        let mut keys = vec![self.keys.idempotency_binding(operation.as_str(), user, idempotency.key.as_str())];
+        keys.extend(category.map(|category| outcome_key(&self.keys, category, operation, user, &idempotency.key)));
+        // One DEL per key: the binding and the outcome live in different slots.
+        for key in keys {
+            if let Err(error) = redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await {
+                tracing::debug!(%error, "an idempotency record that is not kept stays until it expires");
+            }
+        }
     }
 
     /// Decides counted reserves of one category in ONE `reserve.lua` call, in order, as
@@ -565,9 +613,22 @@ impl ReservationEngine {
         if let Some(idempotency) = &idempotency {
             self.bind(IdempotentOperation::Confirm, user, idempotency).await?;
         }
+        let result = self.pay_once(user, id, &request.token, idempotency.as_ref()).await;
+        self.forget_unkept(IdempotentOperation::Confirm, user, None, idempotency.as_ref(), &result).await;
+        result
+    }
+
+    /// Confirm after the key binding: begin the payment, then pay or replay.
+    async fn pay_once(
+        &self,
+        user: &UserId,
+        id: ReservationId,
+        token: &PaymentToken,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Reservation, ReservationError> {
         let attempt = AttemptId::generate();
-        match self.begin_payment(user, id, attempt, idempotency.as_ref()).await? {
-            PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, &request.token, idempotency.as_ref()).await,
+        match self.begin_payment(user, id, attempt, idempotency).await? {
+            PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, token, idempotency).await,
             PaymentStart::Confirmed(confirmed) => {
                 if idempotency.is_some() {
                     count_replay(IdempotentOperation::Confirm);
