@@ -110,6 +110,15 @@ async fn measure_the_redis_bytes_one_token_can_occupy() {
     let app = TestApp::spawn().await;
     let (_, category) = sale(&app, 10_000_000, 10).await;
     let before = kept_bytes(&app).await;
+    let probes = 500u32;
+    for probe in 0..probes {
+        let body = json!({"category_id": 999_999_999, "quantity": 1});
+        let response = reserve_as(&app, "attacker", &body, Some(&format!("probe-{probe}"))).await;
+        assert_eq!(response.status().as_u16(), 404);
+    }
+    let probed = kept_bytes(&app).await;
+    println!("Redis bytes kept per 404 reserve with a fresh key: {:.0}", (probed - before) as f64 / f64::from(probes));
+    let before = probed;
     let cycles = 500u32;
     let started = Instant::now();
     for cycle in 0..cycles {
