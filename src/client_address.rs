@@ -84,15 +84,16 @@ impl TrustedProxies {
         if !self.trusts(client) {
             return client;
         }
-        // Several headers are one list, in order (RFC 9110, 5.3).
-        let entries: Vec<&str> = headers
+        // Several headers are one list, in order (RFC 9110, 5.3). Entries are split as
+        // bytes: a client's non-ASCII entry must not hide the ones the proxy appended.
+        let entries: Vec<&[u8]> = headers
             .get_all(FORWARDED_FOR_HEADER)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
+            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
             .collect();
         for entry in entries.into_iter().rev() {
-            let Ok(address) = entry.trim().parse::<IpAddr>() else { break };
+            let parsed = std::str::from_utf8(entry).ok().and_then(|entry| entry.trim().parse::<IpAddr>().ok());
+            let Some(address) = parsed else { break };
             client = address.to_canonical();
             if !self.trusts(client) {
                 break;
@@ -196,6 +197,9 @@ mod tests {
         assert_eq!(proxies.client_address(peer, &chained), ip("203.0.113.9"), "trusted hops are skipped");
         assert_eq!(proxies.client_address(peer, &headers(&[])), peer, "no header: the proxy itself");
         assert_eq!(proxies.client_address(peer, &headers(&["6.6.6.6, junk"])), peer, "garbage stops the walk");
+        let mut non_ascii = HeaderMap::new();
+        non_ascii.append(FORWARDED_FOR_HEADER, HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap());
+        assert_eq!(proxies.client_address(peer, &non_ascii), ip("203.0.113.9"), "a client's bytes hide nothing");
         let untrusted = ip("198.51.100.1");
         assert_eq!(proxies.client_address(untrusted, &spoofed), untrusted, "an untrusted peer's header is ignored");
         let nobody = TrustedProxies::default();

@@ -255,16 +255,19 @@ pub enum ReservationError {
 }
 
 impl ReservationError {
-    /// Whether the request named nothing that exists or broke a rule only a script could
-    /// check: such an answer is not kept for its `Idempotency-Key` (a repeat runs again,
-    /// and answers the same while nothing changed), so no such request costs a record.
-    pub fn keeps_no_record(&self) -> bool {
+    /// Whether the request named nothing that exists (a 404, or stock that is not there):
+    /// its `Idempotency-Key` keeps nothing, neither binding nor outcome, and a repeat runs again.
+    pub fn names_nothing(&self) -> bool {
+        matches!(self, Self::NotFound | Self::UnknownCategory(_) | Self::StockMissing(_))
+    }
+
+    /// Whether the request broke a rule only a script could check (a 422): its answer is
+    /// not kept (a repeat runs again and answers the same, the category's event, price and
+    /// seat map never change), only the binding that ties its key to its body.
+    pub fn breaks_a_fixed_rule(&self) -> bool {
         matches!(
             self,
-            Self::NotFound
-                | Self::UnknownCategory(_)
-                | Self::StockMissing(_)
-                | Self::UnknownSeats(_)
+            Self::UnknownSeats(_)
                 | Self::Refused(
                     Refusal::EventMismatch | Refusal::AmountTooLarge | Refusal::NotSeated | Refusal::TooManySeats
                 )
@@ -465,9 +468,12 @@ impl ReservationEngine {
         self.finish_reserve(call, reply).await
     }
 
-    /// Removes what an idempotent request left when its answer is not kept
-    /// ([`ReservationError::keeps_no_record`]): its key binding and, for a reserve, the
-    /// refusal its script stored. A failure here only leaves them to expire in 24 h.
+    /// Removes what an idempotent request left when its answer is not kept: the key binding
+    /// of one that [names nothing](ReservationError::names_nothing), and for a reserve the
+    /// refusal its script stored for it or for one that [breaks a fixed
+    /// rule](ReservationError::breaks_a_fixed_rule). The binding of the latter stays, so
+    /// the key stays tied to its body however requests interleave. A failure here only
+    /// leaves them to expire in 24 h.
     async fn forget_unkept(
         &self,
         operation: IdempotentOperation,
@@ -477,11 +483,13 @@ impl ReservationEngine {
         result: &Result<Reservation, ReservationError>,
     ) {
         let (Some(idempotency), Err(error)) = (idempotency, result) else { return };
-        if !error.keeps_no_record() {
-            return;
+        let mut keys = Vec::new();
+        if error.names_nothing() {
+            keys.push(self.keys.idempotency_binding(operation.as_str(), user, idempotency.key.as_str()));
         }
-        let mut keys = vec![self.keys.idempotency_binding(operation.as_str(), user, idempotency.key.as_str())];
-        keys.extend(category.map(|category| outcome_key(&self.keys, category, operation, user, &idempotency.key)));
+        if error.names_nothing() || error.breaks_a_fixed_rule() {
+            keys.extend(category.map(|category| outcome_key(&self.keys, category, operation, user, &idempotency.key)));
+        }
         // One DEL per key: the binding and the outcome live in different slots.
         for key in keys {
             if let Err(error) = redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await {
@@ -521,11 +529,16 @@ impl ReservationEngine {
         for call in admitted {
             // Only admitted requests went to the script and have a reply.
             let result = match call {
-                Ok(call) => match replies.next() {
-                    Some(Ok(reply)) => self.finish_reserve(&call, reply).await,
-                    Some(Err(error)) => Err(error.into()),
-                    None => Err(unexpected("reserve", &[])),
-                },
+                Ok(call) => {
+                    let result = match replies.next() {
+                        Some(Ok(reply)) => self.finish_reserve(&call, reply).await,
+                        Some(Err(error)) => Err(error.into()),
+                        None => Err(unexpected("reserve", &[])),
+                    };
+                    let (operation, category) = (IdempotentOperation::Reserve, Some(call.request.category));
+                    self.forget_unkept(operation, &call.user, category, call.idempotency.as_ref(), &result).await;
+                    result
+                }
                 Err(error) => Err(error),
             };
             results.push(result);

@@ -1,6 +1,6 @@
-//! What one client, one user or one address can cost the service: metric series, Redis
-//! memory, availability streams, the size of an error body, and which address counts as
-//! the client's behind a proxy.
+//! What one anonymous client can cost the service through what it sends: metric series
+//! (from invented HTTP methods) and the size of an error body. The per-user and
+//! per-address limits are in `user_limits.rs` and `client_address.rs`.
 
 use reqwest::Method;
 

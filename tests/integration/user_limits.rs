@@ -61,9 +61,9 @@ async fn idempotency_records(app: &TestApp) -> Vec<String> {
 
 #[tokio::test]
 async fn requests_that_name_nothing_or_break_a_rule_leave_no_idempotency_record() {
-    // Goal: an idempotent reserve of an unknown category (404) or of a category of another event (422), and an
-    // idempotent confirm of an unknown reservation (404), leave no binding or outcome in Redis, while a real
-    // outcome (201, then 409 sold_out) is still kept and replayed.
+    // Goal: an idempotent reserve of an unknown category (404) and an idempotent confirm of an unknown
+    // reservation (404) leave no binding or outcome in Redis; a reserve of a category of another event (422)
+    // keeps only the binding of its key; a real outcome (201, then 409 sold_out) is still kept and replayed.
     let app = TestApp::spawn().await;
     let (event, category) = sale(&app, 1, 1).await;
     let unknown = json!({"category_id": 999_999_999, "quantity": 1});
@@ -72,14 +72,16 @@ async fn requests_that_name_nothing_or_break_a_rule_leave_no_idempotency_record(
     assert_problem(reserve_as(&app, "prober", &mismatch, Some("k2")).await, 422, "validation_failed").await;
     let confirm = confirm_as(&app, "prober", NO_RESERVATION, "tok_ok", Some("k3")).await;
     assert_problem(confirm, 404, "not_found").await;
-    assert_eq!(idempotency_records(&app).await, Vec::<String>::new(), "nothing kept for them");
+    let kept = idempotency_records(&app).await;
+    assert_eq!(kept.len(), 1, "only the 422's binding: {kept:?}");
+    assert!(kept[0].ends_with(":idem:reserve:k2") && kept[0].contains(":{u:"), "{kept:?}");
 
     let body = json!({"category_id": category, "quantity": 1});
     let held = reserve_as(&app, "buyer", &body, Some("real")).await;
     assert_eq!(held.status().as_u16(), 201);
     let first = held.bytes().await.unwrap();
     assert_problem(reserve_as(&app, "late", &body, Some("real")).await, 409, "sold_out").await;
-    assert_eq!(idempotency_records(&app).await.len(), 4, "real outcomes keep a binding and a record each");
+    assert_eq!(idempotency_records(&app).await.len(), 5, "real outcomes keep a binding and a record each");
     let replay = reserve_as(&app, "buyer", &body, Some("real")).await;
     assert_eq!(replay.bytes().await.unwrap(), first, "the replay promise holds");
     assert_problem(reserve_as(&app, "late", &body, Some("real")).await, 409, "sold_out").await;
