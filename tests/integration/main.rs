@@ -33,3 +33,4 @@ mod slow_clients;
 mod sold_out;
 mod user_limits;
 mod waiting_room;
+mod web_app;
