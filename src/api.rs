@@ -22,6 +22,7 @@ use crate::ids::UserId;
 use crate::infrastructure::{self, connect_redis};
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
+use crate::rate_limit::{UserRateLimit, UserRateOptions};
 use crate::relay::{self, RelayOptions};
 use crate::reservation::admission::Admission;
 use crate::reservation::engine::PAYMENT_WINDOW_MARGIN;
@@ -124,11 +125,18 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     let reaper_options = ReaperOptions { interval: config.reaper_interval, batch_max: config.reaper_batch_max };
     let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
     let admission = Admission::new(config.reserve_in_flight_max, config.rate_limit_per_ip_per_second);
+    let user_rate_options = UserRateOptions {
+        per_second: config.rate_limit_per_user_per_second,
+        burst: config.rate_limit_per_user_burst,
+        per_day: config.rate_limit_per_user_per_day,
+    };
+    let user_rate_limit = UserRateLimit::new(redis.clone(), keys.clone(), user_rate_options);
     let hold_ttl = config.hold_ttl;
     let watcher_options = WatcherOptions { poll_interval: config.availability_poll_interval };
     let availability = Watchers::new(catalog.clone(), stock.clone(), watcher_options, shutdown.clone());
     let stream_options = StreamOptions {
         streams_max: config.streams_max as usize,
+        streams_per_client_max: config.streams_per_client_max as usize,
         keep_alive_interval: config.stream_keep_alive_interval,
     };
     let streams = Streams::new(stream_options, shutdown.clone());
@@ -153,6 +161,8 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
         streams,
         waiting_rooms,
         stopping: stop.clone(),
+        user_rate_limit,
+        trusted_proxies: config.trusted_proxies.clone(),
     });
     tokio::spawn(shut_down_after_readiness_delay(stop, config.shutdown_readiness_delay, shutdown.clone()));
     let options = ServerOptions {

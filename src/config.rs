@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::client_address::TrustedProxies;
+
 /// Parses a human duration such as `10m`, `90s`, `2s` or `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim()).map_err(|error| error.to_string())?;
@@ -275,6 +277,32 @@ pub struct ApiConfig {
     #[arg(long, env = "RATE_LIMIT_PER_IP_PER_SECOND", default_value_t = 0)]
     pub rate_limit_per_ip_per_second: u32,
 
+    /// Sustained state-changing requests (reserve, confirm, cancel, joining a queue) per second
+    /// of one user, across every api process (429 past it); 0 turns it off.
+    #[arg(long, env = "RATE_LIMIT_PER_USER_PER_SECOND", default_value_t = 5)]
+    pub rate_limit_per_user_per_second: u32,
+
+    /// Such requests of one user that may come at once on top of `RATE_LIMIT_PER_USER_PER_SECOND`.
+    #[arg(long, env = "RATE_LIMIT_PER_USER_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_user_burst: u32,
+
+    /// Such requests of one user in any 24 h (all at once at most, then one per 24 h / this),
+    /// across every api process (429 past it); 0 turns it off. Bounds what one token can
+    /// make Redis keep for a day.
+    #[arg(long, env = "RATE_LIMIT_PER_USER_PER_DAY", default_value_t = 2000)]
+    pub rate_limit_per_user_per_day: u32,
+
+    /// Proxies whose `X-Forwarded-For` is believed, a comma-separated list of CIDR networks or
+    /// addresses (`10.0.0.0/8,fd00::/8`): behind one, a request counts under the right-most
+    /// forwarded address that is not a trusted proxy. Empty (the default): always the peer.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Availability streams one client address (an IPv6 /64) may hold at once; beyond it 429
+    /// `rate_limited` with `Retry-After`.
+    #[arg(long, env = "STREAMS_PER_CLIENT_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_client_max: u32,
+
     /// How long this process answers `sold_out` for a category without Redis after a reserve
     /// found it sold out (`0ms` turns the fast path off; at most 100ms: the longest a returned
     /// ticket may go unseen).
@@ -490,6 +518,25 @@ mod tests {
         assert!(!config.reaper_enabled);
         assert_eq!(config.payment_latency, Duration::from_millis(1500));
         assert!(parse_duration_or_zero("0s").unwrap().is_zero());
+    }
+
+    #[test]
+    fn client_limits_have_defaults() {
+        let config = ApiConfig::parse_from(["api"]);
+        assert_eq!(config.trusted_proxies, TrustedProxies::default(), "no proxy is trusted by default");
+        assert_eq!(config.streams_per_client_max, 1000);
+        assert_eq!(
+            (
+                config.rate_limit_per_user_per_second,
+                config.rate_limit_per_user_burst,
+                config.rate_limit_per_user_per_day
+            ),
+            (5, 20, 2000)
+        );
+        let config = ApiConfig::parse_from(["api", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1"]);
+        assert_ne!(config.trusted_proxies, TrustedProxies::default());
+        assert!(ApiConfig::try_parse_from(["api", "--trusted-proxies", "nginx"]).is_err());
+        assert!(ApiConfig::try_parse_from(["api", "--streams-per-client-max", "0"]).is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod waiting_room;
 pub mod web_app;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,11 @@ pub struct RequestContext {
     pub params: Vec<(String, String)>,
     /// The whole body (at most [`BODY_SIZE_MAX`]).
     pub body: Bytes,
-    /// The client's address.
+    /// The connection's peer.
     pub peer: SocketAddr,
+    /// The client's address: the peer, or behind a trusted proxy the address it forwarded
+    /// for (see [`crate::client_address`]). Per-address limits count under it.
+    pub client: IpAddr,
     /// The connection's place in the `connections_max` bound.
     pub connection: ConnectionSlot,
 }
@@ -271,7 +274,9 @@ async fn respond(
             return Err(ApiError::RequestTimeout);
         }
     };
+    let client = state.trusted_proxies.client_address(peer.ip(), &parts.headers);
     let context = RequestContext {
+        client,
         headers: parts.headers,
         query: parts.uri.query().map(str::to_owned),
         params: matched.params,
@@ -337,9 +342,27 @@ fn record_error(error: &ApiError) {
     }
 }
 
+/// The `method` label of a request: one of the standard methods, else `other`. No label
+/// value comes from a client (contract: Operations), or any request could add series.
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 fn record_request(method: &Method, pattern: &'static str, status: u16, started: Instant) {
+    // The route is a template of the route table and the status one the server chose.
     let labels =
-        [("method", method.as_str().to_owned()), ("route", pattern.to_owned()), ("status", status.to_string())];
+        [("method", method_label(method).to_owned()), ("route", pattern.to_owned()), ("status", status.to_string())];
     // `::metrics` is the crate; the child module `metrics` is the /metrics handler.
     ::metrics::counter!("http_requests_total", &labels).increment(1);
     ::metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
@@ -386,6 +409,15 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_standard_methods_become_labels() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let invented = Method::from_bytes(&[b'X'; 1000]).unwrap();
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "other", "methods are case-sensitive");
+    }
 
     #[test]
     fn pages_default_and_are_bounded() {

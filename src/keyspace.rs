@@ -26,6 +26,8 @@
 //! Outside categories:
 //! - `P:{catalog}:categories`: set of category ids that have stock (for the reaper and relay);
 //! - `P:{u:HEX}:idem:OP:K`: binds user `HEX` (hex of the id) and key `K` to one request body.
+//! - `P:{u:HEX}:rate:short` and `P:{u:HEX}:rate:daily`: user `HEX`'s per-user rate limits
+//!   (see the `rate_limit` module).
 //! - `P:{catalog}:waiting-rooms`: set of event ids whose waiting room was ever configured;
 //! - `P:{relay}:lease:C`: which process relays category `C`'s outbox.
 //! - `P:{gateway}:attempt:A` and `P:{gateway}:reference:R`: the simulated payment
@@ -151,8 +153,18 @@ impl Keyspace {
 
     /// Binding of a user's idempotency key to one request body.
     pub fn idempotency_binding(&self, operation: &str, user: &UserId, key: &str) -> String {
+        format!("{}:idem:{operation}:{key}", self.user_slot(user))
+    }
+
+    /// `P:{u:HEX}`: the hash-tagged prefix of a user's keys (`HEX` is the id in hex).
+    fn user_slot(&self, user: &UserId) -> String {
         let user_hex: String = user.as_str().bytes().map(|byte| format!("{byte:02x}")).collect();
-        format!("{}:{{u:{user_hex}}}:idem:{operation}:{key}", self.prefix)
+        format!("{}:{{u:{user_hex}}}", self.prefix)
+    }
+
+    /// One of a user's per-user rate limits (`short` or `daily`), in the user's slot.
+    pub fn user_rate_limit(&self, user: &UserId, limit: &str) -> String {
+        format!("{}:rate:{limit}", self.user_slot(user))
     }
 
     /// `P:{e:E}:<suffix>`: a key of an event's waiting room.

@@ -10,6 +10,7 @@
 //! - [`availability`]: live availability of an event and the per-event watchers that feed its streams.
 //! - [`auth`]: JWT verification and minting, roles.
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
+//! - [`client_address`]: which address a request counts under behind proxies, and limits per client address.
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
 //! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
@@ -21,6 +22,7 @@
 //! - [`outbox`]: the outbox stream's entries and the events they become.
 //! - [`payment`]: the payment gateway boundary and the simulated gateway.
 //! - [`persistence`]: the read side of the rows the worker writes to Postgres.
+//! - [`rate_limit`]: per-user rate limits shared by every api process (GCRA in Redis).
 //! - [`relay`]: the outbox relay: Redis streams to Kafka under a per-category lease.
 //! - [`reservation`]: holds in Redis: reserve, confirm, cancel, the expiry reaper, idempotency, backpressure.
 //! - [`retry`]: capped exponential backoff for loops that retry a dependency.
@@ -39,6 +41,7 @@ pub mod api;
 pub mod auth;
 pub mod availability;
 pub mod catalog;
+pub mod client_address;
 pub mod config;
 pub mod contract;
 pub mod http;
@@ -50,6 +53,7 @@ pub mod milliseconds;
 pub mod outbox;
 pub mod payment;
 pub mod persistence;
+pub mod rate_limit;
 pub mod relay;
 pub mod reservation;
 pub mod retry;

@@ -12,6 +12,31 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Most field errors a 422 lists; its `detail` says how many more there were, so a request
+/// of thousands of bad fields cannot make a response of megabytes.
+pub const ERRORS_LISTED_MAX: usize = 20;
+
+/// Most characters of a field name a 422 repeats (an unknown query parameter's name is the
+/// client's text); longer ones are cut and end in `…`.
+pub const FIELD_NAME_LISTED_MAX: usize = 100;
+
+/// The errors a 422 lists (at most [`ERRORS_LISTED_MAX`], field names cut to
+/// [`FIELD_NAME_LISTED_MAX`] characters) and how many were left out.
+pub fn listed(errors: &[FieldError]) -> (Vec<FieldError>, usize) {
+    let shown = errors
+        .iter()
+        .take(ERRORS_LISTED_MAX)
+        .map(|error| {
+            let mut field: String = error.field.chars().take(FIELD_NAME_LISTED_MAX).collect();
+            if field.len() < error.field.len() {
+                field.push('…');
+            }
+            FieldError { field, message: error.message.clone() }
+        })
+        .collect();
+    (shown, errors.len().saturating_sub(ERRORS_LISTED_MAX))
+}
+
 /// Collects field errors while a request is validated.
 #[derive(Debug, Default)]
 pub struct FieldErrors(Vec<FieldError>);
@@ -83,6 +108,18 @@ pub fn plain_text(text: &str, min: usize, max: usize) -> Result<String, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_errors_are_capped_and_field_names_cut() {
+        let errors: Vec<FieldError> = (0..ERRORS_LISTED_MAX + 5)
+            .map(|index| FieldError { field: format!("f{index}"), message: "unknown".to_owned() })
+            .collect();
+        let (shown, omitted) = listed(&errors);
+        assert_eq!((shown.len(), omitted), (ERRORS_LISTED_MAX, 5));
+        let long = [FieldError { field: "k".repeat(1000), message: "unknown".to_owned() }];
+        let (shown, omitted) = listed(&long);
+        assert_eq!((shown[0].field.chars().count(), omitted), (FIELD_NAME_LISTED_MAX + 1, 0));
+    }
 
     #[test]
     fn plain_text_bounds_length_and_refuses_control_characters() {

@@ -31,6 +31,7 @@ use super::connection::HangUp;
 use super::error::ApiError;
 use super::{RequestContext, ResponseBody};
 use crate::availability::watcher::{Snapshot, Subscription, WatchError};
+use crate::client_address::{ClientSlot, ClientSlots};
 use crate::http::state::AppState;
 
 /// Shortest time between two messages of one stream.
@@ -43,7 +44,7 @@ pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream";
 /// JavaScript client holds exactly; larger values are ignored.
 pub const LAST_EVENT_ID_MAX: u64 = (1 << 53) - 1;
 
-/// Seconds a client refused for `STREAMS_MAX` is asked to wait.
+/// Seconds a client refused for `STREAMS_MAX` or `STREAMS_PER_CLIENT_MAX` is asked to wait.
 const STREAMS_FULL_RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Stream settings, passed explicitly by the caller.
@@ -51,6 +52,8 @@ const STREAMS_FULL_RETRY_AFTER_SECONDS: u64 = 5;
 pub struct StreamOptions {
     /// Open streams at most; more are refused with 503.
     pub streams_max: usize,
+    /// Open streams of one client address at most; more are refused with 429.
+    pub streams_per_client_max: usize,
     /// Longest silence before a `: keep-alive` comment.
     pub keep_alive_interval: Duration,
 }
@@ -58,6 +61,7 @@ pub struct StreamOptions {
 /// The open streams of this process: their bound, their settings and their metrics.
 pub struct Streams {
     slots: Arc<Semaphore>,
+    per_client: ClientSlots,
     keep_alive_interval: Duration,
     shutdown: CancellationToken,
     metrics: StreamMetrics,
@@ -82,6 +86,7 @@ impl Streams {
         };
         Self {
             slots: Arc::new(Semaphore::new(options.streams_max)),
+            per_client: ClientSlots::new(options.streams_per_client_max),
             keep_alive_interval: options.keep_alive_interval,
             shutdown,
             metrics,
@@ -117,6 +122,7 @@ pub struct StreamMessage {
         change within 500 ms, at most one per 100 ms (changes in between are coalesced; the latest state is \
         always sent). While nothing changes, a `: keep-alive` comment at least every 15 s. An unknown event \
         is a 404 before the stream starts; when the process holds `STREAMS_MAX` streams, 503 with \
+        `Retry-After`; when the client's address holds `STREAMS_PER_CLIENT_MAX`, 429 `rate_limited` with \
         `Retry-After`. Try it with `curl -N`.",
     params(
         ("id" = i64, Path, description = "Event id.", minimum = 1),
@@ -142,6 +148,10 @@ pub async fn availability_stream(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::Shed { retry_after_seconds: STREAMS_FULL_RETRY_AFTER_SECONDS, reason: "streams_max" })?;
+    let client_slot = streams
+        .per_client
+        .try_acquire(request.client)
+        .ok_or(ApiError::RateLimited { retry_after_seconds: STREAMS_FULL_RETRY_AFTER_SECONDS })?;
     let subscription = state.availability.subscribe(event).await.map_err(|error| match error {
         WatchError::EventNotFound => ApiError::NotFound("no such event"),
         error => ApiError::unavailable(error),
@@ -159,7 +169,7 @@ pub async fn availability_stream(
         shutdown: streams.shutdown.clone(),
         hang_up: request.connection.hang_up(),
         metrics: streams.metrics.clone(),
-        _slot: slot,
+        _slots: (slot, client_slot),
     };
     let mut response = Response::new(Either::Right(EventStream { next: Some(Box::pin(cursor.next_frame())) }));
     *response.status_mut() = StatusCode::OK;
@@ -218,7 +228,7 @@ struct Cursor {
     /// with it the stream's `STREAMS_MAX` slot.
     hang_up: HangUp,
     metrics: StreamMetrics,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, ClientSlot),
 }
 
 impl Drop for Cursor {

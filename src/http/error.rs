@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::rate_limit::RateLimitError;
 use crate::validation::FieldError;
 
 /// Every error a client can receive. Statuses are chosen only in [`ApiError::status`].
@@ -124,7 +125,8 @@ pub struct Problem {
     pub code: &'static str,
     /// What happened in this case.
     pub detail: String,
-    /// Per-field errors of a 422 `validation_failed`.
+    /// Per-field errors of a 422 `validation_failed`: at most the first 20, field names cut to
+    /// 100 characters; `detail` says how many rules were broken when more were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
     /// The seats that are taken, with `seat_taken` (rows in map order, then by number).
@@ -209,9 +211,16 @@ impl ApiError {
 
     /// The problem document of this error. 5xx details are generic.
     pub fn problem(&self) -> Problem {
-        let detail = match self {
-            Self::Internal(_) | Self::Unavailable { .. } | Self::Shed { .. } => self.generic_detail(),
-            other => other.to_string(),
+        let listed = match self {
+            Self::Validation(errors) => Some(crate::validation::listed(errors)),
+            _ => None,
+        };
+        let detail = match (self, &listed) {
+            (Self::Internal(_) | Self::Unavailable { .. } | Self::Shed { .. }, _) => self.generic_detail(),
+            (_, Some((shown, omitted))) if *omitted > 0 => {
+                format!("the request breaks {} rules; the first {} are listed", shown.len() + omitted, shown.len())
+            }
+            (other, _) => other.to_string(),
         };
         Problem {
             problem_type: format!("urn:stampede:problem:{}", self.code()),
@@ -219,10 +228,7 @@ impl ApiError {
             status: self.status().as_u16(),
             code: self.code(),
             detail,
-            errors: match self {
-                Self::Validation(errors) => Some(errors.clone()),
-                _ => None,
-            },
+            errors: listed.map(|(shown, _)| shown),
             seats: match self {
                 Self::SeatTaken(seats) => Some(seats.clone()),
                 _ => None,
@@ -261,6 +267,15 @@ impl ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<RateLimitError> for ApiError {
+    fn from(error: RateLimitError) -> Self {
+        match error {
+            RateLimitError::Limited { retry_after_seconds } => Self::RateLimited { retry_after_seconds },
+            RateLimitError::Redis(_) => Self::unavailable(&error),
+        }
     }
 }
 

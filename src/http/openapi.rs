@@ -71,7 +71,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
     ),
     ("availability", &["not_found", "unavailable"]),
     ("category_seats", &["not_found", "unavailable"]),
-    ("availability_stream", &["not_found", "unavailable"]),
+    ("availability_stream", &["not_found", "rate_limited", "unavailable"]),
     (
         "reserve",
         &[
@@ -137,7 +137,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         ],
     ),
     ("get_waiting_room", &["not_found", "unavailable"]),
-    ("join_queue", &["unauthorized", "not_found", "sale_closed", "unavailable"]),
+    ("join_queue", &["unauthorized", "not_found", "sale_closed", "rate_limited", "unavailable"]),
     ("get_queue_status", &["unauthorized", "not_found", "unavailable"]),
     ("app_redirect", &[]),
     ("app_index", &[]),

@@ -3,7 +3,8 @@
 //! Each handler validates at the edge (token, `Idempotency-Key`, body, path id) and then
 //! makes one engine call; no Postgres on the reserve, confirm and cancel paths, except
 //! on their failure paths (an unknown category, a record gone after 24 h). Reserve
-//! and confirm pass admission control first (in-flight bound, optional per-IP limit).
+//! and confirm pass admission control first (in-flight bound, optional per-IP limit),
+//! and reserve, confirm and cancel the per-user limits once the caller is known.
 
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
@@ -86,7 +87,7 @@ fn shed(refusal: admission::Refusal) -> ApiError {
 }
 
 fn check_rate(admission: &Admission, request: &RequestContext) -> Result<(), ApiError> {
-    admission.check_rate(request.peer.ip()).map_err(shed)
+    admission.check_rate(request.client).map_err(shed)
 }
 
 fn idempotency_key(request: &RequestContext) -> Result<Option<IdempotencyKey>, ApiError> {
@@ -223,6 +224,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     check_rate(&state.admission, &request)?;
     let _permit = state.admission.enter().map_err(shed)?;
     let caller = state.jwt.authenticate(request.header("authorization"))?;
+    state.user_rate_limit.check(&caller.user_id).await?;
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
     let seats = SeatFields { seats: body.seats, adjacent: body.adjacent };
@@ -259,6 +261,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
     check_rate(&state.admission, &request)?;
     let permit = state.admission.enter().map_err(shed)?;
     let caller = state.jwt.authenticate(request.header("authorization"))?;
+    state.user_rate_limit.check(&caller.user_id).await?;
     let key = idempotency_key(&request)?;
     let body: ConfirmRequest = json::parse(&request.headers, &request.body)?;
     let token = body.payment.as_ref().and_then(|payment| payment.token.as_deref());
@@ -299,6 +302,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
 pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
     let caller = state.jwt.authenticate(request.header("authorization"))?;
+    state.user_rate_limit.check(&caller.user_id).await?;
     let id = path_id(&request)?;
     let result = state.reservations.cancel(&caller.user_id, id).await;
     let result = or_archived(state, &caller.user_id, id, ReservationStatus::Cancelled, result).await?;

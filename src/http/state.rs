@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Jwt;
 use crate::availability::watcher::Watchers;
 use crate::catalog::Catalog;
+use crate::client_address::TrustedProxies;
 use crate::http::availability_stream::Streams;
 use crate::keyspace::Keyspace;
+use crate::rate_limit::UserRateLimit;
 use crate::reservation::ReservationEngine;
 use crate::reservation::admission::Admission;
 use crate::stock::Stock;
@@ -48,4 +50,8 @@ pub struct AppState {
     /// Cancelled when the process is told to stop (SIGTERM): from then on `GET /ready`
     /// answers 503, through `SHUTDOWN_READINESS_DELAY` and the drain.
     pub stopping: CancellationToken,
+    /// Per-user rate limits of state-changing requests.
+    pub user_rate_limit: UserRateLimit,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }

@@ -136,6 +136,7 @@ pub async fn get_waiting_room(state: &AppState, request: RequestContext) -> Hand
 )]
 pub async fn join_queue(state: &AppState, request: RequestContext) -> HandlerResult {
     let caller = state.jwt.authenticate(request.header("authorization"))?;
+    state.user_rate_limit.check(&caller.user_id).await?;
     let event = event_id(&request)?;
     let window = window_unless_on(state, event).await?;
     match state.waiting_rooms.join(&caller.user_id, event, window).await.map_err(waiting_room_error)? {

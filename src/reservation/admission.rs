@@ -1,6 +1,7 @@
 //! Backpressure on the reservation endpoints: a bound on in-flight reserve and confirm
 //! requests per process (past it, 503 at once instead of an unbounded queue), and an
-//! optional per-IP token bucket (429).
+//! optional per-IP token bucket (429), keyed by [`limit_key`] of the client's address
+//! (see [`crate::client_address`] for which address that is behind a proxy).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,9 +10,12 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Most client addresses the rate limiter tracks at once; past it, buckets that have
-/// refilled are dropped (they equal a fresh one), and new addresses beyond that pass
-/// untracked rather than growing memory without bound.
+use crate::client_address::limit_key;
+
+/// Most client addresses the rate limiter tracks at once. Past it, buckets that have
+/// refilled are dropped (they equal a fresh one); if the table is still full, every new
+/// address shares one overflow bucket at the same rate until room frees up: memory stays
+/// bounded and the limit never fails open.
 const TRACKED_ADDRESSES_MAX: usize = 100_000;
 
 /// Why a request is not admitted.
@@ -74,25 +78,41 @@ fn whole_seconds_up(seconds: f64) -> u64 {
 
 struct RateLimiter {
     rate: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    tracked: HashMap<IpAddr, Bucket>,
+    /// Shared by the addresses that found the table full.
+    overflow: Bucket,
 }
 
 impl RateLimiter {
+    fn new(rate: f64) -> Self {
+        let overflow = Bucket { tokens: rate.max(1.0), updated: Instant::now() };
+        Self { rate, buckets: Mutex::new(Buckets { tracked: HashMap::new(), overflow }) }
+    }
+
     fn check(&self, address: IpAddr) -> Result<(), u64> {
-        let now = Instant::now();
+        self.check_bounded(address, TRACKED_ADDRESSES_MAX)
+    }
+
+    fn check_bounded(&self, address: IpAddr, tracked_max: usize) -> Result<(), u64> {
+        let (now, rate) = (Instant::now(), self.rate);
+        let key = limit_key(address);
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !buckets.contains_key(&address) && buckets.len() >= TRACKED_ADDRESSES_MAX {
-            let rate = self.rate;
-            buckets.retain(|_, bucket| {
+        let Buckets { tracked, overflow } = &mut *buckets;
+        if !tracked.contains_key(&key) && tracked.len() >= tracked_max {
+            tracked.retain(|_, bucket| {
                 bucket.refill(rate, now);
                 bucket.tokens < rate.max(1.0)
             });
-            if buckets.len() >= TRACKED_ADDRESSES_MAX {
-                return Ok(());
+            if tracked.len() >= tracked_max {
+                return overflow.take(rate, now);
             }
         }
-        let full = Bucket { tokens: self.rate.max(1.0), updated: now };
-        buckets.entry(address).or_insert(full).take(self.rate, now)
+        let full = Bucket { tokens: rate.max(1.0), updated: now };
+        tracked.entry(key).or_insert(full).take(rate, now)
     }
 }
 
@@ -106,8 +126,7 @@ impl Admission {
     /// At most `in_flight_max` admitted requests at once; `rate_per_ip_per_second`
     /// requests per client address per second (0 = no limit).
     pub fn new(in_flight_max: usize, rate_per_ip_per_second: u32) -> Self {
-        let rate_limiter = (rate_per_ip_per_second > 0)
-            .then(|| RateLimiter { rate: f64::from(rate_per_ip_per_second), buckets: Mutex::new(HashMap::new()) });
+        let rate_limiter = (rate_per_ip_per_second > 0).then(|| RateLimiter::new(f64::from(rate_per_ip_per_second)));
         Self { in_flight: Arc::new(Semaphore::new(in_flight_max)), rate_limiter }
     }
 
@@ -164,5 +183,16 @@ mod tests {
         assert!((0..3).all(|_| limited.check_rate(address).is_ok()));
         assert_eq!(limited.check_rate(address), Err(Refusal::RateLimited { retry_after_seconds: 1 }));
         assert!(limited.check_rate(other).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_never_fails_open() {
+        let limiter = RateLimiter::new(1.0);
+        let tracked: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limiter.check_bounded(tracked, 1).is_ok(), "the table now holds one draining bucket");
+        let newcomers = (2..50).map(|last| IpAddr::from([10, 0, 1, last]));
+        let passed = newcomers.filter(|address| limiter.check_bounded(*address, 1).is_ok()).count();
+        assert_eq!(passed, 1, "addresses past the bound share one bucket at the rate");
+        assert_eq!(limiter.buckets.lock().unwrap().tracked.len(), 1, "the table stays bounded");
     }
 }

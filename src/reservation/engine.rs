@@ -255,6 +255,25 @@ pub enum ReservationError {
 }
 
 impl ReservationError {
+    /// Whether the request named nothing that exists (a 404, or stock that is not there):
+    /// its `Idempotency-Key` keeps nothing, neither binding nor outcome, and a repeat runs again.
+    pub fn names_nothing(&self) -> bool {
+        matches!(self, Self::NotFound | Self::UnknownCategory(_) | Self::StockMissing(_))
+    }
+
+    /// Whether the request broke a rule only a script could check (a 422): its answer is
+    /// not kept (a repeat runs again and answers the same, the category's event, price and
+    /// seat map never change), only the binding that ties its key to its body.
+    pub fn breaks_a_fixed_rule(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownSeats(_)
+                | Self::Refused(
+                    Refusal::EventMismatch | Refusal::AmountTooLarge | Refusal::NotSeated | Refusal::TooManySeats
+                )
+        )
+    }
+
     /// The `outcome` label of `reservation_outcomes_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -448,11 +467,48 @@ impl ReservationEngine {
         key: Option<IdempotencyKey>,
     ) -> Result<Reservation, ReservationError> {
         let call = Arc::new(self.admit(user, request, key).await?);
-        let reply = match request.seats {
-            SeatSelection::Any => self.reserves.reserve(Arc::clone(&call)).await?,
-            SeatSelection::Adjacent | SeatSelection::Named(_) => self.run_reserve_seats(&call).await?,
+        let result = self.decide_reserve(&call).await;
+        let idempotency = call.idempotency.as_ref();
+        self.forget_unkept(IdempotentOperation::Reserve, user, Some(request.category), idempotency, &result).await;
+        result
+    }
+
+    async fn decide_reserve(&self, call: &Arc<ReserveCall>) -> Result<Reservation, ReservationError> {
+        let reply = match call.request.seats {
+            SeatSelection::Any => self.reserves.reserve(Arc::clone(call)).await?,
+            SeatSelection::Adjacent | SeatSelection::Named(_) => self.run_reserve_seats(call).await?,
         };
-        self.finish_reserve(&call, reply).await
+        self.finish_reserve(call, reply).await
+    }
+
+    /// Removes what an idempotent request left when its answer is not kept: the key binding
+    /// of one that [names nothing](ReservationError::names_nothing), and for a reserve the
+    /// refusal its script stored for it or for one that [breaks a fixed
+    /// rule](ReservationError::breaks_a_fixed_rule). The binding of the latter stays, so
+    /// the key stays tied to its body however requests interleave. A failure here only
+    /// leaves them to expire in 24 h.
+    async fn forget_unkept(
+        &self,
+        operation: IdempotentOperation,
+        user: &UserId,
+        category: Option<CategoryId>,
+        idempotency: Option<&Idempotency>,
+        result: &Result<Reservation, ReservationError>,
+    ) {
+        let (Some(idempotency), Err(error)) = (idempotency, result) else { return };
+        let mut keys = Vec::new();
+        if error.names_nothing() {
+            keys.push(self.keys.idempotency_binding(operation.as_str(), user, idempotency.key.as_str()));
+        }
+        if error.names_nothing() || error.breaks_a_fixed_rule() {
+            keys.extend(category.map(|category| outcome_key(&self.keys, category, operation, user, &idempotency.key)));
+        }
+        // One DEL per key: the binding and the outcome live in different slots.
+        for key in keys {
+            if let Err(error) = redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await {
+                tracing::debug!(%error, "an idempotency record that is not kept stays until it expires");
+            }
+        }
     }
 
     /// Decides counted reserves of one category in ONE `reserve.lua` call, in order, as
@@ -486,11 +542,16 @@ impl ReservationEngine {
         for call in admitted {
             // Only admitted requests went to the script and have a reply.
             let result = match call {
-                Ok(call) => match replies.next() {
-                    Some(Ok(reply)) => self.finish_reserve(&call, reply).await,
-                    Some(Err(error)) => Err(error.into()),
-                    None => Err(unexpected("reserve", &[])),
-                },
+                Ok(call) => {
+                    let result = match replies.next() {
+                        Some(Ok(reply)) => self.finish_reserve(&call, reply).await,
+                        Some(Err(error)) => Err(error.into()),
+                        None => Err(unexpected("reserve", &[])),
+                    };
+                    let (operation, category) = (IdempotentOperation::Reserve, Some(call.request.category));
+                    self.forget_unkept(operation, &call.user, category, call.idempotency.as_ref(), &result).await;
+                    result
+                }
                 Err(error) => Err(error),
             };
             results.push(result);
@@ -599,9 +660,22 @@ impl ReservationEngine {
         if let Some(idempotency) = &idempotency {
             self.bind(IdempotentOperation::Confirm, user, idempotency).await?;
         }
+        let result = self.pay_once(user, id, &request.token, idempotency.as_ref()).await;
+        self.forget_unkept(IdempotentOperation::Confirm, user, None, idempotency.as_ref(), &result).await;
+        result
+    }
+
+    /// Confirm after the key binding: begin the payment, then pay or replay.
+    async fn pay_once(
+        &self,
+        user: &UserId,
+        id: ReservationId,
+        token: &PaymentToken,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Reservation, ReservationError> {
         let attempt = AttemptId::generate();
-        match self.begin_payment(user, id, attempt, idempotency.as_ref()).await? {
-            PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, &request.token, idempotency.as_ref()).await,
+        match self.begin_payment(user, id, attempt, idempotency).await? {
+            PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, token, idempotency).await,
             PaymentStart::Confirmed(confirmed) => {
                 if idempotency.is_some() {
                     count_replay(IdempotentOperation::Confirm);

@@ -20,28 +20,28 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read(path: &str) -> String {
+pub(crate) fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|error| panic!("read {path}: {error}"))
 }
 
 /// A YAML file as JSON, with `<<` merge keys applied.
-fn yaml(path: &str) -> Value {
+pub(crate) fn yaml(path: &str) -> Value {
     let mut value: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|error| panic!("parse {path}: {error}"));
     value.apply_merge().expect("merge keys apply");
     serde_json::to_value(value).expect("YAML maps to JSON")
 }
 
-fn compose() -> Value {
+pub(crate) fn compose() -> Value {
     yaml("docker-compose.yml")
 }
 
-fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
     compose["services"].get(name).unwrap_or_else(|| panic!("docker-compose.yml has no service `{name}`"))
 }
 
 /// A service's environment as a map, from either the map or the `KEY=VALUE` list form.
-fn environment(service: &Value) -> BTreeMap<String, String> {
+pub(crate) fn environment(service: &Value) -> BTreeMap<String, String> {
     match &service["environment"] {
         Value::Object(map) => map.iter().map(|(key, value)| (key.clone(), scalar(value))).collect(),
         Value::Array(list) => list
@@ -56,7 +56,7 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
     }
 }
 
-fn scalar(value: &Value) -> String {
+pub(crate) fn scalar(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
@@ -65,7 +65,7 @@ fn scalar(value: &Value) -> String {
 }
 
 /// A healthcheck's command as one string.
-fn healthcheck(service: &Value) -> String {
+pub(crate) fn healthcheck(service: &Value) -> String {
     match &service["healthcheck"]["test"] {
         Value::Array(parts) => parts.iter().map(scalar).collect::<Vec<_>>().join(" "),
         other => scalar(other),

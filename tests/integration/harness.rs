@@ -189,6 +189,12 @@ impl Isolation {
         if !extra.contains(&"--relay-enabled") {
             args.extend(["--relay-enabled".to_owned(), "false".to_owned()]);
         }
+        // Tests drive many requests of one user; the tests of the per-user limits set them.
+        for limit in ["--rate-limit-per-user-per-second", "--rate-limit-per-user-per-day"] {
+            if !extra.contains(&limit) {
+                args.extend([limit.to_owned(), "0".to_owned()]);
+            }
+        }
         args.extend(extra.iter().map(|arg| arg.to_string()));
         ApiConfig::parse_from(args)
     }
@@ -206,6 +212,8 @@ impl Isolation {
             ("KAFKA_TOPIC", self.kafka_topic.clone()),
             ("JWT_SECRET", SECRET.to_owned()),
             ("RELAY_ENABLED", "false".to_owned()),
+            ("RATE_LIMIT_PER_USER_PER_SECOND", "0".to_owned()),
+            ("RATE_LIMIT_PER_USER_PER_DAY", "0".to_owned()),
         ]
     }
 }

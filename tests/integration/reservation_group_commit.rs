@@ -115,7 +115,10 @@ async fn end_state(app: &TestApp, engine: &ReservationEngine, category: i64) -> 
 /// The test engine with an outbox backlog bound; every request runs its script (the
 /// sold-out fast path would answer some without one).
 fn engine_with_backlog(app: &TestApp, outbox_backlog_max: u64) -> ReservationEngine {
-    let options = EngineOptions { outbox_backlog_max, ..*engine(app, Duration::from_secs(5)).options() };
+    // Holds outlive the test: on a loaded machine a 1 s hold could expire between the two
+    // runs and make their end states differ for a reason the test is not about.
+    let hold_ttl = Duration::from_secs(600);
+    let options = EngineOptions { outbox_backlog_max, hold_ttl, ..*engine(app, Duration::from_secs(5)).options() };
     ReservationEngine::new(app.redis.clone(), app.keys(), Arc::new(gateway(app)), options)
         .with_sold_out_verdict_ttl(Duration::ZERO)
 }
