@@ -222,7 +222,7 @@ struct IdempotencyKeyHeader {
 pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
     let _permit = state.admission.enter().map_err(shed)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
     let seats = SeatFields { seats: body.seats, adjacent: body.adjacent };
@@ -258,7 +258,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
 pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
     let permit = state.admission.enter().map_err(shed)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let key = idempotency_key(&request)?;
     let body: ConfirmRequest = json::parse(&request.headers, &request.body)?;
     let token = body.payment.as_ref().and_then(|payment| payment.token.as_deref());
@@ -298,7 +298,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
 )]
 pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let id = path_id(&request)?;
     let result = state.reservations.cancel(&caller.user_id, id).await;
     let result = or_archived(state, &caller.user_id, id, ReservationStatus::Cancelled, result).await?;
@@ -323,7 +323,7 @@ pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> Ha
 )]
 pub async fn get_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let id = path_id(&request)?;
     let live = state.reservations.get(id).await;
     let reservation = match live {

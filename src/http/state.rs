@@ -6,7 +6,7 @@ use crate::infrastructure::RedisConnection;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::auth::Jwt;
+use crate::auth::Authenticator;
 use crate::availability::watcher::Watchers;
 use crate::catalog::Catalog;
 use crate::http::availability_stream::Streams;
@@ -19,7 +19,7 @@ use crate::waiting_room::WaitingRooms;
 /// Everything a handler needs, shared by all requests.
 pub struct AppState {
     /// Verifies bearer tokens.
-    pub jwt: Jwt,
+    pub jwt: Authenticator,
     /// Postgres pool.
     pub database: PgPool,
     /// Multiplexed Redis connection.
