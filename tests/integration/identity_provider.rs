@@ -47,7 +47,9 @@ impl TestKey {
 
     /// A new P-256 key for ES256 (its JWK names no `alg`: the type decides).
     fn ec(kid: &str) -> Self {
-        let der = openssl_der("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -outform DER 2>/dev/null");
+        let der = openssl_der(
+            "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -outform DER",
+        );
         Self::new(kid, Algorithm::ES256, EncodingKey::from_ec_der(&der), false)
     }
 

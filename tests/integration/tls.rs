@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use stampede::config::ApiConfig;
 use stampede::infrastructure::{RedisTarget, connect_redis_to};
 
 use crate::harness::{Isolation, TestApp, unique_name, wait_until};
@@ -25,7 +26,7 @@ impl TestCa {
         std::fs::create_dir_all(&directory).unwrap();
         std::fs::write(
             directory.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
         )
         .unwrap();
         let script = "set -e
@@ -85,6 +86,14 @@ fn start_tls_redis(ca: &TestCa, extra: &[&str]) -> (Server, u16) {
     (Server { child }, port)
 }
 
+/// `config` pointed at another Redis.
+fn with_redis(mut config: ApiConfig, url: &str, cluster: bool, ca_file: Option<&str>) -> ApiConfig {
+    config.shared.redis_url = url.to_owned();
+    config.shared.redis_cluster = cluster;
+    config.shared.redis_ca_cert = ca_file.map(PathBuf::from);
+    config
+}
+
 async fn wait_for_port(port: u16) {
     wait_until(Duration::from_secs(20), "the server listens", || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
@@ -113,20 +122,20 @@ async fn a_sale_works_over_tls_to_redis_with_the_ca_file() {
     let ca_file = ca.file("ca.pem");
 
     let isolation = Isolation::new().await;
-    let config = isolation.api_config(&["--redis-url", &url, "--redis-cluster", "false", "--redis-ca-cert", &ca_file]);
+    let config = with_redis(isolation.api_config(&[]), &url, false, Some(&ca_file));
     let mut app = TestApp::spawn_config(isolation, config).await;
     app.redis = connect_redis_to(&RedisTarget::new(&url, false, Some(ca_file.clone().into())).unwrap()).await.unwrap();
     sell(&app).await;
     app.stop().await;
 
     let isolation = Isolation::new().await;
-    let without_ca = isolation.api_config(&["--redis-url", &url, "--redis-cluster", "false"]);
+    let without_ca = with_redis(isolation.api_config(&[]), &url, false, None);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let error = stampede::api::start(without_ca, shutdown).await.err().expect("no start without the CA");
     let message = stampede::telemetry::error_chain(&error);
     assert!(message.contains("redis") && message.to_lowercase().contains("certificate"), "{message}");
 
-    let plain = isolation.api_config(&["--redis-cluster", "false", "--redis-ca-cert", &ca_file]);
+    let plain = with_redis(isolation.api_config(&[]), "redis://127.0.0.1:6379", false, Some(&ca_file));
     let error = stampede::api::start(plain, tokio_util::sync::CancellationToken::new()).await.err().expect("refused");
     assert!(stampede::telemetry::error_chain(&error).contains("REDIS_CA_CERT"), "a CA with redis:// is refused");
 }
@@ -139,15 +148,17 @@ async fn a_sale_works_on_a_redis_cluster_whose_nodes_speak_tls() {
     let mut nodes = Vec::new();
     for index in 0..3 {
         let config_file = ca.file(&format!("nodes-{index}.conf"));
+        // The bus port is named: the default (port + 10000) can pass 65535.
+        let bus_port = free_port().to_string();
         let mut extra: Vec<&str> = cluster_flags.to_vec();
-        extra.extend(["--cluster-config-file", &config_file]);
+        extra.extend(["--cluster-config-file", &config_file, "--cluster-port", &bus_port]);
         let node = start_tls_redis(&ca, &extra);
         wait_for_port(node.1).await;
         nodes.push(node);
     }
     let addresses: Vec<String> = nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
-    let created = Command::new("redis-cli")
-        .args(["--tls", "--cacert", &ca.file("ca.pem"), "--cluster", "create"])
+    let created = Command::new("timeout")
+        .args(["60", "redis-cli", "--tls", "--cacert", &ca.file("ca.pem"), "--cluster", "create"])
         .args(&addresses)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
@@ -161,7 +172,7 @@ async fn a_sale_works_on_a_redis_cluster_whose_nodes_speak_tls() {
     })
     .await;
     let isolation = Isolation::new().await;
-    let config = isolation.api_config(&["--redis-url", &url, "--redis-cluster", "true", "--redis-ca-cert", &ca_file]);
+    let config = with_redis(isolation.api_config(&[]), &url, true, Some(&ca_file));
     let mut app = TestApp::spawn_config(isolation, config).await;
     app.redis = connect_redis_to(&target).await.unwrap();
     sell(&app).await;
