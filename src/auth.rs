@@ -95,8 +95,12 @@ impl Jwt {
     /// Mints a token for `subject` with `role` in a top-level `role` claim, valid for `ttl` from now.
     pub fn mint(&self, subject: &UserId, role: Role, ttl: Duration) -> String {
         let issued_at = unix_now_seconds();
-        let claims =
-            MintedClaims { sub: subject.as_str(), role: role.to_string(), exp: issued_at + ttl.as_secs(), iat: issued_at };
+        let claims = MintedClaims {
+            sub: subject.as_str(),
+            role: role.to_string(),
+            exp: issued_at + ttl.as_secs(),
+            iat: issued_at,
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
@@ -153,7 +157,9 @@ impl Authenticator {
         let (key, validation) = match header.alg {
             Algorithm::HS256 => {
                 let key = self.hs256.as_ref().ok_or_else(|| {
-                    AuthError::Invalid("HS256 tokens are not accepted: only an identity provider's key set is".to_owned())
+                    AuthError::Invalid(
+                        "HS256 tokens are not accepted: only an identity provider's key set is".to_owned(),
+                    )
                 })?;
                 (key, &self.validations.hs256)
             }
@@ -290,11 +296,23 @@ mod tests {
     #[tokio::test]
     async fn future_nbf_and_iat_beyond_the_leeway_are_refused() {
         let now = unix_now_seconds();
-        let nbf = sign(json!({"sub": "a", "role": "user", "exp": future(), "nbf": now + 120}), Algorithm::HS256, "test-secret");
+        let nbf = sign(
+            json!({"sub": "a", "role": "user", "exp": future(), "nbf": now + 120}),
+            Algorithm::HS256,
+            "test-secret",
+        );
         assert!(verifier().verify(&nbf).await.is_err());
-        let iat = sign(json!({"sub": "a", "role": "user", "exp": future(), "iat": now + 120}), Algorithm::HS256, "test-secret");
+        let iat = sign(
+            json!({"sub": "a", "role": "user", "exp": future(), "iat": now + 120}),
+            Algorithm::HS256,
+            "test-secret",
+        );
         assert!(verifier().verify(&iat).await.is_err());
-        let within = sign(json!({"sub": "a", "role": "user", "exp": future(), "nbf": now + 30, "iat": now + 30}), Algorithm::HS256, "test-secret");
+        let within = sign(
+            json!({"sub": "a", "role": "user", "exp": future(), "nbf": now + 30, "iat": now + 30}),
+            Algorithm::HS256,
+            "test-secret",
+        );
         assert!(verifier().verify(&within).await.is_ok());
     }
 

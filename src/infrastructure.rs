@@ -140,7 +140,9 @@ pub enum RedisTlsError {
     #[error("REDIS_CA_CERT is set but REDIS_URL is not rediss://; use rediss:// for TLS or unset REDIS_CA_CERT")]
     CaWithoutTls,
     /// `#insecure` would turn hostname verification off, which is not offered.
-    #[error("REDIS_URL asks for #insecure (no hostname verification), which is refused; give the CA with REDIS_CA_CERT")]
+    #[error(
+        "REDIS_URL asks for #insecure (no hostname verification), which is refused; give the CA with REDIS_CA_CERT"
+    )]
     Insecure,
     /// The CA file is unusable.
     #[error("REDIS_CA_CERT: {0}")]

@@ -115,7 +115,9 @@ impl ClaimRules {
 /// says a recipient must then reject the token (an empty list is invalid too).
 pub fn check_header(header: &Header) -> Result<(), AuthError> {
     match &header.crit {
-        Some(names) => Err(invalid(&format!("crit header names parameters this server does not understand: {names:?}"))),
+        Some(names) => {
+            Err(invalid(&format!("crit header names parameters this server does not understand: {names:?}")))
+        }
         None => Ok(()),
     }
 }

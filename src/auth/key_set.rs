@@ -238,7 +238,9 @@ fn verifying_key(jwk: &Jwk) -> Option<(String, VerifyingKey)> {
     }
     let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
         (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
-        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256)) if ec.curve == EllipticCurve::P256 => {
+        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+            if ec.curve == EllipticCurve::P256 =>
+        {
             Algorithm::ES256
         }
         _ => return None,

@@ -183,7 +183,8 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_be_honoured_are_refused() {
-        let refused = |settings: KafkaSecuritySettings| KafkaSecurity::from_settings(&settings).unwrap_err().to_string();
+        let refused =
+            |settings: KafkaSecuritySettings| KafkaSecurity::from_settings(&settings).unwrap_err().to_string();
         assert!(refused(sasl("GSSAPI")).contains("not supported"));
         assert!(refused(sasl("OAUTHBEARER")).contains("not supported"));
         assert!(refused(KafkaSecuritySettings { tls: false, ..sasl("PLAIN") }).contains("KAFKA_TLS"));
@@ -192,7 +193,8 @@ mod tests {
         assert!(refused(KafkaSecuritySettings { sasl_password: None, ..sasl("PLAIN") }).contains("PASSWORD"));
         let orphan = KafkaSecuritySettings { sasl_username: Some("u".to_owned()), ..Default::default() };
         assert!(refused(orphan).contains("without KAFKA_SASL_MECHANISM"));
-        let missing_ca = KafkaSecuritySettings { tls: true, ca_cert: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        let missing_ca =
+            KafkaSecuritySettings { tls: true, ca_cert: Some("/nonexistent/ca.pem".into()), ..Default::default() };
         assert!(refused(missing_ca).contains("/nonexistent/ca.pem"));
     }
 

@@ -172,7 +172,8 @@ pub struct Publisher {
 
 impl Publisher {
     async fn connect(options: &PublisherOptions) -> Result<Self, KafkaError> {
-        let client = kafka::connect_secured(&options.brokers, &options.security, "stampede-relay", options.timeout).await?;
+        let client =
+            kafka::connect_secured(&options.brokers, &options.security, "stampede-relay", options.timeout).await?;
         let count = kafka::ensure_topic(&client, &options.topic, options.partitions, options.timeout).await?;
         let mut partitions = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for partition in 0..count {

@@ -34,14 +34,20 @@ struct TestKey {
 /// The DER output of an openssl pipeline.
 fn openssl_der(pipeline: &str) -> Vec<u8> {
     let output = std::process::Command::new("sh").args(["-c", pipeline]).output().expect("openssl runs");
-    assert!(output.status.success() && !output.stdout.is_empty(), "{pipeline}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && !output.stdout.is_empty(),
+        "{pipeline}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output.stdout
 }
 
 impl TestKey {
     /// A new RSA key for RS256 (its JWK names `alg`).
     fn rsa(kid: &str) -> Self {
-        let der = openssl_der("openssl genrsa -traditional 2048 2>/dev/null | openssl rsa -traditional -outform DER 2>/dev/null");
+        let der = openssl_der(
+            "openssl genrsa -traditional 2048 2>/dev/null | openssl rsa -traditional -outform DER 2>/dev/null",
+        );
         Self::new(kid, Algorithm::RS256, EncodingKey::from_rsa_der(&der), true)
     }
 
@@ -114,7 +120,8 @@ impl KeyServer {
                         .unwrap();
                     async move { Ok::<_, Infallible>(response) }
                 });
-                let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 connections.spawn(connection);
             }
         });
@@ -190,11 +197,16 @@ async fn provider_tokens_are_verified_by_kid_with_issuer_audience_and_role_claim
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("rsa-1".to_owned());
     for public in [rsa.jwk.to_string(), rsa.jwk["n"].as_str().unwrap().to_owned()] {
-        let confused = jsonwebtoken::encode(&header, &claims("alice", &["admin"]), &EncodingKey::from_secret(public.as_bytes()));
+        let confused =
+            jsonwebtoken::encode(&header, &claims("alice", &["admin"]), &EncodingKey::from_secret(public.as_bytes()));
         refused.push(("HS256 signed with the public key", confused.unwrap()));
     }
     let hs256_under_the_test_secret = EncodingKey::from_secret(SECRET.as_bytes());
-    let plain = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims("alice", &["admin"]), &hs256_under_the_test_secret);
+    let plain = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims("alice", &["admin"]),
+        &hs256_under_the_test_secret,
+    );
     refused.push(("HS256 with only a key set configured", plain.unwrap()));
     for (case, token) in refused {
         assert_eq!(list_status(&app, &token).await, 401, "{case}");
@@ -212,10 +224,8 @@ async fn a_key_added_to_the_set_works_without_a_restart() {
     let new = TestKey::ec("new");
     server.add(&new);
     let token = new.sign(&claims("alice", &["user"]));
-    wait_until(Duration::from_secs(30), "the new key is accepted", || async {
-        list_status(&app, &token).await == 200
-    })
-    .await;
+    wait_until(Duration::from_secs(30), "the new key is accepted", || async { list_status(&app, &token).await == 200 })
+        .await;
     assert_eq!(list_status(&app, &old.sign(&claims("alice", &["user"]))).await, 200, "the old key still works");
     // Many requests with unknown kids cost at most one fetch per 10 s.
     let fetches = server.fetches.load(Ordering::SeqCst);
@@ -279,12 +289,27 @@ async fn future_time_claims_crit_headers_and_format_characters_are_401() {
     let mut crit = Header::new(Algorithm::HS256);
     crit.crit = Some(vec!["x-unknown-extension".to_owned()]);
     let refused = [
-        ("future nbf", hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("nbf".into(), json!(now() + 300))))),
-        ("future iat", hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("iat".into(), json!(now() + 300))))),
+        (
+            "future nbf",
+            hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("nbf".into(), json!(now() + 300)))),
+        ),
+        (
+            "future iat",
+            hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("iat".into(), json!(now() + 300)))),
+        ),
         ("crit header", hs256_token(crit, |_| {})),
-        ("right-to-left override", hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("sub".into(), json!("admin\u{202E}nimda"))))),
-        ("zero-width space", hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("sub".into(), json!("ali\u{200B}ce"))))),
-        ("byte order mark", hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("sub".into(), json!("\u{FEFF}alice"))))),
+        (
+            "right-to-left override",
+            hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("sub".into(), json!("admin\u{202E}nimda")))),
+        ),
+        (
+            "zero-width space",
+            hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("sub".into(), json!("ali\u{200B}ce")))),
+        ),
+        (
+            "byte order mark",
+            hs256_token(Header::new(Algorithm::HS256), |c| drop(c.insert("sub".into(), json!("\u{FEFF}alice")))),
+        ),
     ];
     for (case, token) in refused {
         assert_eq!(list_status(&app, &token).await, 401, "{case}");

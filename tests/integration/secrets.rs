@@ -94,7 +94,11 @@ async fn the_token_cli_reads_its_secret_from_a_file_or_standard_input() {
     child.stdin.take().unwrap().write_all(SECRET.as_bytes()).unwrap();
     let from_stdin = child.wait_with_output().unwrap();
     assert!(from_stdin.status.success());
-    let missing = token_command().args(["--role", "admin", "--sub", "ops", "--secret-file"]).arg(directory.join("none")).output().unwrap();
+    let missing = token_command()
+        .args(["--role", "admin", "--sub", "ops", "--secret-file"])
+        .arg(directory.join("none"))
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the secret"));
     std::fs::remove_dir_all(&directory).unwrap();

@@ -75,7 +75,8 @@ impl Drop for Server {
 /// `redis-server` serving only TLS on a free port with the CA's server certificate.
 fn start_tls_redis(ca: &TestCa, extra: &[&str]) -> (Server, u16) {
     let port = free_port();
-    let (port_text, cert, key, ca_file) = (port.to_string(), ca.file("server.pem"), ca.file("server.key"), ca.file("ca.pem"));
+    let (port_text, cert, key, ca_file) =
+        (port.to_string(), ca.file("server.pem"), ca.file("server.key"), ca.file("ca.pem"));
     let mut args = vec!["--port", "0", "--tls-port", &port_text, "--bind", "127.0.0.1", "--tls-cert-file", &cert];
     args.extend(["--tls-key-file", &key, "--tls-ca-cert-file", &ca_file, "--tls-auth-clients", "no"]);
     args.extend(["--save", "", "--appendonly", "no", "--dir"]);
@@ -294,11 +295,15 @@ fn give_to_postgres_user(path: &Path) {
 impl PrivatePostgres {
     async fn start(ca: &TestCa) -> Self {
         let data = ca.directory.join("pgdata");
-        let bin = Command::new("pg_config").arg("--bindir").output().map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        let bin = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
         let bin = PathBuf::from(bin.unwrap_or_default());
         let tool = |name: &str| bin.join(name).to_string_lossy().into_owned();
         std::fs::set_permissions(&ca.directory, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(ca.directory.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(ca.directory.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         give_to_postgres_user(&ca.directory);
         let initdb = as_postgres_user(&tool("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
@@ -310,7 +315,16 @@ impl PrivatePostgres {
         let child = as_postgres_user(&tool("postgres"))
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1,127.0.0.2", "-c", "fsync=off", "-c", "ssl=on"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1,127.0.0.2",
+                "-c",
+                "fsync=off",
+                "-c",
+                "ssl=on",
+            ])
             .args(["-c", &format!("unix_socket_directories={}", ca.directory.display())])
             .args(["-c", &format!("ssl_cert_file={}", ca.file("server.pem"))])
             .args(["-c", &format!("ssl_key_file={}", ca.file("server.key"))])
@@ -336,18 +350,21 @@ async fn verify_full_accepts_a_postgres_certificate_signed_by_the_given_ca() {
     let postgres = PrivatePostgres::start(&ca).await;
     let root = ca.file("ca.pem");
     let isolation = Isolation::new().await;
-    let verified = format!("postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={root}", postgres.port);
+    let verified =
+        format!("postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={root}", postgres.port);
     let mut config = isolation.api_config(&[]);
     config.shared.database_url = verified;
     let app = TestApp::spawn_config(isolation, config).await;
     sell(&app).await;
-    let (encrypted, all) = tls_connections(&format!("postgres://postgres@127.0.0.1:{}", postgres.port), "postgres").await;
+    let (encrypted, all) =
+        tls_connections(&format!("postgres://postgres@127.0.0.1:{}", postgres.port), "postgres").await;
     assert!(all > 0 && encrypted == all, "{encrypted} of {all} connections use TLS");
     app.stop().await;
 
     // The certificate holds localhost and 127.0.0.1, not 127.0.0.2 (also loopback).
     let isolation = Isolation::new().await;
-    let wrong_name = format!("postgres://postgres@127.0.0.2:{}/postgres?sslmode=verify-full&sslrootcert={root}", postgres.port);
+    let wrong_name =
+        format!("postgres://postgres@127.0.0.2:{}/postgres?sslmode=verify-full&sslrootcert={root}", postgres.port);
     let mut config = isolation.api_config(&[]);
     config.shared.database_url = wrong_name;
     let started = stampede::api::start(config, tokio_util::sync::CancellationToken::new()).await;
