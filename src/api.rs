@@ -11,15 +11,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Jwt, Role};
+use crate::auth::claims::RoleClaimError;
+use crate::auth::{Authenticator, ClaimRules, Jwt, KeySet, KeySetError, Role};
 use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, DEV_JWT_SECRET, JwtSecretError, Secret};
 use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::state::AppState;
 use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
-use crate::infrastructure::{self, connect_redis};
+use crate::infrastructure::{self, RedisTarget, connect_redis_to};
+use crate::kafka::KafkaSecurity;
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
 use crate::rate_limit::{UserRateLimit, UserRateOptions};
@@ -41,11 +43,24 @@ const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// No `JWT_SECRET` and no `--dev`.
-    #[error(
-        "JWT_SECRET is required (or pass the --dev flag to use a development secret; no environment variable turns on dev mode)"
-    )]
-    MissingJwtSecret,
+    /// `JWT_SECRET` is missing, too short or public.
+    #[error(transparent)]
+    JwtSecret(#[from] JwtSecretError),
+    /// Only a key set verifies tokens, and nothing signs queue passes.
+    #[error("QUEUE_PASS_KEYS is required when JWT_SECRET is not set (queue passes are signed with it)")]
+    MissingPassKeys,
+    /// A JWT claim setting is unusable.
+    #[error(transparent)]
+    RoleClaim(#[from] RoleClaimError),
+    /// The identity provider's key set could not be loaded.
+    #[error("cannot load JWT_JWKS_URL")]
+    KeySet(#[from] KeySetError),
+    /// A Redis TLS setting cannot be honoured.
+    #[error(transparent)]
+    RedisTls(#[from] infrastructure::RedisTlsError),
+    /// A Kafka TLS or SASL setting cannot be honoured.
+    #[error(transparent)]
+    KafkaSecurity(#[from] crate::kafka::KafkaSecurityError),
     /// Postgres could not be reached or migrated.
     #[error(transparent)]
     Persistence(#[from] infrastructure::PersistenceError),
@@ -96,20 +111,23 @@ impl RunningApi {
 pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<RunningApi, StartError> {
     // Every task watches `shutdown`, which fires once the readiness delay is over.
     let shutdown = CancellationToken::new();
-    let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
-    let jwt = Jwt::new(&secret);
-    let pass_keys = match &config.queue_pass_keys {
-        Some(keys) => PassKeys::parse(keys)?,
-        None => PassKeys::derived_from(&secret),
+    let secret = config.effective_jwt_secret()?;
+    let pass_keys = match (&config.queue_pass_keys, &secret) {
+        (Some(keys), _) => PassKeys::parse(keys)?,
+        (None, Some(secret)) => PassKeys::derived_from(secret),
+        (None, None) => return Err(StartError::MissingPassKeys),
     };
-    let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
+    let jwt = authenticator(&config, secret.as_ref()).await?;
+    let kafka_security = KafkaSecurity::from_config(&config.shared)?;
+    let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config, kafka_security)).transpose()?;
+    let redis_target = RedisTarget::from_config(&config.shared)?;
     let database =
         infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
-    let redis = connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?;
+    let redis = connect_redis_to(&redis_target).await?;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => Some((connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?, options)),
+        Some(options) => Some((connect_redis_to(&redis_target).await?, options)),
         None => None,
     };
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
@@ -119,7 +137,7 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
         .await
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
-    let dev_tokens = config.dev.then(|| dev_tokens(&jwt));
+    let dev_tokens = config.prints_dev_tokens().then(dev_tokens);
     let metrics = telemetry::install_metrics();
     let reservations = reservation_engine(&config, redis.clone(), keys.clone());
     let reaper_options = ReaperOptions { interval: config.reaper_interval, batch_max: config.reaper_batch_max };
@@ -251,7 +269,20 @@ async fn recover_provisioning(catalog: Catalog, shutdown: CancellationToken) {
     }
 }
 
-fn dev_tokens(jwt: &Jwt) -> (String, String) {
+/// The token verifier: HS256 under `secret` (when set) and the key set's tokens (when
+/// `JWT_JWKS_URL` is set, fetched now).
+async fn authenticator(config: &ApiConfig, secret: Option<&Secret>) -> Result<Authenticator, StartError> {
+    let rules = ClaimRules::new(config.jwt_issuer.clone(), config.jwt_audience.clone(), &config.jwt_role_claim)?;
+    let key_set = match &config.jwt_jwks_url {
+        Some(url) => Some(KeySet::fetch(url).await?),
+        None => None,
+    };
+    Ok(Authenticator::new(secret, key_set, rules))
+}
+
+/// An admin and a user token signed with the public development secret.
+fn dev_tokens() -> (String, String) {
+    let jwt = Jwt::new(&Secret::new(DEV_JWT_SECRET));
     let admin = jwt.mint(&UserId::parse("dev-admin").expect("valid"), Role::Admin, DEV_TOKEN_TTL);
     let user = jwt.mint(&UserId::parse("dev-user").expect("valid"), Role::User, DEV_TOKEN_TTL);
     (admin, user)

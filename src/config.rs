@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -128,13 +129,18 @@ impl std::str::FromStr for Secret {
 /// Settings both binaries take, under the same flags, variables and defaults.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SharedConfig {
-    /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/stampede")]
+    /// Postgres connection URL; TLS by libpq's `sslmode` (`require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert=PATH` parameters.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/stampede", hide_env_values = true)]
     pub database_url: String,
 
-    /// Redis connection URL (the worker uses it for `reconcile`).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// Redis connection URL (the worker uses it for `reconcile`); `rediss://` for TLS.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
+
+    /// PEM file of the CA to trust for a `rediss://` Redis (default: the system's roots).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
 
     /// `true`: `REDIS_URL` is a comma-separated list of seed nodes of a Redis Cluster,
     /// reached through the cluster client.
@@ -148,6 +154,26 @@ pub struct SharedConfig {
     /// Comma-separated Kafka bootstrap brokers.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+
+    /// `true`: connect to the brokers over TLS (hostnames verified).
+    #[arg(long, env = "KAFKA_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub kafka_tls: bool,
+
+    /// PEM file of the CA to trust for TLS Kafka (default: the system's roots).
+    #[arg(long, env = "KAFKA_CA_CERT")]
+    pub kafka_ca_cert: Option<PathBuf>,
+
+    /// SASL mechanism for Kafka, over TLS only: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+
+    /// SASL user name for Kafka.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// SASL password for Kafka.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<Secret>,
 
     /// Kafka topic of reservation events.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "reservations")]
@@ -198,9 +224,27 @@ pub struct ApiConfig {
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 16)]
     pub database_connections_max: u32,
 
-    /// HS256 secret for JWTs; required unless `--dev` is given.
+    /// HS256 secret for JWTs, at least 32 bytes; required unless `--dev` is given or
+    /// `JWT_JWKS_URL` is set.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+
+    /// URL of the identity provider's JSON Web Key Set (RS256 and ES256 tokens by `kid`).
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// When set, a token's `iss` must equal it.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, a token's `aud` must contain it.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Dot path of the claim that carries the role (`role`, `realm_access.roles`): a
+    /// string or an array of strings.
+    #[arg(long, env = "JWT_ROLE_CLAIM", default_value = "role")]
+    pub jwt_role_claim: String,
 
     /// Development mode: run without `JWT_SECRET` (a fixed dev secret is used) and print tokens.
     /// Only the flag turns it on: whoever can set the environment must not get the public dev
@@ -357,19 +401,51 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// The JWT secret in force: the configured one, or the fixed development secret
-    /// when `--dev` is given. `None` means the API must refuse to start.
-    pub fn effective_jwt_secret(&self) -> Option<Secret> {
+    /// The JWT secret in force: the configured one, or the fixed development secret when
+    /// `--dev` is given without one; `Ok(None)` when only a key set verifies tokens.
+    /// Without `--dev`, a secret shorter than [`JWT_SECRET_BYTES_MIN`] or equal to the
+    /// development secret is refused.
+    pub fn effective_jwt_secret(&self) -> Result<Option<Secret>, JwtSecretError> {
         match (&self.jwt_secret, self.dev) {
-            (Some(secret), _) => Some(secret.clone()),
-            (None, true) => Some(Secret::new(DEV_JWT_SECRET)),
-            (None, false) => None,
+            (Some(secret), false) if secret.expose() == DEV_JWT_SECRET => Err(JwtSecretError::Development),
+            (Some(secret), false) if secret.expose().len() < JWT_SECRET_BYTES_MIN => {
+                Err(JwtSecretError::TooShort(secret.expose().len()))
+            }
+            (Some(secret), _) => Ok(Some(secret.clone())),
+            (None, true) => Ok(Some(Secret::new(DEV_JWT_SECRET))),
+            (None, false) if self.jwt_jwks_url.is_some() => Ok(None),
+            (None, false) => Err(JwtSecretError::Missing),
         }
+    }
+
+    /// Whether `--dev` prints tokens: only when they are signed with the public development
+    /// secret, never with a secret the operator gave.
+    pub fn prints_dev_tokens(&self) -> bool {
+        self.dev && self.jwt_secret.is_none()
     }
 }
 
 /// The secret used by `--dev` when no `JWT_SECRET` is set. Never use it in production.
 pub const DEV_JWT_SECRET: &str = "stampede-dev-secret-do-not-use-in-production";
+
+/// The shortest `JWT_SECRET` accepted without `--dev`, in bytes (HS256's key size).
+pub const JWT_SECRET_BYTES_MIN: usize = 32;
+
+/// Why the JWT secret is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwtSecretError {
+    /// No secret, no key set, no `--dev`.
+    #[error(
+        "JWT_SECRET is required unless JWT_JWKS_URL is set (or pass the --dev flag to use a development secret; no environment variable turns on dev mode)"
+    )]
+    Missing,
+    /// The secret is too short to resist guessing.
+    #[error("JWT_SECRET is {0} bytes; at least 32 random bytes are required (e.g. `openssl rand -hex 32`)")]
+    TooShort(usize),
+    /// The secret is the public development secret.
+    #[error("JWT_SECRET is the public development secret; set a random one (e.g. `openssl rand -hex 32`)")]
+    Development,
+}
 
 /// Which partitions of the topic a worker consumes: `shared` (split with the other
 /// workers through Postgres leases), `all`, or a list such as `0,2,4`.
@@ -598,8 +674,28 @@ mod tests {
     #[test]
     fn api_refuses_to_run_without_a_secret_unless_dev() {
         let config = ApiConfig::parse_from(["api"]);
-        assert!(config.effective_jwt_secret().is_none());
+        assert_eq!(config.effective_jwt_secret(), Err(JwtSecretError::Missing));
         let config = ApiConfig::parse_from(["api", "--dev"]);
-        assert_eq!(config.effective_jwt_secret().unwrap().expose(), DEV_JWT_SECRET);
+        assert_eq!(config.effective_jwt_secret().unwrap().unwrap().expose(), DEV_JWT_SECRET);
+        assert!(config.prints_dev_tokens());
+        let config = ApiConfig::parse_from(["api", "--jwt-jwks-url", "https://idp.example.com/jwks"]);
+        assert_eq!(config.effective_jwt_secret(), Ok(None));
+    }
+
+    #[test]
+    fn weak_or_public_secrets_are_refused_without_dev() {
+        let with = |secret: &str, dev: bool| {
+            let mut arguments = vec!["api", "--jwt-secret", secret];
+            if dev {
+                arguments.push("--dev");
+            }
+            ApiConfig::parse_from(arguments)
+        };
+        assert_eq!(with("short", false).effective_jwt_secret(), Err(JwtSecretError::TooShort(5)));
+        assert_eq!(with(DEV_JWT_SECRET, false).effective_jwt_secret(), Err(JwtSecretError::Development));
+        assert!(with(&"x".repeat(32), false).effective_jwt_secret().is_ok());
+        let dev_with_secret = with("short", true);
+        assert!(dev_with_secret.effective_jwt_secret().is_ok());
+        assert!(!dev_with_secret.prints_dev_tokens(), "no token signed with a given secret is printed");
     }
 }

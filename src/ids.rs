@@ -86,6 +86,9 @@ impl UserId {
         if subject.chars().any(char::is_control) {
             return Err("sub must not contain control characters".to_owned());
         }
+        if subject.chars().any(is_format_character) {
+            return Err("sub must not contain Unicode format characters (bidi overrides, zero-width)".to_owned());
+        }
         Ok(Self(subject.to_owned()))
     }
 
@@ -93,6 +96,38 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The code points of Unicode's general category Cf (format), as of Unicode 15.1: bidi
+/// overrides, zero-width joiners and spaces, tags. They render as nothing or reorder text,
+/// so a subject holding one could pass for another in admin views and logs.
+const FORMAT_CHARACTERS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `character` is in Unicode's general category Cf.
+fn is_format_character(character: char) -> bool {
+    FORMAT_CHARACTERS.iter().any(|&(first, last)| (first..=last).contains(&character))
 }
 
 /// A reservation id: a UUID (version 8) whose last four bytes carry the category id,

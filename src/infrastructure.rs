@@ -1,8 +1,12 @@
 //! Connection set-up shared by the binaries: the Redis connection (one node or a Redis
-//! Cluster) and the Postgres pool (with the migrations every binary runs on start). The
-//! Kafka client is set up by the `kafka` module.
+//! Cluster, plain or `rediss://`), the Postgres pool (with the migrations every binary runs
+//! on start; TLS by `sslmode` in its URL) and the TLS client settings ([`tls`]). The Kafka
+//! client is set up by the `kafka` module.
+
+pub mod tls;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -129,13 +133,83 @@ async fn split_by_slot(connection: ClusterConnection, pipeline: &Pipeline) -> re
     Ok(replies)
 }
 
+/// Why a Redis TLS setting cannot be honoured.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisTlsError {
+    /// A CA file is set for a plain `redis://` URL.
+    #[error("REDIS_CA_CERT is set but REDIS_URL is not rediss://; use rediss:// for TLS or unset REDIS_CA_CERT")]
+    CaWithoutTls,
+    /// `#insecure` would turn hostname verification off, which is not offered.
+    #[error(
+        "REDIS_URL asks for #insecure (no hostname verification), which is refused; give the CA with REDIS_CA_CERT"
+    )]
+    Insecure,
+    /// The CA file is unusable.
+    #[error("REDIS_CA_CERT: {0}")]
+    CaFile(#[from] tls::TlsError),
+}
+
+/// Where Redis is and how to reach it, validated.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    url: String,
+    cluster: bool,
+    /// PEM of the CA to trust for `rediss://`, already checked to hold certificates.
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisTarget {
+    /// The target of `REDIS_URL`, `REDIS_CLUSTER` and `REDIS_CA_CERT`.
+    pub fn from_config(config: &crate::config::SharedConfig) -> Result<Self, RedisTlsError> {
+        Self::new(&config.redis_url, config.redis_cluster, config.redis_ca_cert.clone())
+    }
+
+    /// A target; `ca_cert` needs `rediss://`.
+    pub fn new(url: &str, cluster: bool, ca_cert: Option<PathBuf>) -> Result<Self, RedisTlsError> {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).filter(|node| !node.is_empty()).collect();
+        if nodes.iter().any(|node| node.ends_with("#insecure")) {
+            return Err(RedisTlsError::Insecure);
+        }
+        let ca_pem = match ca_cert {
+            None => None,
+            Some(_) if !nodes.iter().all(|node| node.starts_with("rediss://")) => {
+                return Err(RedisTlsError::CaWithoutTls);
+            }
+            Some(path) => {
+                tls::ca_certificates(&path)?;
+                let pem = std::fs::read(&path)
+                    .map_err(|error| tls::TlsError::CaFile { path: path.clone(), detail: error.to_string() })?;
+                Some(pem)
+            }
+        };
+        Ok(Self { url: url.to_owned(), cluster, ca_pem })
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_pem.clone().map(|pem| redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+    }
+}
+
 /// Opens the Redis connection with bounded timeouts and retries: to the one server at
 /// `url`, or with `cluster`, to the Redis Cluster whose seed nodes `url` lists
-/// (comma-separated).
+/// (comma-separated). Plain or `rediss://` with the system's roots; see [`connect_redis_to`]
+/// for a CA file.
 pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, redis::RedisError> {
-    if cluster {
+    let target = RedisTarget { url: url.to_owned(), cluster, ca_pem: None };
+    connect_redis_to(&target).await
+}
+
+/// Opens the Redis connection to `target` (see [`connect_redis`]).
+pub async fn connect_redis_to(target: &RedisTarget) -> Result<RedisConnection, redis::RedisError> {
+    tls::install_default_provider();
+    let url = target.url.as_str();
+    if target.cluster {
         let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|seed| !seed.is_empty()).collect();
-        let client = ClusterClientBuilder::new(seeds)
+        let mut builder = ClusterClientBuilder::new(seeds);
+        if let Some(certificates) = target.certificates() {
+            builder = builder.certs(certificates);
+        }
+        let client = builder
             .connection_timeout(REDIS_CONNECTION_TIMEOUT)
             .response_timeout(REDIS_RESPONSE_TIMEOUT)
             .overall_response_timeout(Some(CLUSTER_REQUEST_TIMEOUT))
@@ -147,7 +221,10 @@ pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, 
         wait_until_loaded(&mut connection).await?;
         return Ok(connection);
     }
-    let client = redis::Client::open(url)?;
+    let client = match target.certificates() {
+        Some(certificates) => redis::Client::build_with_tls(url, certificates)?,
+        None => redis::Client::open(url)?,
+    };
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_CONNECTION_TIMEOUT))
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
@@ -199,6 +276,7 @@ pub enum PersistenceError {
 /// Opens a pool of at most `connections_max` connections and runs the migrations
 /// (idempotent; concurrent starts serialize on the migrator's lock).
 pub async fn connect_and_migrate(url: &str, connections_max: u32) -> Result<PgPool, PersistenceError> {
+    tls::install_default_provider();
     let pool = PgPoolOptions::new()
         .max_connections(connections_max)
         .acquire_timeout(Duration::from_secs(5))

@@ -11,6 +11,8 @@
 //! Never change the partition count of a topic during a sale: the rule would send a
 //! reservation's later events to another partition than its earlier ones.
 
+pub mod security;
+
 use std::time::Duration;
 
 use rskafka::BackoffConfig;
@@ -68,9 +70,21 @@ pub fn bootstrap_brokers(brokers: &str) -> Vec<String> {
     brokers.split(',').map(str::trim).filter(|broker| !broker.is_empty()).map(str::to_owned).collect()
 }
 
-/// Connects to the cluster. rskafka's own retries stop after `deadline`, so callers
-/// keep control of retry, backoff and shutdown.
+pub use self::security::{KafkaSecurity, KafkaSecurityError, KafkaSecuritySettings};
+
+/// Connects to the cluster over plain TCP (a development broker). See [`connect_secured`].
 pub async fn connect(brokers: &str, client_id: &str, deadline: Duration) -> Result<Client, KafkaError> {
+    connect_secured(brokers, &KafkaSecurity::plain(), client_id, deadline).await
+}
+
+/// Connects to the cluster with `security` (TLS, SASL). rskafka's own retries stop after
+/// `deadline`, so callers keep control of retry, backoff and shutdown.
+pub async fn connect_secured(
+    brokers: &str,
+    security: &KafkaSecurity,
+    client_id: &str,
+    deadline: Duration,
+) -> Result<Client, KafkaError> {
     let backoff = BackoffConfig {
         init_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_secs(1),
@@ -81,7 +95,7 @@ pub async fn connect(brokers: &str, client_id: &str, deadline: Duration) -> Resu
         .client_id(client_id)
         .max_message_size(MESSAGE_SIZE_MAX)
         .backoff_config(backoff);
-    within(deadline, builder.build()).await
+    within(deadline, security.apply(builder).build()).await
 }
 
 /// Creates `topic` with `partitions` partitions if it does not exist, and returns

@@ -8,15 +8,15 @@
 //! # Layout
 //! - [`api`]: the `api` process: start-up, background tasks and shutdown.
 //! - [`availability`]: live availability of an event and the per-event watchers that feed its streams.
-//! - [`auth`]: JWT verification and minting, roles.
+//! - [`auth`]: JWT verification (HS256, and RS256/ES256 from an identity provider's key set) and minting, claim rules, roles.
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`client_address`]: which address a request counts under behind proxies, and limits per client address.
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
 //! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
-//! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster), the Postgres pool and migrations.
-//! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
+//! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster, plain or TLS), the Postgres pool and migrations, TLS client settings.
+//! - [`kafka`]: broker connections (TLS, SASL), topic creation and the key-to-partition rule.
 //! - [`keyspace`]: the Redis key layout and its hash tags.
 //! - [`milliseconds`]: Unix milliseconds, as times and durations cross into scripts and the outbox.
 //! - [`outbox`]: the outbox stream's entries and the events they become.

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiConfig;
 use crate::ids::CategoryId;
-use crate::kafka::KafkaError;
+use crate::kafka::{KafkaError, KafkaSecurity};
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, ReservationEvent};
 use crate::retry::{Backoff, sleep_unless_stopped};
@@ -90,7 +90,7 @@ pub struct RelayOptions {
 impl RelayOptions {
     /// The relay options of the API configuration. The lease must outlive the slowest
     /// round (a publish that times out plus a backoff pause) with room for a renewal.
-    pub fn from_config(config: &ApiConfig) -> Result<Self, RelayConfigError> {
+    pub fn from_config(config: &ApiConfig, security: KafkaSecurity) -> Result<Self, RelayConfigError> {
         let slowest_round = config.relay_publish_timeout + config.relay_backoff_max;
         if slowest_round * 3 > config.relay_lease_ttl * 2 {
             return Err(RelayConfigError(format!(
@@ -102,6 +102,7 @@ impl RelayOptions {
         Ok(Self {
             publisher: PublisherOptions {
                 brokers: config.shared.kafka_brokers.clone(),
+                security,
                 topic: config.shared.kafka_topic.clone(),
                 partitions: config.shared.kafka_partitions,
                 timeout: config.relay_publish_timeout,
@@ -476,8 +477,8 @@ mod tests {
     #[test]
     fn the_lease_must_outlive_the_slowest_round() {
         let config = ApiConfig::parse_from(["api"]);
-        assert!(RelayOptions::from_config(&config).is_ok());
+        assert!(RelayOptions::from_config(&config, KafkaSecurity::plain()).is_ok());
         let config = ApiConfig::parse_from(["api", "--relay-lease-ttl", "5s", "--relay-publish-timeout", "5s"]);
-        assert!(RelayOptions::from_config(&config).is_err());
+        assert!(RelayOptions::from_config(&config, KafkaSecurity::plain()).is_err());
     }
 }

@@ -98,6 +98,12 @@ pub enum WorkerError {
         /// The configured list.
         requested: Vec<i32>,
     },
+    /// A Kafka TLS or SASL setting cannot be honoured.
+    #[error(transparent)]
+    KafkaSecurity(#[from] kafka::KafkaSecurityError),
+    /// Postgres refused or failed TLS as `DATABASE_URL` asks for it (waiting would not help).
+    #[error("cannot connect to postgres over TLS as DATABASE_URL asks")]
+    DatabaseTls(#[source] sqlx::Error),
 }
 
 /// Runs the worker until `shutdown` fires: migrates, serves metrics, consumes the
@@ -112,8 +118,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     println!("metrics on http://{metrics_addr}/metrics");
     tokio::spawn(crate::telemetry::sampler::upkeep(handle.clone(), shutdown.clone()));
     tokio::spawn(metrics_endpoint::serve(listener, handle, shutdown.clone()));
-    let Some(database) = connect_database(&config, &shutdown).await else { return Ok(()) };
-    let Some((client, count)) = connect_broker(&config, &shutdown).await else { return Ok(()) };
+    let security = kafka::KafkaSecurity::from_config(&config.shared)?;
+    let Some(database) = connect_database(&config, &shutdown).await? else { return Ok(()) };
+    let Some((client, count)) = connect_broker(&config, &security, &shutdown).await else { return Ok(()) };
     let options = Arc::new(ConsumerOptions {
         topic: config.shared.kafka_topic.clone(),
         fetch_bytes_max: config.worker_fetch_bytes_max,
@@ -186,26 +193,35 @@ pub async fn migrate(config: &WorkerConfig) -> Result<(), infrastructure::Persis
     Ok(())
 }
 
-/// Connects to Postgres and migrates, retrying until it works or `shutdown` fires.
-async fn connect_database(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<PgPool> {
+/// Connects to Postgres and migrates, retrying until it works or `shutdown` fires; a TLS
+/// failure (a certificate that does not verify, a server without TLS) ends the wait.
+async fn connect_database(config: &WorkerConfig, shutdown: &CancellationToken) -> Result<Option<PgPool>, WorkerError> {
     let mut backoff = Backoff::new(config.worker_backoff_max);
     loop {
         match infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await {
-            Ok(database) => return Some(database),
+            Ok(database) => return Ok(Some(database)),
+            Err(infrastructure::PersistenceError::Connect(error @ sqlx::Error::Tls(_))) => {
+                return Err(WorkerError::DatabaseTls(error));
+            }
             Err(error) => tracing::warn!(error = ?error, "postgres not ready; retrying"),
         }
         if !sleep_unless_stopped(backoff.next_pause(), shutdown).await {
-            return None;
+            return Ok(None);
         }
     }
 }
 
 /// Connects to the broker and makes sure the topic exists; returns its partition count.
-async fn connect_broker(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<(rskafka::client::Client, i32)> {
+async fn connect_broker(
+    config: &WorkerConfig,
+    security: &kafka::KafkaSecurity,
+    shutdown: &CancellationToken,
+) -> Option<(rskafka::client::Client, i32)> {
     let mut backoff = Backoff::new(config.worker_backoff_max);
     loop {
         let connected = async {
-            let client = kafka::connect(&config.shared.kafka_brokers, "stampede-worker", config.kafka_timeout).await?;
+            let brokers = &config.shared.kafka_brokers;
+            let client = kafka::connect_secured(brokers, security, "stampede-worker", config.kafka_timeout).await?;
             let count = kafka::ensure_topic(
                 &client,
                 &config.shared.kafka_topic,

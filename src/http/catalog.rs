@@ -190,7 +190,7 @@ pub(crate) fn stock_error(error: StockError) -> ApiError {
     )),
 )]
 pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerResult {
-    state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
+    state.jwt.authenticate(request.header("authorization")).await?.require_admin()?;
     let body: CreateEventRequest = json::parse(&request.headers, &request.body)?;
     let event = validate_event(body)?;
     let created = state.catalog.create_event(&event).await.map_err(catalog_error)?;
@@ -250,7 +250,7 @@ pub async fn get_event(state: &AppState, request: RequestContext) -> HandlerResu
     responses((status = 201, description = "Created; its stock is open for reservations.", body = Category)),
 )]
 pub async fn create_category(state: &AppState, request: RequestContext) -> HandlerResult {
-    state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
+    state.jwt.authenticate(request.header("authorization")).await?.require_admin()?;
     let event = event_id(&request)?;
     let body: CreateCategoryRequest = json::parse(&request.headers, &request.body)?;
     let fields = CategoryFields {

@@ -223,7 +223,7 @@ struct IdempotencyKeyHeader {
 pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
     let _permit = state.admission.enter().map_err(shed)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     state.user_rate_limit.check(&caller.user_id).await?;
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
@@ -260,7 +260,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
 pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
     let permit = state.admission.enter().map_err(shed)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     state.user_rate_limit.check(&caller.user_id).await?;
     let key = idempotency_key(&request)?;
     let body: ConfirmRequest = json::parse(&request.headers, &request.body)?;
@@ -301,7 +301,7 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
 )]
 pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     state.user_rate_limit.check(&caller.user_id).await?;
     let id = path_id(&request)?;
     let result = state.reservations.cancel(&caller.user_id, id).await;
@@ -327,7 +327,7 @@ pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> Ha
 )]
 pub async fn get_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
     check_rate(&state.admission, &request)?;
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let id = path_id(&request)?;
     let live = state.reservations.get(id).await;
     let reservation = match live {

@@ -35,7 +35,7 @@ pub struct ReservationList {
     responses((status = 200, description = "The caller's reservations.", body = ReservationList)),
 )]
 pub async fn list_reservations(state: &AppState, request: RequestContext) -> HandlerResult {
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let limit = page_query(request.query.as_deref(), false)?.limit;
     let reservations = reservations::list_reservations(&state.database, &caller.user_id, limit)
         .await

@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Jwt;
+use crate::auth::Authenticator;
 use crate::availability::watcher::Watchers;
 use crate::catalog::Catalog;
 use crate::client_address::TrustedProxies;
@@ -22,7 +22,7 @@ use crate::waiting_room::WaitingRooms;
 /// Everything a handler needs, shared by all requests.
 pub struct AppState {
     /// Verifies bearer tokens.
-    pub jwt: Jwt,
+    pub jwt: Authenticator,
     /// Postgres pool.
     pub database: PgPool,
     /// Multiplexed Redis connection.

@@ -87,7 +87,7 @@ fn status_response(code: StatusCode, status: &QueueStatus) -> HandlerResult {
     responses((status = 200, description = "The room as it is now.", body = Room)),
 )]
 pub async fn configure_waiting_room(state: &AppState, request: RequestContext) -> HandlerResult {
-    state.jwt.authenticate(request.header("authorization"))?.require_admin()?;
+    state.jwt.authenticate(request.header("authorization")).await?.require_admin()?;
     let event = event_id(&request)?;
     let body: WaitingRoomRequest = json::parse(&request.headers, &request.body)?;
     let change =
@@ -135,7 +135,7 @@ pub async fn get_waiting_room(state: &AppState, request: RequestContext) -> Hand
     ),
 )]
 pub async fn join_queue(state: &AppState, request: RequestContext) -> HandlerResult {
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     state.user_rate_limit.check(&caller.user_id).await?;
     let event = event_id(&request)?;
     let window = window_unless_on(state, event).await?;
@@ -160,7 +160,7 @@ pub async fn join_queue(state: &AppState, request: RequestContext) -> HandlerRes
         headers(("Retry-After" = u64, description = "While waiting: seconds until polling again is useful.")))),
 )]
 pub async fn get_queue_status(state: &AppState, request: RequestContext) -> HandlerResult {
-    let caller = state.jwt.authenticate(request.header("authorization"))?;
+    let caller = state.jwt.authenticate(request.header("authorization")).await?;
     let event = event_id(&request)?;
     let status = state.waiting_rooms.poll(&caller.user_id, event).await.map_err(waiting_room_error)?;
     status_response(StatusCode::OK, &status)

@@ -24,7 +24,7 @@ use rskafka::record::Record;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::kafka::{self, KafkaError};
+use crate::kafka::{self, KafkaError, KafkaSecurity};
 use crate::outbox::ReservationEvent;
 
 /// Where and how to publish.
@@ -32,6 +32,8 @@ use crate::outbox::ReservationEvent;
 pub struct PublisherOptions {
     /// Bootstrap brokers (`KAFKA_BROKERS`).
     pub brokers: String,
+    /// TLS and SASL (`KAFKA_TLS`, `KAFKA_CA_CERT`, `KAFKA_SASL_*`).
+    pub security: KafkaSecurity,
     /// Topic (`KAFKA_TOPIC`).
     pub topic: String,
     /// Partitions of the topic if it has to be created (`KAFKA_PARTITIONS`).
@@ -188,7 +190,8 @@ pub struct Publisher {
 
 impl Publisher {
     async fn connect(options: &PublisherOptions) -> Result<Self, KafkaError> {
-        let client = kafka::connect(&options.brokers, "stampede-relay", options.timeout).await?;
+        let client =
+            kafka::connect_secured(&options.brokers, &options.security, "stampede-relay", options.timeout).await?;
         let count = kafka::ensure_topic(&client, &options.topic, options.partitions, options.timeout).await?;
         let mut partitions = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for partition in 0..count {

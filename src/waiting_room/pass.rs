@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;

@@ -89,6 +89,12 @@ pub enum ReconcileError {
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A Redis TLS setting cannot be honoured.
+    #[error(transparent)]
+    RedisTls(#[from] infrastructure::RedisTlsError),
+    /// A Kafka TLS or SASL setting cannot be honoured.
+    #[error(transparent)]
+    KafkaSecurity(#[from] kafka::KafkaSecurityError),
 }
 
 /// Whether Postgres has caught up with the topic.
@@ -285,14 +291,16 @@ struct CategoryTerms {
 
 /// Runs reconcile (and the repair, if asked) and returns the report to print.
 pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<ReconcileReport, ReconcileError> {
+    let redis_target = infrastructure::RedisTarget::from_config(&config.shared)?;
+    let kafka_security = kafka::KafkaSecurity::from_config(&config.shared)?;
     let database = infrastructure::connect_and_migrate(&config.shared.database_url, 2).await?;
-    let redis = infrastructure::connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?;
+    let redis = infrastructure::connect_redis_to(&redis_target).await?;
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
     let terms: Vec<CategoryTerms> =
         sqlx::query_as(include_str!("provisioned_categories.sql")).fetch_all(&database).await?;
     let started = Instant::now();
     let drain = if relayed_outboxes(&redis, &keys, &terms, args.drain_timeout).await? {
-        wait_for_drain(config, &database, args.drain_timeout.saturating_sub(started.elapsed())).await
+        wait_for_drain(config, &kafka_security, &database, args.drain_timeout.saturating_sub(started.elapsed())).await
     } else {
         Drain::Behind { records: -1 }
     };
@@ -558,8 +566,13 @@ async fn relayed_outboxes(
 
 /// Snapshots each partition's high watermark, then waits until the stored offsets
 /// reach it (events published later do not matter for what was there before).
-async fn wait_for_drain(config: &WorkerConfig, database: &PgPool, timeout: Duration) -> Drain {
-    let watermarks = match high_watermarks(config, database).await {
+async fn wait_for_drain(
+    config: &WorkerConfig,
+    security: &kafka::KafkaSecurity,
+    database: &PgPool,
+    timeout: Duration,
+) -> Drain {
+    let watermarks = match high_watermarks(config, security, database).await {
         Ok(watermarks) => watermarks,
         Err(error) => return Drain::Unknown(error.to_string()),
     };
@@ -590,8 +603,13 @@ async fn wait_for_drain(config: &WorkerConfig, database: &PgPool, timeout: Durat
 
 /// The high watermark of every partition, from fetch responses (tansu's `Latest`
 /// offset is not reliable after batched produces).
-async fn high_watermarks(config: &WorkerConfig, database: &PgPool) -> Result<BTreeMap<i32, i64>, kafka::KafkaError> {
-    let client = kafka::connect(&config.shared.kafka_brokers, "stampede-reconcile", BROKER_TIMEOUT).await?;
+async fn high_watermarks(
+    config: &WorkerConfig,
+    security: &kafka::KafkaSecurity,
+    database: &PgPool,
+) -> Result<BTreeMap<i32, i64>, kafka::KafkaError> {
+    let client =
+        kafka::connect_secured(&config.shared.kafka_brokers, security, "stampede-reconcile", BROKER_TIMEOUT).await?;
     let topics = kafka::within(BROKER_TIMEOUT, client.list_topics()).await?;
     let Some(topic) = topics.into_iter().find(|topic| topic.name == config.shared.kafka_topic) else {
         return Ok(BTreeMap::new());

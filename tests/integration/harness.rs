@@ -18,7 +18,7 @@ use stampede::stock::{Levels, Stock};
 use tokio_util::sync::CancellationToken;
 
 /// The secret every test app uses.
-pub const SECRET: &str = "integration-test-secret";
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
