@@ -9,6 +9,9 @@ WORKDIR /src
 # The Swagger UI is vendored by utoipa-swagger-ui and SQL/Lua files are include_str!'d,
 # so the build needs no network beyond crates.io and no database.
 COPY . .
+# The commit `stampede_build_info` names: `docker build --build-arg STAMPEDE_COMMIT=$(git rev-parse --short HEAD)`.
+ARG STAMPEDE_COMMIT=unknown
+ENV STAMPEDE_COMMIT=${STAMPEDE_COMMIT}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin api --bin worker --bin token \

@@ -91,8 +91,11 @@ impl RunningApi {
 }
 
 /// Starts the API: connects, migrates, recovers provisioning, binds and serves until
-/// `shutdown` fires.
-pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<RunningApi, StartError> {
+/// `stop` fires; then `GET /ready` answers 503 at once, everything else is served for
+/// `SHUTDOWN_READINESS_DELAY` more, and then the server stops accepting and drains.
+pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<RunningApi, StartError> {
+    // Every task watches `shutdown`, which fires once the readiness delay is over.
+    let shutdown = CancellationToken::new();
     let secret = config.effective_jwt_secret().ok_or(StartError::MissingJwtSecret)?;
     let jwt = Jwt::new(&secret);
     let pass_keys = match &config.queue_pass_keys {
@@ -156,7 +159,9 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
         availability,
         streams,
         waiting_rooms,
+        stopping: stop.clone(),
     });
+    tokio::spawn(shut_down_after_readiness_delay(stop, config.shutdown_readiness_delay, shutdown.clone()));
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,
@@ -164,6 +169,16 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     };
     let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));
     Ok(RunningApi { local_addr, dev_tokens, task })
+}
+
+/// Once `stop` fires (readiness is already off), waits `delay` and then fires `shutdown`.
+async fn shut_down_after_readiness_delay(stop: CancellationToken, delay: Duration, shutdown: CancellationToken) {
+    stop.cancelled().await;
+    if !delay.is_zero() {
+        tracing::info!(delay = ?delay, "not ready; still serving during the readiness delay");
+        tokio::time::sleep(delay).await;
+    }
+    shutdown.cancel();
 }
 
 async fn serve_until_shutdown(

@@ -16,6 +16,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Longest `RELAY_PUBLISH_TIMEOUT`. No relay takes a produce's acknowledgement later than
+/// its timeout after sending it (a later one counts as a failure, and the entries are sent
+/// again), so a batch that is not readable this long after a later one was is never
+/// acknowledged: see [`WORKER_GAP_WAIT_MIN`]. Both bounds are defined here, once, for both
+/// binaries.
+pub const RELAY_PUBLISH_TIMEOUT_MAX: Duration = Duration::from_secs(20);
+
+/// Shortest `WORKER_GAP_WAIT`: [`RELAY_PUBLISH_TIMEOUT_MAX`] plus 5 s for the clocks of two
+/// hosts running at slightly different rates and for the broker's own processing. A hole
+/// in a partition's offsets that lasts this long after the worker first saw it holds no
+/// record any relay will ever count as published: its produce was sent before the worker
+/// saw the records after it, so every relay gave up on it before the worker reads past,
+/// and gave its entries to a later produce (they are still in the outbox stream).
+pub const WORKER_GAP_WAIT_MIN: Duration = Duration::from_secs(25);
+
+/// `RELAY_PUBLISH_TIMEOUT`: at most [`RELAY_PUBLISH_TIMEOUT_MAX`].
+fn parse_relay_publish_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout > RELAY_PUBLISH_TIMEOUT_MAX {
+        return Err(format!("must be at most {RELAY_PUBLISH_TIMEOUT_MAX:?} (the worker's gap rule relies on it)"));
+    }
+    Ok(timeout)
+}
+
+/// `WORKER_GAP_WAIT`: at least [`WORKER_GAP_WAIT_MIN`].
+fn parse_worker_gap_wait(text: &str) -> Result<Duration, String> {
+    let wait = parse_duration(text)?;
+    if wait < WORKER_GAP_WAIT_MIN {
+        return Err(format!(
+            "must be at least {WORKER_GAP_WAIT_MIN:?}: longer than any relay waits for an acknowledgement (RELAY_PUBLISH_TIMEOUT is at most {RELAY_PUBLISH_TIMEOUT_MAX:?})"
+        ));
+    }
+    Ok(wait)
+}
+
 /// A keep-alive interval: the contract promises a comment at least every 15 s.
 fn parse_keep_alive_interval(text: &str) -> Result<Duration, String> {
     let interval = parse_duration(text)?;
@@ -125,6 +160,19 @@ pub struct SharedConfig {
     /// batches to commit.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Log lines as human text (`text`) or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line, with the fields of the spans it was written in (`request_id`).
+    Json,
 }
 
 /// Configuration of the `api` binary.
@@ -138,6 +186,11 @@ pub struct ApiConfig {
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+
+    /// On SIGTERM, how long the api keeps serving with `GET /ready` at 503 before it stops
+    /// accepting, so load balancers take it out first (`0s`: stop accepting at once).
+    #[arg(long, env = "SHUTDOWN_READINESS_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_readiness_delay: Duration,
 
     /// Largest number of pooled Postgres connections.
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 16)]
@@ -188,8 +241,9 @@ pub struct ApiConfig {
     #[arg(long, env = "RELAY_LEASE_TTL", default_value = "15s", value_parser = parse_duration)]
     pub relay_lease_ttl: Duration,
 
-    /// Deadline of one publish to the broker (and of connecting to it).
-    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Deadline of one publish to the broker (and of connecting to it), at most 20 s; an
+    /// acknowledgement read later than this after the send counts as a failure.
+    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_relay_publish_timeout)]
     pub relay_publish_timeout: Duration,
 
     /// Longest pause between retries while the broker fails (backoff doubles from 50 ms up to it).
@@ -300,9 +354,12 @@ impl ApiConfig {
 /// The secret used by `--dev` when no `JWT_SECRET` is set. Never use it in production.
 pub const DEV_JWT_SECRET: &str = "stampede-dev-secret-do-not-use-in-production";
 
-/// Which partitions of the topic a worker consumes: `all`, or a list such as `0,2,4`.
+/// Which partitions of the topic a worker consumes: `shared` (split with the other
+/// workers through Postgres leases), `all`, or a list such as `0,2,4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionSelection {
+    /// The live workers split the partitions among themselves (see `worker::lease`).
+    Shared,
     /// Every partition the topic has when the worker starts.
     All,
     /// Exactly these partitions (distinct, ascending).
@@ -317,12 +374,14 @@ impl std::str::FromStr for PartitionSelection {
         if text.eq_ignore_ascii_case("all") {
             return Ok(Self::All);
         }
+        if text.eq_ignore_ascii_case("shared") {
+            return Ok(Self::Shared);
+        }
         let mut partitions = Vec::new();
         for part in text.split(',') {
-            let partition: i32 =
-                part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
-                    format!("`{part}` is not a partition number; use `all` or a list such as `0,2,4`")
-                })?;
+            let partition: i32 = part.trim().parse().ok().filter(|partition| *partition >= 0).ok_or_else(|| {
+                format!("`{part}` is not a partition number; use `shared`, `all` or a list such as `0,2,4`")
+            })?;
             partitions.push(partition);
         }
         partitions.sort_unstable();
@@ -348,10 +407,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "DATABASE_CONNECTIONS_MAX", default_value_t = 8)]
     pub database_connections_max: u32,
 
-    /// Partitions this worker owns: `all` or a list such as `0,2,4`. Each partition must be
-    /// owned by exactly one running worker (see the `worker` module docs).
-    #[arg(long, env = "WORKER_PARTITIONS", default_value = "all")]
+    /// Partitions this worker consumes: `shared` (the running workers split them among
+    /// themselves through leases in Postgres), or by hand `all` or a list such as `0,2,4`
+    /// (each partition must then be owned by exactly one running worker).
+    #[arg(long, env = "WORKER_PARTITIONS", default_value = "shared")]
     pub worker_partitions: PartitionSelection,
+
+    /// With `WORKER_PARTITIONS=shared`: how long a worker's partition leases and heartbeat
+    /// last without renewal (renewed every third of it); a dead worker's partitions move
+    /// within about this plus a third.
+    #[arg(long, env = "WORKER_LEASE_TTL", default_value = "6s", value_parser = parse_duration)]
+    pub worker_lease_ttl: Duration,
 
     /// Address of the worker's `GET /metrics` endpoint (port 0 picks a free port).
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
@@ -376,9 +442,10 @@ pub struct WorkerConfig {
     pub worker_backoff_max: Duration,
 
     /// How long a partition waits for missing offsets right after its next offset before it
-    /// reads on past them. tansu counts a produce's offsets before its records can be read,
-    /// so a fetch can briefly skip a batch; a hole that lasts is a produce that failed (and was sent again).
-    #[arg(long, env = "WORKER_GAP_WAIT", default_value = "30s", value_parser = parse_duration)]
+    /// reads on past them, at least 25 s. tansu counts a produce's offsets before its records
+    /// can be read, so a fetch can briefly skip a batch; a hole that lasts longer than any
+    /// relay waits for an acknowledgement is a produce that failed (and was sent again).
+    #[arg(long, env = "WORKER_GAP_WAIT", default_value = "30s", value_parser = parse_worker_gap_wait)]
     pub worker_gap_wait: Duration,
 
     /// What to run; without a command the worker consumes until SIGTERM.
@@ -392,6 +459,9 @@ pub enum WorkerCommand {
     /// Compares Redis stock with Postgres reservations per category and prints the drift;
     /// exits 0 when there is none, 1 when there is drift (or the pipeline did not drain), 2 when it cannot run.
     Reconcile(ReconcileArgs),
+    /// Applies the database migrations and exits (0: the schema is current). The api and the
+    /// worker still migrate on start; running this first (a deploy's migration job) makes that a no-op.
+    Migrate,
 }
 
 /// Options of `worker reconcile`.
@@ -445,6 +515,18 @@ mod tests {
     }
 
     #[test]
+    fn the_gap_wait_outlasts_every_publish_timeout() {
+        // Goal: no relay can take an acknowledgement as late as a worker reads past a hole,
+        // whatever the two binaries are given: each bound is refused past the shared limit.
+        assert!(WORKER_GAP_WAIT_MIN > RELAY_PUBLISH_TIMEOUT_MAX);
+        assert!(ApiConfig::try_parse_from(["api", "--relay-publish-timeout", "20s"]).is_ok());
+        assert!(ApiConfig::try_parse_from(["api", "--relay-publish-timeout", "21s"]).is_err());
+        assert!(WorkerConfig::try_parse_from(["worker", "--worker-gap-wait", "25s"]).is_ok());
+        assert!(WorkerConfig::try_parse_from(["worker", "--worker-gap-wait", "24s"]).is_err());
+        assert_eq!(WorkerConfig::parse_from(["worker"]).worker_gap_wait, Duration::from_secs(30));
+    }
+
+    #[test]
     fn secrets_never_print() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
@@ -453,6 +535,7 @@ mod tests {
     #[test]
     fn partition_selections_parse() {
         assert_eq!("all".parse(), Ok(PartitionSelection::All));
+        assert_eq!("shared".parse(), Ok(PartitionSelection::Shared));
         assert_eq!("4, 0,2".parse(), Ok(PartitionSelection::Only(vec![0, 2, 4])));
         assert!("1,1".parse::<PartitionSelection>().is_err());
         assert!("-1".parse::<PartitionSelection>().is_err());

@@ -10,11 +10,13 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod operations;
+pub mod request_id;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
 pub mod state;
 pub mod waiting_room;
+pub mod web_app;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,11 +34,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::http::state::AppState;
-use connection::{ClockedBody, ConnectionClock, TimedStream};
+use connection::{ClockedBody, ConnectionClock, HangUp, TimedStream};
 use error::ApiError;
+use request_id::{REQUEST_ID_HEADER, RequestId};
 use router::{Matched, Operation, Router};
+
+/// The target of the access log: one line per request at debug level
+/// (`RUST_LOG=info,stampede::access=debug` turns it on).
+pub const ACCESS_LOG_TARGET: &str = "stampede::access";
 
 /// Largest accepted request body.
 pub const BODY_SIZE_MAX: usize = 64 * 1024;
@@ -88,14 +96,23 @@ pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
 pub type ResponseBody = Either<Full<Bytes>, availability_stream::EventStream>;
 
 /// A connection's permit of the `connections_max` bound. A long-lived stream gives it
-/// back early (it is bounded by its own limit), so streams never take buyers' slots.
+/// back early (it is bounded by its own limit), so streams never take buyers' slots, and
+/// watches for its client's hang-up with [`ConnectionSlot::hang_up`].
 #[derive(Clone)]
-pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub struct ConnectionSlot {
+    permit: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    hang_up: HangUp,
+}
 
 impl ConnectionSlot {
     /// Gives the permit back; the connection no longer counts against the bound.
     pub fn release(&self) {
-        self.0.lock().expect("not poisoned").take();
+        self.permit.lock().expect("not poisoned").take();
+    }
+
+    /// The connection's hang-up watch, for a response that outlives its request.
+    pub fn hang_up(&self) -> HangUp {
+        self.hang_up.clone()
     }
 }
 
@@ -154,10 +171,11 @@ pub async fn accept_loop<S, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let slot = ConnectionSlot(Arc::new(Mutex::new(Some(permit))));
         let clock = ConnectionClock::new(options.request_timeout);
-        let service = service(peer, clock.clone(), slot);
-        let stream = TokioIo::new(TimedStream::new(stream, clock));
+        let stream = TimedStream::new(stream, clock.clone());
+        let slot = ConnectionSlot { permit: Arc::new(Mutex::new(Some(permit))), hang_up: stream.hang_up() };
+        let service = service(peer, clock, slot);
+        let stream = TokioIo::new(stream);
         let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -180,23 +198,56 @@ async fn handle(
     connection: ConnectionSlot,
     request: Request<Incoming>,
 ) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
+    let request_id = RequestId::from_headers(request.headers());
+    // Every line logged while serving the request carries these fields (`request_id`).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        route = tracing::field::Empty,
+    );
+    let mut response = serve_request(&state, &router, peer, clock.as_ref(), connection, request).instrument(span).await;
+    response.headers_mut().insert(REQUEST_ID_HEADER, request_id.header_value());
+    Ok(response.map(|body| ClockedBody::new(body, clock)))
+}
+
+async fn serve_request(
+    state: &AppState,
+    router: &Router,
+    peer: SocketAddr,
+    clock: &ConnectionClock,
+    connection: ConnectionSlot,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
     let (result, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
-            (respond(&state, matched, peer, body_deadline, connection, request).await, pattern)
+            tracing::Span::current().record("route", pattern);
+            (respond(state, matched, peer, body_deadline, connection, request).await, pattern)
         }
-        Err((error, pattern)) => (Err(error), pattern),
+        Err((error, pattern)) => {
+            tracing::Span::current().record("route", pattern);
+            (Err(error), pattern)
+        }
     };
     let response = result.unwrap_or_else(|error| {
         record_error(&error);
         error.into_response().map(Either::Left)
     });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
-    record_request(&method, pattern, response.status().as_u16(), started);
-    Ok(response.map(|body| ClockedBody::new(body, clock)))
+    let status = response.status().as_u16();
+    record_request(&method, pattern, status, started);
+    tracing::debug!(
+        target: ACCESS_LOG_TARGET,
+        status,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        peer = %peer,
+        "request served"
+    );
+    response
 }
 
 async fn respond(
@@ -260,6 +311,9 @@ async fn dispatch(
         Operation::GetWaitingRoom => waiting_room::get_waiting_room(state, request).await,
         Operation::JoinQueue => waiting_room::join_queue(state, request).await,
         Operation::GetQueueStatus => waiting_room::get_queue_status(state, request).await,
+        Operation::AppRedirect => web_app::app_redirect(state, request).await,
+        Operation::AppIndex => web_app::app_index(state, request).await,
+        Operation::AppFile => web_app::app_file(state, request).await,
     };
     response.map(|response| response.map(Either::Left))
 }

@@ -12,7 +12,7 @@
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
-//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document.
+//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
 //! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster), the Postgres pool and migrations.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.
@@ -28,10 +28,10 @@
 //! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels and the conservation check.
-//! - [`telemetry`]: logging, the Prometheus recorder, and the Redis gauge sampler.
+//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and the Redis gauge sampler.
 //! - [`validation`]: field errors for 422 responses.
 //! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
-//! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, and reconcile.
+//! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, partition leases shared by the workers, migrate and reconcile.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -1,15 +1,23 @@
 //! Logging and metrics setup shared by the binaries.
 //!
+//! Logs go to stderr as text or, with `LOG_FORMAT=json`, as one JSON object per line
+//! ([`json_log`]).
 //! Metrics go through the `metrics` facade into one Prometheus recorder per process;
-//! [`install_metrics`] returns the handle that renders `/metrics`; [`sampler`] sets
-//! the gauges whose truth lives in Redis.
+//! [`install_metrics`] returns the handle that [`render`] prints for `/metrics` (with the
+//! `process_*` series); [`descriptions`] holds every series' HELP text and the build info
+//! gauge; [`sampler`] sets the gauges whose truth lives in Redis.
 
+pub mod descriptions;
+pub mod json_log;
 pub mod sampler;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::JsonFields;
+
+use crate::config::LogFormat;
 
 /// Latency buckets in seconds, dense below 10 ms where the p99 target sits.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] =
@@ -29,11 +37,15 @@ pub const BATCH_BUCKETS_RECORDS: &[f64] =
 /// The filter when `RUST_LOG` is unset: rskafka logs every connection at INFO.
 const DEFAULT_LOG_FILTER: &str = "info,rskafka=warn";
 
-/// Installs a `tracing` subscriber that writes to stderr, filtered by `RUST_LOG`
+/// Installs a `tracing` subscriber that writes to stderr in `format`, filtered by `RUST_LOG`
 /// (default `info`, rskafka at `warn`). Safe to call more than once; later calls do nothing.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(json_log::JsonLines).try_init(),
+    };
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle; later
@@ -42,7 +54,7 @@ pub fn install_metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_owned()), LATENCY_BUCKETS_SECONDS)
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(Matcher::Suffix("_delay_seconds".to_owned()), DELAY_BUCKETS_SECONDS)
@@ -64,9 +76,25 @@ pub fn install_metrics() -> PrometheusHandle {
                 })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            descriptions::describe_all();
+            process_collector().describe();
+            handle
         })
         .clone()
+}
+
+/// The `process_*` series (CPU seconds, resident memory, open file descriptors, start
+/// time, threads), read from the operating system at each render.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Renders the Prometheus text page of `handle`, with the process series read just now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
 }
 
 /// An error and its chain of causes on one line (`outer: cause: root cause`), for the

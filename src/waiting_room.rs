@@ -10,7 +10,9 @@
 //! place (a 52-bit score from the CSPRNG, drawn once at their first join), all ahead of
 //! later joiners, who get a sequence number; joining, polling and positions are O(log n).
 //!
-//! Passes are HMAC-signed ([`pass`]) and checked on the reserve path without Redis; the
+//! Passes are HMAC-signed ([`pass`]) with the room's epoch, which turning the room on
+//! advances (and empties its queue), so a pass given before that no longer works; the
+//! reserve path checks the signature in the process and the epoch with one Redis read. The
 //! per-process [`directory`] says which categories need one.
 
 pub mod directory;
@@ -263,6 +265,7 @@ struct Reply {
     opens_ms: i64,
     now_ms: i64,
     admitted_now: i64,
+    epoch: u64,
 }
 
 impl Reply {
@@ -276,11 +279,12 @@ impl Reply {
             _ => return Err(unexpected(&reply)),
         };
         let numbers: Vec<i64> = reply[2..].iter().filter_map(|text| text.parse().ok()).collect();
-        let [position, joined_ms, expires_ms, first_wait_ms, waiting, rate, opens_ms, now_ms, admitted_now] =
+        let [position, joined_ms, expires_ms, first_wait_ms, waiting, rate, opens_ms, now_ms, admitted_now, epoch] =
             numbers[..]
         else {
             return Err(unexpected(&reply));
         };
+        let Ok(epoch) = u64::try_from(epoch) else { return Err(unexpected(&reply)) };
         Ok(Self {
             outcome: reply[0].clone(),
             state,
@@ -293,6 +297,7 @@ impl Reply {
             opens_ms,
             now_ms,
             admitted_now,
+            epoch,
         })
     }
 }
@@ -440,15 +445,15 @@ impl WaitingRooms {
             status: reply.state,
             position,
             joined_at: milliseconds::to_time(reply.joined_ms),
-            pass: admitted.then(|| self.options.pass_keys.sign(user, event, reply.expires_ms)),
+            pass: admitted.then(|| self.options.pass_keys.sign(user, event, reply.epoch, reply.expires_ms)),
             pass_expires_at: (reply.expires_ms >= 0).then(|| milliseconds::to_time(reply.expires_ms)),
             retry_after_seconds,
         }
     }
 
     /// The event whose room is on and guards `category`, per this process's directory.
-    pub fn guard(&self, category: CategoryId) -> Option<EventId> {
-        self.directory.guard(category)
+    pub async fn guard(&self, category: CategoryId) -> Result<Option<EventId>, WaitingRoomError> {
+        self.directory.guard(category, &mut self.redis.clone(), &self.keys).await
     }
 
     /// Whether `event`'s room was on at this process's last refresh: its room then exists in
@@ -457,28 +462,33 @@ impl WaitingRooms {
         self.directory.is_on(event)
     }
 
-    /// Checks `user`'s pass for `event`, whose room this process's directory shows on. A
-    /// valid pass costs no Redis round trip. A refusal first asks Redis whether the room is
-    /// still on, because the directory may lag a room turned off in another process by one
-    /// refresh: turning a room off takes effect at once in every process. Counts refusals by
-    /// reason.
+    /// Checks `user`'s pass for `event`, whose room this process's directory shows on: the
+    /// signature and expiry in the process, then, in one Redis round trip, whether the room
+    /// is still on and the pass was given in its current epoch (turning a room on voids every
+    /// earlier pass). The directory may lag a room turned off in another process by one
+    /// refresh, so a room found off lets the reserve through: turning a room off takes effect
+    /// at once in every process. Counts refusals by reason.
     pub async fn check_pass(
         &self,
         pass: Option<&str>,
         user: &UserId,
         event: EventId,
     ) -> Result<Result<(), PassRejection>, WaitingRoomError> {
-        let Err(rejection) = self.options.pass_keys.verify(pass, user, event, process_now_ms()) else {
-            return Ok(Ok(()));
-        };
-        let enabled: Option<String> = redis::cmd("HGET")
+        let verified = self.options.pass_keys.verify(pass, user, event, process_now_ms());
+        let (enabled, epoch): (Option<String>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.keys.waiting_room(event))
             .arg("enabled")
+            .arg("epoch")
             .query_async(&mut self.redis.clone())
             .await?;
         if enabled.as_deref() != Some("1") {
             return Ok(Ok(()));
         }
+        let rejection = match verified {
+            Ok(given_in) if given_in == epoch.unwrap_or(0) => return Ok(Ok(())),
+            Ok(_) => PassRejection::Voided,
+            Err(rejection) => rejection,
+        };
         metrics::counter!("queue_pass_rejections_total", "reason" => rejection.reason()).increment(1);
         Ok(Err(rejection))
     }

@@ -19,12 +19,19 @@
 //! that appear a moment later (the chaos soak lost two `reserved` events this way). The
 //! partition waits for the missing offsets instead, for up to `WORKER_GAP_WAIT`; a hole
 //! that lasts that long is a produce that failed and was sent again, so it is read past
-//! and counted (`worker_offset_gaps_skipped_total`). Our topic has no transactions and
+//! and counted (`worker_offset_gaps_skipped_total`). Reading past never loses a batch that
+//! is stored in the hole later: no relay takes an acknowledgement later than
+//! `RELAY_PUBLISH_TIMEOUT` after the send, which is at most
+//! [`crate::config::RELAY_PUBLISH_TIMEOUT_MAX`] and below
+//! [`crate::config::WORKER_GAP_WAIT_MIN`], so such a batch was never acknowledged and its
+//! entries, still in the outbox, are published again after the hole. Our topic has no transactions and
 //! no compaction, so on Kafka its offsets have no holes.
 //!
 //! # Running N workers over P partitions
-//! rskafka has no consumer groups, so partitions are assigned statically:
-//! - one worker: `WORKER_PARTITIONS=all` (the default) consumes every partition;
+//! By default (`WORKER_PARTITIONS=shared`) the running workers split the partitions among
+//! themselves through leases in Postgres, with fencing on every offset commit (see
+//! [`lease`]). rskafka has no consumer groups, so otherwise partitions are assigned statically:
+//! - one worker: `WORKER_PARTITIONS=all` consumes every partition;
 //! - N workers: give each a disjoint list covering `0..P`, e.g. for P = 6 and N = 3:
 //!   `WORKER_PARTITIONS=0,3`, `1,4` and `2,5`;
 //! - each partition must be owned by exactly one running worker. Offsets live in
@@ -52,6 +59,7 @@
 
 pub mod apply;
 pub mod consumer;
+pub mod lease;
 pub mod metrics_endpoint;
 pub mod reconcile;
 
@@ -66,6 +74,7 @@ use crate::config::{PartitionSelection, WorkerConfig};
 use crate::retry::{Backoff, sleep_unless_stopped};
 use crate::{infrastructure, kafka};
 use consumer::{ConsumerOptions, PartitionConsumer};
+use lease::{Fence, LeaseOptions, Leases};
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +114,6 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     tokio::spawn(metrics_endpoint::serve(listener, handle, shutdown.clone()));
     let Some(database) = connect_database(&config, &shutdown).await else { return Ok(()) };
     let Some((client, count)) = connect_broker(&config, &shutdown).await else { return Ok(()) };
-    let owned = owned_partitions(&config, count)?;
-    tracing::info!(topic = %config.shared.kafka_topic, ?owned, "worker starting");
     let options = Arc::new(ConsumerOptions {
         topic: config.shared.kafka_topic.clone(),
         fetch_bytes_max: config.worker_fetch_bytes_max,
@@ -115,28 +122,67 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         backoff_max: config.worker_backoff_max,
         gap_wait: config.worker_gap_wait,
     });
-    let tasks = TaskTracker::new();
-    for partition in owned {
-        let mut backoff = Backoff::new(config.worker_backoff_max);
-        let client = loop {
-            match kafka::partition_client(&client, &config.shared.kafka_topic, partition, config.kafka_timeout).await {
-                Ok(client) => break client,
-                Err(error) => tracing::warn!(partition, %error, "cannot reach the partition leader; retrying"),
-            }
-            if !sleep_unless_stopped(backoff.next_pause(), &shutdown).await {
-                return Ok(());
-            }
+    let consumers = Consumers { client: Arc::new(client), database: database.clone(), options };
+    if config.worker_partitions == PartitionSelection::Shared {
+        let lease_options = LeaseOptions {
+            topic: config.shared.kafka_topic.clone(),
+            partition_count: count,
+            ttl: config.worker_lease_ttl,
+            stop_timeout: config.shared.shutdown_timeout,
         };
-        let consumer = PartitionConsumer { client, database: database.clone(), options: options.clone() };
-        tasks.spawn(consumer.run(shutdown.clone()));
-    }
-    tasks.close();
-    shutdown.cancelled().await;
-    if tokio::time::timeout(config.shared.shutdown_timeout, tasks.wait()).await.is_err() {
-        tracing::warn!("partition consumers did not stop before the shutdown deadline");
+        let start = |partition, fence, stop| tokio::spawn(consumers.clone().consume(partition, Some(fence), stop));
+        Leases::new(database.clone(), lease_options).run(start, shutdown.clone()).await;
+    } else {
+        let owned = owned_partitions(&config, count)?;
+        tracing::info!(topic = %config.shared.kafka_topic, ?owned, "worker starting");
+        let tasks = TaskTracker::new();
+        for partition in owned {
+            tasks.spawn(consumers.clone().consume(partition, None, shutdown.clone()));
+        }
+        tasks.close();
+        shutdown.cancelled().await;
+        if tokio::time::timeout(config.shared.shutdown_timeout, tasks.wait()).await.is_err() {
+            tracing::warn!("partition consumers did not stop before the shutdown deadline");
+        }
     }
     database.close().await;
     tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// What every partition consumer of this worker shares.
+#[derive(Clone)]
+struct Consumers {
+    client: Arc<rskafka::client::Client>,
+    database: PgPool,
+    options: Arc<ConsumerOptions>,
+}
+
+impl Consumers {
+    /// Reaches the partition's leader (retrying) and consumes it until `stop`.
+    async fn consume(self, partition: i32, fence: Option<Fence>, stop: CancellationToken) {
+        let (topic, timeout) = (&self.options.topic, self.options.kafka_timeout);
+        let mut backoff = Backoff::new(self.options.backoff_max);
+        let client = loop {
+            match kafka::partition_client(&self.client, topic, partition, timeout).await {
+                Ok(client) => break client,
+                Err(error) => tracing::warn!(partition, %error, "cannot reach the partition leader; retrying"),
+            }
+            if !sleep_unless_stopped(backoff.next_pause(), &stop).await {
+                return;
+            }
+        };
+        let consumer = PartitionConsumer { client, database: self.database, options: self.options, fence };
+        consumer.run(stop).await;
+    }
+}
+
+/// `worker migrate`: applies the database migrations once and returns (a deploy's
+/// migration job; the api and the worker still migrate on start, then as a no-op).
+pub async fn migrate(config: &WorkerConfig) -> Result<(), infrastructure::PersistenceError> {
+    let database = infrastructure::connect_and_migrate(&config.shared.database_url, 1).await?;
+    database.close().await;
+    tracing::info!("database migrations applied");
     Ok(())
 }
 
@@ -181,7 +227,7 @@ async fn connect_broker(config: &WorkerConfig, shutdown: &CancellationToken) -> 
 
 fn owned_partitions(config: &WorkerConfig, count: i32) -> Result<Vec<i32>, WorkerError> {
     match &config.worker_partitions {
-        PartitionSelection::All => Ok((0..count).collect()),
+        PartitionSelection::All | PartitionSelection::Shared => Ok((0..count).collect()),
         PartitionSelection::Only(requested) if requested.iter().all(|partition| *partition < count) => {
             Ok(requested.clone())
         }

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = ApiConfig::parse();
-    stampede::telemetry::init();
+    stampede::telemetry::init(config.shared.log_format);
     let shutdown = stampede::shutdown::on_signal();
     match stampede::api::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! The Stampede worker: consumes reservation events into Postgres, or with
 //! `reconcile [--repair]` compares Redis with Postgres (exit 0: no drift, 1: drift,
-//! 2: could not run).
+//! 2: could not run), or with `migrate` applies the database migrations and exits.
 
 use std::process::ExitCode;
 
@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WorkerConfig::parse();
-    stampede::telemetry::init();
+    stampede::telemetry::init(config.shared.log_format);
     match config.command.clone() {
         Some(WorkerCommand::Reconcile(args)) => match stampede::worker::reconcile::run(&config, &args).await {
             Ok(report) => {
@@ -25,6 +25,13 @@ async fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("error: {}", stampede::telemetry::error_chain(&error));
                 ExitCode::from(2)
+            }
+        },
+        Some(WorkerCommand::Migrate) => match stampede::worker::migrate(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {}", stampede::telemetry::error_chain(&error));
+                ExitCode::FAILURE
             }
         },
         None => {

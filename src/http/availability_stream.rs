@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::event_id;
+use super::connection::HangUp;
 use super::error::ApiError;
 use super::{RequestContext, ResponseBody};
 use crate::availability::watcher::{Snapshot, Subscription, WatchError};
@@ -37,6 +38,10 @@ pub const MESSAGE_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
 /// Media type of the stream.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream";
+
+/// Largest `Last-Event-ID` a stream continues after: 2^53 - 1, the largest integer a
+/// JavaScript client holds exactly; larger values are ignored.
+pub const LAST_EVENT_ID_MAX: u64 = (1 << 53) - 1;
 
 /// Seconds a client refused for `STREAMS_MAX` is asked to wait.
 const STREAMS_FULL_RETRY_AFTER_SECONDS: u64 = 5;
@@ -116,7 +121,8 @@ pub struct StreamMessage {
     params(
         ("id" = i64, Path, description = "Event id.", minimum = 1),
         ("Last-Event-ID" = Option<String>, Header, description = "The last `id:` a reconnecting client saw; \
-            the new stream's ids continue after it. A value that is not a whole number is ignored."),
+            the new stream's ids continue after it. A value that is not a whole number from 0 to 2^53 - 1 \
+            is ignored (the ids start at 1)."),
     ),
     responses((
         status = 200,
@@ -142,7 +148,7 @@ pub async fn availability_stream(
     })?;
     // From here the connection is bounded by STREAMS_MAX, not by CONNECTIONS_MAX.
     request.connection.release();
-    let last_id = request.header("last-event-id").and_then(|id| id.trim().parse::<u64>().ok()).unwrap_or(0);
+    let last_id = last_event_id(request.header("last-event-id"));
     streams.metrics.open.increment(1.0);
     let cursor = Cursor {
         subscription,
@@ -151,6 +157,7 @@ pub async fn availability_stream(
         first: true,
         keep_alive_interval: streams.keep_alive_interval,
         shutdown: streams.shutdown.clone(),
+        hang_up: request.connection.hang_up(),
         metrics: streams.metrics.clone(),
         _slot: slot,
     };
@@ -207,6 +214,9 @@ struct Cursor {
     first: bool,
     keep_alive_interval: Duration,
     shutdown: CancellationToken,
+    /// The client closing (or half-closing) its connection ends the stream at once, and
+    /// with it the stream's `STREAMS_MAX` slot.
+    hang_up: HangUp,
     metrics: StreamMetrics,
     _slot: OwnedSemaphorePermit,
 }
@@ -220,6 +230,7 @@ impl Drop for Cursor {
 /// What woke an idle stream.
 enum Wake {
     Shutdown,
+    HungUp,
     Changed,
     WatcherStopped,
     Silence,
@@ -235,11 +246,12 @@ impl Cursor {
         }
         let wake = tokio::select! {
             _ = self.shutdown.cancelled() => Wake::Shutdown,
+            () = self.hang_up.wait() => Wake::HungUp,
             changed = self.subscription.changed() => if changed.is_some() { Wake::Changed } else { Wake::WatcherStopped },
             _ = tokio::time::sleep(self.keep_alive_interval) => Wake::Silence,
         };
         match wake {
-            Wake::Shutdown | Wake::WatcherStopped => None,
+            Wake::Shutdown | Wake::HungUp | Wake::WatcherStopped => None,
             Wake::Silence => {
                 self.metrics.keep_alives.increment(1);
                 Some((Bytes::from_static(b": keep-alive\n\n"), self))
@@ -249,6 +261,7 @@ impl Cursor {
                 let earliest = self.sent_at + MESSAGE_INTERVAL_MIN;
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return None,
+                    () = self.hang_up.wait() => return None,
                     _ = tokio::time::sleep_until(earliest.into()) => {}
                 }
                 let snapshot = self.subscription.current();
@@ -267,6 +280,13 @@ impl Cursor {
     }
 }
 
+/// The id a reconnecting stream continues after: `Last-Event-ID` when it is a whole number
+/// up to [`LAST_EVENT_ID_MAX`], else 0 (ignored, as a value that is not a number), so the
+/// ids that follow stay exact in every client and can never overflow.
+fn last_event_id(header: Option<&str>) -> u64 {
+    header.and_then(|id| id.trim().parse::<u64>().ok()).filter(|&id| id <= LAST_EVENT_ID_MAX).unwrap_or(0)
+}
+
 /// An `availability` message: event name, id and one data line (the JSON has no newline).
 fn message(id: u64, json: &[u8]) -> Bytes {
     let mut id_text = itoa::Buffer::new();
@@ -283,6 +303,15 @@ fn message(id: u64, json: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_event_id_past_the_exact_range_is_ignored() {
+        assert_eq!(last_event_id(Some(" 41 ")), 41);
+        assert_eq!(last_event_id(Some("9007199254740991")), LAST_EVENT_ID_MAX);
+        for ignored in [None, Some("x"), Some("-1"), Some("9007199254740992"), Some("18446744073709551615")] {
+            assert_eq!(last_event_id(ignored), 0, "{ignored:?}");
+        }
+    }
 
     #[test]
     fn a_message_is_event_id_and_one_data_line() {

@@ -12,6 +12,10 @@
 //!   half-closed connections allowed, so a client that hangs up after sending its request
 //!   does not cancel the handler between an engine call and the recording of its outcome.
 //!
+//! - A response that outlives its request (an event stream) watches the read side itself
+//!   ([`HangUp`]), since hyper reads nothing meanwhile: a client that closes or half-closes
+//!   its connection ends the stream at once, not only when a later write fails.
+//!
 //! [`ConnectionClock`] is shared by the [`TimedStream`] around the socket and by the
 //! request handler; the [`ClockedBody`] of each response restarts the budget when hyper is
 //! done with it.
@@ -19,8 +23,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -142,10 +146,32 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ClockedBody<B> {
     }
 }
 
+/// Reads of a hang-up watch in one poll that find bytes (which nobody will answer: an event
+/// stream closes its connection) before it yields to other tasks.
+const HANG_UP_READS_PER_POLL: usize = 16;
+
+/// Waits for the client of a connection to hang up (close or half-close it), for a
+/// response that outlives its request while hyper reads nothing (an event stream, whose
+/// `Connection: close` means no later request is read on the connection). It reads the
+/// connection's read side itself, so it must only be used while hyper does not read it.
+#[derive(Clone)]
+pub struct HangUp(Arc<PollHangUp>);
+
+/// Polls a connection's read side for the client's hang-up.
+type PollHangUp = dyn Fn(&mut Context<'_>) -> Poll<()> + Send + Sync;
+
+impl HangUp {
+    /// Completes when the client has hung up (end of file or an error on the read side).
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| (self.0)(cx)).await;
+    }
+}
+
 /// A socket whose reads fail once the next request's head is late and whose writes fail
 /// once they made no progress for the request timeout; hyper then closes the connection.
+/// The socket is shared with the connection's [`HangUp`] watch (never polled by both at once).
 pub struct TimedStream<S> {
-    inner: S,
+    inner: Arc<Mutex<S>>,
     clock: Arc<ConnectionClock>,
     read_timer: Pin<Box<Sleep>>,
     write_timer: Pin<Box<Sleep>>,
@@ -160,7 +186,37 @@ impl<S> TimedStream<S> {
         let deadline = clock.budget_start() + clock.request_timeout;
         let read_timer = Box::pin(tokio::time::sleep_until(deadline));
         let write_timer = Box::pin(tokio::time::sleep_until(deadline));
-        Self { inner, clock, read_timer, write_timer, write_stalled: false, timed_out: false }
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            clock,
+            read_timer,
+            write_timer,
+            write_stalled: false,
+            timed_out: false,
+        }
+    }
+
+    /// The hang-up watch of this connection.
+    pub fn hang_up(&self) -> HangUp
+    where
+        S: AsyncRead + Unpin + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        HangUp(Arc::new(move |cx| {
+            let mut socket = inner.lock().expect("not poisoned");
+            let mut scratch = [0u8; 512];
+            for _ in 0..HANG_UP_READS_PER_POLL {
+                let mut buffer = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut *socket).poll_read(cx, &mut buffer) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) if buffer.filled().is_empty() => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                }
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }))
     }
 
     /// Fails the call that found a deadline passed; counts it the first time only.
@@ -213,7 +269,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedStream<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let filled = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let poll = Pin::new(&mut *this.inner.lock().expect("not poisoned")).poll_read(cx, buf);
+        match poll {
             Poll::Ready(result) => {
                 if buf.filled().len() > filled {
                     this.clock.note_read();
@@ -228,7 +285,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedStream<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let poll = Pin::new(&mut *this.inner.lock().expect("not poisoned")).poll_write(cx, buf);
         this.watch_write(cx, poll, true)
     }
 
@@ -238,23 +295,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, buffers);
+        let poll = Pin::new(&mut *this.inner.lock().expect("not poisoned")).poll_write_vectored(cx, buffers);
         this.watch_write(cx, poll, true)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.lock().expect("not poisoned").is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        let poll = Pin::new(&mut *this.inner.lock().expect("not poisoned")).poll_flush(cx);
         this.watch_write(cx, poll, false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        let poll = Pin::new(&mut *this.inner.lock().expect("not poisoned")).poll_shutdown(cx);
         this.watch_write(cx, poll, false)
     }
 }
@@ -283,6 +340,21 @@ mod tests {
         let mut stream = TimedStream::new(server, clock);
         let read = tokio::time::timeout(TIMEOUT * 2, stream.read(&mut [0u8; 16])).await;
         assert!(read.is_err(), "no read deadline while a handler runs");
+    }
+
+    #[tokio::test]
+    async fn the_hang_up_watch_sees_a_closed_or_half_closed_client() {
+        let (mut client, server) = duplex(1024);
+        let stream = TimedStream::new(server, ConnectionClock::new(TIMEOUT));
+        let hang_up = stream.hang_up();
+        client.write_all(b"ignored").await.unwrap();
+        assert!(tokio::time::timeout(TIMEOUT, hang_up.wait()).await.is_err(), "bytes are not a hang-up");
+        client.shutdown().await.unwrap();
+        tokio::time::timeout(TIMEOUT, hang_up.wait()).await.expect("a half-close is seen at once");
+        let (client, server) = duplex(1024);
+        let stream = TimedStream::new(server, ConnectionClock::new(TIMEOUT));
+        drop(client);
+        tokio::time::timeout(TIMEOUT, stream.hang_up().wait()).await.expect("a close is seen at once");
     }
 
     #[tokio::test]

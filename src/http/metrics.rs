@@ -29,7 +29,7 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
     )),
 )]
 pub async fn metrics(state: &AppState, _request: RequestContext) -> HandlerResult {
-    let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    let mut response = Response::new(Full::new(Bytes::from(crate::telemetry::render(&state.metrics))));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE));

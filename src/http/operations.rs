@@ -33,16 +33,19 @@ pub async fn health(_state: &AppState, _request: RequestContext) -> HandlerResul
     Ok(json::response(StatusCode::OK, &Status { status: "ok" }))
 }
 
-/// `GET /ready`: 200 when Redis and Postgres answer, else 503.
+/// `GET /ready`: 200 when Redis and Postgres answer, else 503; 503 from the start of shutdown.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "operations",
     summary = "Readiness",
-    description = "200 when Redis and Postgres answer within a second each, else 503 `unavailable`.",
+    description = "200 when Redis and Postgres answer within a second each, else 503 `unavailable`; 503 from the moment the process is told to stop (SIGTERM), through `SHUTDOWN_READINESS_DELAY` and the drain.",
     responses((status = 200, description = "Ready to serve.", body = Status, example = json!({"status": "ready"}))),
 )]
 pub async fn ready(state: &AppState, _request: RequestContext) -> HandlerResult {
+    if state.stopping.is_cancelled() {
+        return Err(ApiError::unavailable("shutting down"));
+    }
     let mut redis = state.redis.clone();
     let ping = redis::cmd("PING");
     probe("redis", ping.query_async::<String>(&mut redis)).await?;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::infrastructure::RedisConnection;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Jwt;
 use crate::availability::watcher::Watchers;
@@ -44,4 +45,7 @@ pub struct AppState {
     pub streams: Streams,
     /// The events' waiting rooms.
     pub waiting_rooms: WaitingRooms,
+    /// Cancelled when the process is told to stop (SIGTERM): from then on `GET /ready`
+    /// answers 503, through `SHUTDOWN_READINESS_DELAY` and the drain.
+    pub stopping: CancellationToken,
 }

@@ -174,7 +174,7 @@ pub async fn require_pass(
     user: &UserId,
     category: CategoryId,
 ) -> Result<(), ApiError> {
-    let Some(event) = state.waiting_rooms.guard(category) else { return Ok(()) };
+    let Some(event) = state.waiting_rooms.guard(category).await.map_err(waiting_room_error)? else { return Ok(()) };
     match state.waiting_rooms.check_pass(request.header(QUEUE_PASS_HEADER), user, event).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(ApiError::QueuePassRequired),

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, PartitionClient};
@@ -150,6 +150,24 @@ where
     produced
 }
 
+/// One produce under `timeout`. An acknowledgement read later than `timeout` after the
+/// send (the process was paused, and the answer waited in the socket) counts as none, so
+/// the entries stay in the outbox and are sent again: no relay ever takes a produce as
+/// published later than `RELAY_PUBLISH_TIMEOUT` after sending it, which is what lets the
+/// worker read past a lasting hole in a partition's offsets
+/// ([`crate::config::WORKER_GAP_WAIT_MIN`]).
+pub async fn acknowledged_within<T>(
+    timeout: Duration,
+    produce: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, KafkaError> {
+    let sent_at = Instant::now();
+    let acknowledged = kafka::within(timeout, produce).await?;
+    if sent_at.elapsed() > timeout {
+        return Err(KafkaError::Timeout(timeout));
+    }
+    Ok(acknowledged)
+}
+
 /// Whether the broker refused a request for its size.
 fn is_too_large(error: &KafkaError) -> bool {
     matches!(
@@ -196,7 +214,7 @@ impl Publisher {
             produces.spawn(async move {
                 let produce = |chunk| {
                     let client = client.clone();
-                    async move { kafka::within(timeout, client.produce(chunk, Compression::Lz4)).await.map(|_| ()) }
+                    async move { acknowledged_within(timeout, client.produce(chunk, Compression::Lz4)).await.map(|_| ()) }
                 };
                 let produced = produce_in_order(&records, bytes_max, produce).await;
                 PartitionOutcome::of(partition, origins, records, produced)
@@ -298,6 +316,21 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_acknowledgement_read_after_the_timeout_counts_as_a_failure() {
+        // Goal: a produce whose answer is read only after RELAY_PUBLISH_TIMEOUT (here: the
+        // thread blocked past it, as a paused process would be) is a failure, so its entries
+        // are sent again; one within the timeout is acknowledged.
+        let timeout = Duration::from_millis(50);
+        let late = acknowledged_within(timeout, async {
+            std::thread::sleep(Duration::from_millis(120));
+            Ok::<_, ClientError>(())
+        });
+        assert!(matches!(late.await, Err(KafkaError::Timeout(_))));
+        let prompt = acknowledged_within(timeout, async { Ok::<_, ClientError>(7) });
+        assert!(matches!(prompt.await, Ok(7)));
+    }
 
     fn record(value_bytes: usize) -> Record {
         Record {

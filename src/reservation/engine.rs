@@ -353,6 +353,13 @@ impl AbandonOutcome {
     }
 }
 
+/// Where new reservation ids come from ([`ReservationId::generate`] unless a test pins them).
+pub type ReservationIds = Arc<dyn Fn(CategoryId) -> ReservationId + Send + Sync>;
+
+/// Most ids one reserve draws: a script answers `id_taken` when the drawn id names another
+/// request's hold, and a fresh draw colliding again is beyond any real chance.
+const ID_DRAWS_MAX: usize = 4;
+
 /// The engine. Cheap to clone; every clone shares the Redis connection and gateway.
 #[derive(Clone)]
 pub struct ReservationEngine {
@@ -362,6 +369,7 @@ pub struct ReservationEngine {
     options: EngineOptions,
     sold_out: Arc<SoldOutVerdicts>,
     reserves: Arc<GroupCommit>,
+    ids: ReservationIds,
 }
 
 impl ReservationEngine {
@@ -378,7 +386,12 @@ impl ReservationEngine {
     /// The same engine with the sold-out fast path trusting a verdict for `ttl` (at most
     /// 100 ms; zero turns it off), see [`super::sold_out`].
     pub fn with_sold_out_verdict_ttl(self, ttl: Duration) -> Self {
-        Self::with_verdicts(self.redis, self.keys, self.gateway, self.options, ttl)
+        Self { ids: self.ids.clone(), ..Self::with_verdicts(self.redis, self.keys, self.gateway, self.options, ttl) }
+    }
+
+    /// The same engine drawing reservation ids from `ids` (tests pin ids to make them collide).
+    pub fn with_reservation_ids(self, ids: ReservationIds) -> Self {
+        Self { ids, ..self }
     }
 
     /// An engine whose sold-out verdicts last `ttl`; the group commit teaches the same verdicts.
@@ -391,7 +404,7 @@ impl ReservationEngine {
     ) -> Self {
         let sold_out = Arc::new(SoldOutVerdicts::new(ttl));
         let reserves = Arc::new(GroupCommit::new(redis.clone(), keys.clone(), &options, Arc::clone(&sold_out)));
-        Self { redis, keys, gateway, options, sold_out, reserves }
+        Self { redis, keys, gateway, options, sold_out, reserves, ids: Arc::new(ReservationId::generate) }
     }
 
     /// The key layout.
@@ -516,14 +529,35 @@ impl ReservationEngine {
         if let Some(idempotency) = &idempotency {
             self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
         }
-        let id = ReservationId::generate(request.category);
+        let id = (self.ids)(request.category);
         Ok(ReserveCall { user: user.clone(), request: request.clone(), id, idempotency })
     }
 
     /// The answer of a reserve from its script reply; a seated category's `seated` reply
-    /// (nothing was written) sends it on to the seat script, which decides.
+    /// (nothing was written) sends it on to the seat script, which decides. An `id_taken`
+    /// reply (the drawn id names a hold that is not this request's: nothing was written)
+    /// draws a new id and decides the request again, so a collision of random ids costs a
+    /// round trip, never another user's reservation.
     async fn finish_reserve(&self, call: &ReserveCall, reply: ReserveReply) -> Result<Reservation, ReservationError> {
-        let reply = if outcome(&reply) == Some("seated") { self.run_reserve_seats(call).await? } else { reply };
+        let mut reply = reply;
+        let mut call = call.clone();
+        let mut seated = call.request.seats != SeatSelection::Any;
+        for draw in 1..=ID_DRAWS_MAX {
+            if outcome(&reply) == Some("seated") {
+                seated = true;
+                reply = self.run_reserve_seats(&call).await?;
+            }
+            if outcome(&reply) != Some("id_taken") || draw == ID_DRAWS_MAX {
+                break;
+            }
+            metrics::counter!("reservation_id_collisions_total").increment(1);
+            call.id = (self.ids)(call.request.category);
+            reply = if seated {
+                self.run_reserve_seats(&call).await?
+            } else {
+                self.reserves.reserve(Arc::new(call.clone())).await?
+            };
+        }
         reserve_reply(&call.user, &call.request, &reply)
     }
 

@@ -22,7 +22,7 @@
 -- when replaying a seated hold) or a refusal code (without them), both stored for
 -- idempotent requests; `key_reused`; `seated` (a seated category: nothing written,
 -- reserve_seats.lua decides); or `stock_missing`, `stock_pending`, `outbox_backlog`,
--- which are 503s and are never stored, so a retry runs again.
+-- which are 503s and are never stored, so a retry runs again; or `id_taken` (never stored).
 -- A resent call for a hold that exists answers it as a replay.
 local REQUEST_ARGUMENTS = 6
 local REPLY_ITEMS = 9
@@ -156,12 +156,16 @@ local function reserve(at, hold_key, idempotency)
   end
   -- A call resent for the same reservation id (the cluster client resends a script whose
   -- connection dropped, and during a failover it may have run) answers the hold it wrote
-  -- and never holds twice.
+  -- and never holds twice. A hold under this id that is not this request's (random ids
+  -- collided) is `id_taken`: nothing is written and the engine draws another id.
   if redis.call('EXISTS', hold_key) == 1 then
-    -- event_id, amount, currency, created_at_ms, expires_at_ms, seats (reservation::record_field). Only the
-    -- process that wrote the hold resends its call, so the record is never in an earlier version's layout.
-    local stored = redis.call('HMGET', hold_key, 'e', 'a', 'm', 'tc', 'tx', 'n')
-    return answer('held', '1', reservation_id, stored[1], stored[2], stored[3], stored[4], stored[5], stored[6])
+    -- status, user_id, quantity, event_id, amount, currency, created_at_ms, expires_at_ms, seats
+    -- (reservation::record_field). A record in an earlier version's layout is never this call's own.
+    local stored = redis.call('HMGET', hold_key, 's', 'u', 'q', 'e', 'a', 'm', 'tc', 'tx', 'n')
+    if stored[1] ~= 'held' or stored[2] ~= user or stored[3] ~= quantity_text then
+      return answer('id_taken', '0')
+    end
+    return answer('held', '1', reservation_id, stored[4], stored[5], stored[6], stored[7], stored[8], stored[9])
   end
   if closed then
     return answer(closed, '0')

@@ -1,7 +1,7 @@
 -- reserve_seats: holds seats of a seated category for a user, all or nothing. Checks,
 -- before its first write, the idempotency record, the stock, that the category is
 -- seated, the event, the sale window, the outbox backlog, the named seats (known, at
--- most max_per_user), the stock level, the per-user cap, and then the seats themselves;
+-- most max_per_user, free), the stock level, the per-user cap, and then free seats;
 -- then writes the seat bits, the free counts, the levels, the hold (with its seats),
 -- its deadline, its `reserved` event and the idempotency record together.
 -- Seat layout (src/seating.rs): a bitmap with one byte-aligned segment per row (1 =
@@ -20,7 +20,8 @@
 -- Returns {'held', replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms, seats}; a refusal {code, replayed, seats} where seats lists the taken
 -- (`seat_taken`) or unknown (`unknown_seats`) ones, both stored for idempotent requests;
--- `key_reused`; or `stock_missing`, `stock_pending`, `outbox_backlog` (503s, never stored).
+-- `key_reused`; `id_taken` (see below); or `stock_missing`, `stock_pending`, `outbox_backlog`
+-- (503s, never stored).
 -- The replay, stock read and sale checks mirror reserve.lua's opening on purpose:
 -- reserve.lua is the prelude-free hot path and stays self-contained.
 local idempotency = KEYS[11]
@@ -40,9 +41,25 @@ end
 
 -- A call resent for the same reservation id (the cluster client resends a script whose
 -- connection dropped, and during a failover it may have run) answers the hold it wrote.
+-- A hold under this id that is not this request's (random ids collided: another user, a
+-- quantity or named seats of another request, or a hold no longer held) is `id_taken`,
+-- never stored: nothing is written and the engine draws another id.
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local held = redis.call('HMGET', KEYS[2], FIELD.event_id, FIELD.amount, FIELD.currency, FIELD.created_at_ms,
-    FIELD.expires_at_ms, FIELD.seats)
+    FIELD.expires_at_ms, FIELD.seats, FIELD.status, FIELD.user_id, FIELD.quantity)
+  local own = held[7] == 'held' and held[8] == ARGV[2] and held[9] == ARGV[4]
+  if own and ARGV[11] == 'named' then
+    local names = {}
+    for name in string.gmatch(held[6] or '', '[^,]+') do
+      names[name] = true
+    end
+    for position = 12, #ARGV do
+      own = own and names[ARGV[position]] == true
+    end
+  end
+  if not own then
+    return {'id_taken', '0'}
+  end
   return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
 end
 
@@ -289,6 +306,16 @@ if not refusal then
     end
   end
 end
+-- Named seats are checked before the count: when one of them is taken the caller learns
+-- which (409 seat_taken) rather than `sold_out`; when all are free, `available` (the free
+-- seats) is at least their number, so the count check cannot refuse them.
+if not refusal and mode == 'named' then
+  local taken = taken_of(seats)
+  if #taken > 0 then
+    refusal = 'seat_taken'
+    listed = named_in_order(taken)
+  end
+end
 if not refusal then
   if available < quantity then
     refusal = 'sold_out'
@@ -296,13 +323,7 @@ if not refusal then
     refusal = 'amount_too_large'
   elseif (tonumber(redis.call('HGET', KEYS[4], user)) or 0) + quantity > tonumber(stock[4]) then
     refusal = 'limit_exceeded'
-  elseif mode == 'named' then
-    local taken = taken_of(seats)
-    if #taken > 0 then
-      refusal = 'seat_taken'
-      listed = named_in_order(taken)
-    end
-  else
+  elseif mode ~= 'named' then
     local free, sizes = redis.call('GET', FREE), redis.call('GET', SIZES)
     seats = best_adjacent(free, sizes, redis.call('GET', RUNS), quantity)
     if not seats and mode == 'any' then

@@ -26,6 +26,8 @@ end
 if not score or rejoin then
   outcome = 'created'
   local place
+  -- Before the opening an on room has admitted nobody (turning it on emptied its queue), so
+  -- `boundary < 0` always holds here; it only guards a room written by an earlier version.
   if room.enabled and now < room.opens_ms and room.boundary < 0 then
     place = tonumber(ARGV[2])
   else

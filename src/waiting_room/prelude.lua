@@ -12,15 +12,18 @@
 --         seen admitted (the join-to-admission time is recorded once);
 -- KEYS[4] admissions: sorted set of admission batches, by the batch's boundary score,
 --         member `admitted_ms:pass_ttl_s:boundary`.
+-- The room's `epoch` counts the times it was turned on; passes carry it (see turn_on).
 --
 -- Admission is computed lazily from Redis TIME: a token bucket of `rate` tokens that
--- fills at `rate` per second (kept in thousandths), so in any window of T seconds at most
--- rate * (T + 1) users are admitted, and whenever users wait the bucket is spent on the
--- head of the queue. Every script first brings the admission state up to now.
+-- fills at `rate` per second (kept in thousandths) and never holds more than `rate`, also
+-- between calls, so in any window of T seconds at most rate * (T + 1) users are admitted,
+-- and whenever users wait the bucket is spent on the head of the queue. Every script
+-- first brings the admission state up to now; a spell without any call admits nobody,
+-- and the next call admits at most `rate` (the pace resumes from there).
 
 local FIFO_BASE = 4503599627370496 -- 2^52
 local ROOM_FIELDS = {'enabled', 'rate', 'pass_ttl', 'opens_ms', 'ends_ms', 'tokens', 'last_ms', 'boundary',
-  'admitted', 'seq'}
+  'admitted', 'seq', 'epoch'}
 
 local function now_ms()
   local time = redis.call('TIME')
@@ -38,20 +41,31 @@ local function load_room()
   end
   return {enabled = f[1] == '1', rate = tonumber(f[2]), pass_ttl = tonumber(f[3]), opens_ms = tonumber(f[4]),
     ends_ms = tonumber(f[5]), tokens = tonumber(f[6]), last_ms = tonumber(f[7]), boundary = tonumber(f[8]),
-    admitted = tonumber(f[9]), seq = tonumber(f[10])}
+    admitted = tonumber(f[9]), seq = tonumber(f[10]), epoch = tonumber(f[11]) or 0}
 end
 
 -- A room as first configured: the given settings, opening at the sale's start or now.
 local function new_room(now, enabled, rate, pass_ttl, sale_starts_ms, sale_ends_ms)
   return {enabled = enabled, rate = rate, pass_ttl = pass_ttl, opens_ms = math.max(now, sale_starts_ms),
-    ends_ms = sale_ends_ms, tokens = 0, last_ms = 0, boundary = -1, admitted = 0, seq = 0}
+    ends_ms = sale_ends_ms, tokens = 0, last_ms = 0, boundary = -1, admitted = 0, seq = 0, epoch = 0}
 end
 
 local function save_room(room)
   redis.call('HSET', KEYS[1], 'enabled', room.enabled and '1' or '0', 'rate', int(room.rate),
     'pass_ttl', int(room.pass_ttl), 'opens_ms', int(room.opens_ms), 'ends_ms', int(room.ends_ms),
     'tokens', int(room.tokens), 'last_ms', int(room.last_ms), 'boundary', int(room.boundary),
-    'admitted', int(room.admitted), 'seq', int(room.seq))
+    'admitted', int(room.admitted), 'seq', int(room.seq), 'epoch', int(room.epoch))
+end
+
+-- Turns an off room on: a new epoch, which voids every pass signed before (the API checks
+-- a pass's epoch against the room's), and an empty queue, so the users admitted while it
+-- was off queue again like everyone else. Nobody waits in an off room (it admits at once),
+-- so nobody loses a place; and before the opening the next joiners get random places again.
+local function turn_on(room)
+  room.enabled = true
+  room.epoch = room.epoch + 1
+  room.boundary = -1
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 end
 
 -- Users admitted so far who are still in the queue set (O(log n)).
@@ -81,16 +95,16 @@ local function advance(room, now, sold_out)
     count = waiting
   elseif now >= room.opens_ms then
     local cap = room.rate * 1000
-    local tokens = room.tokens
-    if room.last_ms < room.opens_ms then
-      tokens = cap -- a full bucket at the opening
-    else
-      tokens = tokens + (now - room.last_ms) * room.rate
+    local tokens = cap -- a full bucket at the opening
+    if room.last_ms >= room.opens_ms then
+      -- Capped before it is spent: after a quiet spell (no call while users waited) the
+      -- bucket holds at most `rate` tokens, so one call never admits a backlog at once.
+      tokens = math.min(room.tokens + (now - room.last_ms) * room.rate, cap)
     end
     if not sold_out then
       count = math.min(math.floor(tokens / 1000), waiting)
     end
-    room.tokens = math.min(tokens - count * 1000, cap)
+    room.tokens = tokens - count * 1000
     room.last_ms = now
   end
   if count > 0 then
@@ -128,8 +142,9 @@ local function status_of(room, now, user, sold_out)
   return {'admitted', -1, joined_ms, expires_ms, first_wait_ms}
 end
 
--- The reply of join and poll: {outcome, status..., waiting, rate, opens_ms, now, admitted by this call}.
+-- The reply of join and poll: {outcome, status..., waiting, rate, opens_ms, now, admitted by this call,
+-- epoch (signed into the pass)}.
 local function reply(outcome, status, waiting, room, now, count)
   return {outcome, status[1], int(status[2]), int(status[3]), int(status[4]), int(status[5]), int(waiting),
-    int(room.rate), int(room.opens_ms), int(now), int(count)}
+    int(room.rate), int(room.opens_ms), int(now), int(count), int(room.epoch)}
 end

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgPool, PgTransaction};
 use uuid::Uuid;
 
+use super::lease::Fence;
 use crate::contract::ReservationStatus;
 use crate::outbox::{EventType, ReservationEvent};
 
@@ -130,6 +131,8 @@ pub struct Batch {
     pub events: Vec<ConsumedEvent>,
     /// Its undecodable records, in offset order.
     pub rejected: Vec<DeadLetter>,
+    /// The lease it is consumed under (`WORKER_PARTITIONS=shared`); the offset moves only while it holds.
+    pub fence: Option<Fence>,
 }
 
 /// The result of applying a batch.
@@ -167,6 +170,7 @@ pub async fn move_position(
     partition: i32,
     from_offset: i64,
     to: Position,
+    fence: Option<&Fence>,
 ) -> Result<bool, sqlx::Error> {
     let moved = sqlx::query(include_str!("advance_offset.sql"))
         .bind(topic)
@@ -175,6 +179,8 @@ pub async fn move_position(
         .bind(to.next_offset)
         .bind(to.check_offset)
         .bind(to.check_fingerprint)
+        .bind(fence.map(|fence| fence.owner.as_ref()))
+        .bind(fence.map(|fence| fence.epoch))
         .execute(database)
         .await?;
     Ok(moved.rows_affected() == 1)
@@ -233,13 +239,17 @@ async fn apply_one_by_one(database: &PgPool, topic: &str, batch: &Batch) -> Resu
 }
 
 /// Opens the batch's transaction and moves the offset first; `None` when the stored
-/// offset was not the batch's start (nothing written).
+/// offset was not the batch's start, or the batch's lease no longer holds (nothing written).
 async fn begin(database: &PgPool, topic: &str, batch: &Batch) -> Result<Option<PgTransaction<'static>>, sqlx::Error> {
     let mut transaction = database.begin().await?;
     // The batch and its offset commit together, so a commit lost in a Postgres crash
     // loses both: the worker reads the batch again from the older offset. Waiting for
     // the WAL flush buys nothing here.
     sqlx::query(include_str!("relax_commit.sql")).execute(&mut *transaction).await?;
+    if let Some(fence) = &batch.fence {
+        let timeout = format!("{}ms", fence.idle_transaction_timeout.as_millis());
+        sqlx::query(include_str!("lease/bound_idle_transaction.sql")).bind(timeout).execute(&mut *transaction).await?;
+    }
     let advanced = sqlx::query(include_str!("advance_offset.sql"))
         .bind(topic)
         .bind(batch.partition)
@@ -247,6 +257,8 @@ async fn begin(database: &PgPool, topic: &str, batch: &Batch) -> Result<Option<P
         .bind(batch.next.next_offset)
         .bind(batch.next.check_offset)
         .bind(batch.next.check_fingerprint)
+        .bind(batch.fence.as_ref().map(|fence| fence.owner.as_ref()))
+        .bind(batch.fence.as_ref().map(|fence| fence.epoch))
         .execute(&mut *transaction)
         .await?;
     if advanced.rows_affected() != 1 {

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Applied, Batch, ConsumedEvent, DeadLetter, Position, fingerprint};
+use super::lease::Fence;
 use crate::kafka::{self, KafkaError};
 use crate::outbox::ReservationEvent;
 use crate::retry::{Backoff, sleep_unless_stopped};
@@ -46,6 +47,8 @@ pub struct PartitionConsumer {
     pub database: PgPool,
     /// Limits.
     pub options: Arc<ConsumerOptions>,
+    /// The partition's lease when workers share partitions (`WORKER_PARTITIONS=shared`).
+    pub fence: Option<Fence>,
 }
 
 impl PartitionConsumer {
@@ -87,6 +90,9 @@ impl PartitionConsumer {
     ) -> Step {
         let fetch_wait_ms = i32::try_from(self.options.fetch_wait.as_millis()).unwrap_or(i32::MAX);
         let deadline = self.options.kafka_timeout + self.options.fetch_wait;
+        // A hole is read past only if it had lasted WORKER_GAP_WAIT when this fetch began:
+        // a record acknowledged to a relay by then is readable to this fetch.
+        let fetch_started = Instant::now();
         let fetch = self.client.fetch_records(position.next_offset, 1..self.options.fetch_bytes_max, fetch_wait_ms);
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return Step::Stop,
@@ -94,7 +100,7 @@ impl PartitionConsumer {
         };
         let checked = match fetched {
             Ok((records, high_watermark)) => {
-                let read_past_gap = gap.lasted(position.next_offset, self.options.gap_wait, Instant::now());
+                let read_past_gap = gap.lasted(position.next_offset, self.options.gap_wait, fetch_started);
                 self.check(*position, records, high_watermark, read_past_gap).await
             }
             Err(error) if error.is_offset_out_of_range() => Checked::Replaced(error.to_string()),
@@ -269,7 +275,8 @@ impl PartitionConsumer {
                 Err(letter) => rejected.push(letter),
             }
         }
-        Some(Batch { partition: self.partition(), from_offset: next_offset, next, events, rejected })
+        let fence = self.fence.clone();
+        Some(Batch { partition: self.partition(), from_offset: next_offset, next, events, rejected, fence })
     }
 
     /// Applies a batch, retrying while Postgres fails. Returns the new position, or
@@ -292,6 +299,11 @@ impl PartitionConsumer {
                     }
                     return Some(batch.next);
                 }
+                Ok(Applied::Fenced { .. }) if self.fence.is_some() && !self.holds_lease().await => {
+                    tracing::warn!(partition = self.partition(), "lost the partition's lease; stopping its consumer");
+                    metrics::counter!("worker_partition_leases_lost_total").increment(1);
+                    return None;
+                }
                 Ok(Applied::Fenced { stored }) => {
                     tracing::error!(
                         partition = self.partition(),
@@ -308,6 +320,12 @@ impl PartitionConsumer {
                 return None;
             }
         }
+    }
+
+    /// Whether this consumer's lease still holds (true when in doubt: the offset guard decides).
+    async fn holds_lease(&self) -> bool {
+        let Some(fence) = &self.fence else { return true };
+        super::lease::holds(&self.database, &self.options.topic, self.partition(), fence).await.unwrap_or(true)
     }
 
     /// The stored offset does not fit the partition's log: the topic was recreated (a
@@ -328,7 +346,7 @@ impl PartitionConsumer {
         metrics::counter!("worker_offset_resets_total").increment(1);
         let reset = Position::unchecked(earliest);
         let topic = &self.options.topic;
-        match apply::move_position(&self.database, topic, partition, next_offset, reset).await {
+        match apply::move_position(&self.database, topic, partition, next_offset, reset, self.fence.as_ref()).await {
             Ok(true) => Some(reset),
             Ok(false) => apply::load_position(&self.database, topic, partition).await.ok(),
             Err(error) => {

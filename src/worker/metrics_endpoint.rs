@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: Ca
 
 fn respond<B>(handle: &PrometheusHandle, request: &Request<B>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
+        (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", crate::telemetry::render(handle)),
         (&Method::GET, "/health") => (StatusCode::OK, "application/json", "{\"status\":\"ok\"}".to_owned()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };

@@ -277,3 +277,76 @@ async fn the_openapi_document_describes_the_stream_as_text_event_stream() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_last_event_id_past_two_to_the_53_is_ignored() {
+    // Goal: a `Last-Event-ID` the ids could overflow from (u64::MAX) or that a JavaScript client cannot hold
+    // exactly is ignored like a bad header (the ids start at 1); the largest exact one is continued.
+    let app = TestApp::spawn().await;
+    let (event, _) = sale(&app, 10, 4).await;
+    for (header, first) in [("18446744073709551615", 1), ("9007199254740992", 1), ("9007199254740991", 1 << 53)] {
+        let mut stream = SseReader::new(open_response(&app, event, Some(header)).await);
+        assert_eq!(stream.next_message().await.0, first, "Last-Event-ID {header}");
+    }
+    app.stop().await;
+}
+
+/// A stream opened on a raw socket, once a slot is free, after its first message.
+async fn raw_stream(address: &str, event: i64) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!("GET /events/{event}/availability/stream HTTP/1.1\r\nHost: {address}\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&received);
+            if text.contains("data: ") {
+                return client;
+            }
+            if text.contains("\r\n\r\n") && !text.starts_with("HTTP/1.1 200") {
+                break; // 503: every slot is taken for now
+            }
+            let mut buffer = [0u8; 4096];
+            let read = tokio::time::timeout(PATIENCE, client.read(&mut buffer)).await.expect("the api answers");
+            let read = read.unwrap();
+            assert!(read > 0, "the connection ended early: {text}");
+            received.extend_from_slice(&buffer[..read]);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_frees_its_stream_slot_at_once() {
+    // Goal: with STREAMS_MAX 1, a client that half-closes its connection (and one that closes it) while its
+    // stream is idle gives the slot back without waiting for a write to fail, so the next stream is admitted.
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(&["--streams-max", "1"]).await;
+    let (event, _) = sale(&app, 10, 4).await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut kept = Vec::new();
+    for half_close in [true, false] {
+        let mut client = tokio::time::timeout(PATIENCE, raw_stream(&address, event)).await.expect("a slot");
+        if half_close {
+            // Half-closed, and the socket stays open without reading: every later write would succeed.
+            client.shutdown().await.unwrap();
+            kept.push(client);
+        } else {
+            drop(client);
+        }
+        let admitted = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let response = open_response(&app, event, None).await;
+                if response.status() == 200 {
+                    break SseReader::new(response);
+                }
+                assert_problem(response, 503, "unavailable").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let mut next = admitted.await.expect("the hung-up stream's slot comes back");
+        assert_eq!(next.next_message().await.0, 1);
+    }
+    app.stop().await;
+}

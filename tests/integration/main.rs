@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod alerts;
 mod availability_stream;
 mod catalog;
 mod client_hang_up;
@@ -14,7 +15,10 @@ mod deployment;
 mod documentation;
 mod durability;
 mod fuzz_findings;
+mod kubernetes;
+mod observability;
 mod operations;
+mod partition_leases;
 mod pipeline;
 mod pipeline_bench;
 mod pipeline_hardening;
@@ -23,6 +27,7 @@ mod reservation;
 mod reservation_expiry;
 mod reservation_group_commit;
 mod reservation_idempotency;
+mod reservation_ids;
 mod reservation_random;
 mod reservation_recovery;
 mod reservation_support;
@@ -30,3 +35,4 @@ mod seating;
 mod slow_clients;
 mod sold_out;
 mod waiting_room;
+mod web_app;

@@ -514,3 +514,21 @@ async fn best_available_agrees_with_a_brute_force_model_of_the_rule() {
     assert_consistent(&app, category).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn named_seats_in_a_nearly_sold_out_category_name_the_taken_ones() {
+    // Goal: when fewer seats are free than named and some named seats are taken, the answer is 409
+    // seat_taken listing exactly the taken ones (never sold_out), and nothing is held; free named seats
+    // still reserve.
+    let app = TestApp::spawn().await;
+    let category = seated(&app, &[("A", 4)], 4).await;
+    held_seats(reserve(&app, "early", json!({"category_id": category, "seats": ["A-1", "A-2", "A-3"]})).await).await;
+    let body = json!({"category_id": category, "seats": ["A-2", "A-3", "A-4"]});
+    let problem = assert_problem(reserve(&app, "late", body).await, 409, "seat_taken").await;
+    assert_eq!(problem["seats"], json!(["A-2", "A-3"]), "{problem}");
+    let levels = levels(&app, category).await;
+    assert_eq!((levels.available, levels.held), (1, 3), "a refusal holds nothing");
+    held_seats(reserve(&app, "late", json!({"category_id": category, "seats": ["A-4"]})).await).await;
+    assert_consistent(&app, category).await;
+    app.stop().await;
+}

@@ -411,3 +411,139 @@ async fn a_room_that_is_off_admits_at_once_and_bad_requests_change_nothing() {
     assert_eq!(get_room(&app, event).await["enabled"], false, "a refused change changes nothing");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_quiet_spell_never_admits_a_burst() {
+    // Goal: after a spell in which users waited but nobody called (so admission was not brought up to
+    // date), the next call admits at most admit_per_second users at once, as "at most admit_per_second ×
+    // (T + 1) in any window of T seconds" requires for a window of length 0; the pace then resumes.
+    let app = TestApp::spawn().await;
+    let (event, _) = event_with(&app, None, 100).await;
+    let rate = 2;
+    put_room(&app, event, json!({"enabled": true, "admit_per_second": rate})).await;
+    for index in 0..12 {
+        join(&app, &format!("quiet-{index:02}"), event).await;
+    }
+    let before = get_room(&app, event).await["admitted"].as_i64().unwrap();
+    // The quiet spell: no call of any kind reaches the room for 3 s (6 tokens' worth).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = get_room(&app, event).await["admitted"].as_i64().unwrap();
+    assert!(after - before <= rate, "one call admitted {} users after a quiet spell, at most {rate}", after - before);
+    let next = poll_until(&app, "quiet-11", event, |answer| answer.status() == "admitted").await;
+    assert_eq!(next.status(), "admitted", "admission goes on at the pace");
+    app.stop().await;
+}
+
+/// Waits until `api` refuses a reserve of `category` without a pass (its directory shows the room on).
+async fn until_guarded(api: &TestApp, category: i64) {
+    let mut probes = 0;
+    while reserve_with_pass(api, "probe", category, None).await.status() != 403 {
+        probes += 1;
+        assert!(probes < 100, "the process never required a pass");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The scores of an event's queue, by user.
+async fn queue_scores(app: &TestApp, event: i64) -> HashMap<String, f64> {
+    let queue = app.keys().waiting_queue(EventId::new(event).unwrap());
+    let scores: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(&queue)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+    scores.into_iter().collect()
+}
+
+#[tokio::test]
+async fn the_pre_opening_shuffle_survives_a_room_that_was_off() {
+    // Goal: users who join an on room before its opening get random places (below 2^52) whatever happened
+    // while the room was off: a join before the admin's first PUT, a PUT without `enabled` followed by a
+    // join, or an on→off→on toggle with a join in between; the users admitted while it was off must join
+    // again.
+    let app = TestApp::spawn().await;
+    let opening = Utc::now() + chrono::Duration::days(365);
+    for scenario in 0..3 {
+        let (event, _) = event_with(&app, Some(opening), 10).await;
+        match scenario {
+            0 => {}
+            1 => drop(put_room(&app, event, json!({"admit_per_second": 50})).await),
+            _ => {
+                put_room(&app, event, json!({"enabled": true})).await;
+                put_room(&app, event, json!({"enabled": false})).await;
+            }
+        }
+        let walk_in = join(&app, "walk-in", event).await;
+        assert_eq!(walk_in.status(), "admitted", "scenario {scenario}: an off room admits at once");
+        put_room(&app, event, json!({"enabled": true})).await;
+        let again = app.get(&format!("/events/{event}/queue"), Some(&user_token("walk-in"))).await;
+        assert_problem(again, 404, "not_found").await;
+        for user in ["a", "b", "c", "walk-in"] {
+            let answer = join(&app, user, event).await;
+            assert_eq!((answer.code, answer.status(), answer.position()), (201, "waiting", None), "{user}");
+        }
+        let scores = queue_scores(&app, event).await;
+        assert_eq!(scores.len(), 4);
+        for (user, score) in &scores {
+            assert!(*score < 4_503_599_627_370_496.0, "scenario {scenario}: {user} got a FIFO place {score}");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn turning_the_room_on_voids_every_earlier_pass() {
+    // Goal: a pass given while the room was off, or before an off→on toggle, is 403 queue_pass_required
+    // in every process once the room is (again) on, and holds nothing; its holder joins again and reserves
+    // with the new pass.
+    let isolation = Isolation::new().await;
+    let app = TestApp::spawn_in(isolation.clone(), &[]).await;
+    let other = TestApp::spawn_in(isolation, &[]).await;
+    let (event, category) = event_with(&app, None, 100).await;
+    let probed = app.create_category(event, 1000, 1000).await;
+    let off_pass = join(&app, "alice", event).await.pass().to_owned();
+    put_room(&app, event, json!({"enabled": true, "admit_per_second": 1000})).await;
+    until_guarded(&other, probed).await;
+    for api in [&app, &other] {
+        assert_problem(reserve_with_pass(api, "alice", category, Some(&off_pass)).await, 403, "queue_pass_required")
+            .await;
+    }
+    assert_eq!(app.assert_conserved(category).await.held, 0, "a voided pass holds nothing");
+    let rejoined = join(&app, "alice", event).await;
+    assert_eq!((rejoined.code, rejoined.status()), (201, "admitted"));
+    let on_pass = rejoined.pass().to_owned();
+    assert_ne!(on_pass, off_pass);
+    assert_eq!(reserve_with_pass(&other, "alice", category, Some(&on_pass)).await.status(), 201);
+    put_room(&app, event, json!({"enabled": false})).await;
+    put_room(&app, event, json!({"enabled": true})).await;
+    until_guarded(&other, probed).await;
+    for api in [&app, &other] {
+        assert_problem(reserve_with_pass(api, "alice", category, Some(&on_pass)).await, 403, "queue_pass_required")
+            .await;
+    }
+    assert_eq!(app.assert_conserved(category).await.held, 1);
+    other.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_category_created_in_a_guarded_event_needs_a_pass_at_once() {
+    // Goal: a category created in an event whose room is on needs a pass in every process at once, also in
+    // one whose directory has not refreshed since (here: never again within the test).
+    let isolation = Isolation::new().await;
+    let app = TestApp::spawn_in(isolation.clone(), &[]).await;
+    let stale = TestApp::spawn_in(isolation, &["--waiting-room-refresh-interval", "1h"]).await;
+    let (event, _) = event_with(&app, None, 100).await;
+    // Turned on through the stale process, which refreshes its directory then, and not again.
+    put_room(&stale, event, json!({"enabled": true, "admit_per_second": 1000})).await;
+    let added = app.create_category(event, 10, 2).await;
+    assert_problem(reserve_with_pass(&stale, "mallory", added, None).await, 403, "queue_pass_required").await;
+    assert_eq!(app.assert_conserved(added).await.held, 0);
+    let pass = join(&app, "alice", event).await.pass().to_owned();
+    assert_eq!(reserve_with_pass(&stale, "alice", added, Some(&pass)).await.status(), 201);
+    stale.stop().await;
+    app.stop().await;
+}
