@@ -20,6 +20,7 @@ use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::state::AppState;
 use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
+use crate::infrastructure::replication::ReplicaAckOptions;
 use crate::infrastructure::{self, RedisTarget, connect_redis_to};
 use crate::kafka::KafkaSecurity;
 use crate::keyspace::Keyspace;
@@ -123,11 +124,16 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     let redis_target = RedisTarget::from_config(&config.shared)?;
     let database =
         infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
-    let redis = connect_redis_to(&redis_target).await?;
+    let replica_ack =
+        ReplicaAckOptions { replicas: config.redis_replicas_ack, timeout: config.redis_replicas_ack_timeout };
+    let redis = connect_redis_to(&redis_target).await?.with_replica_ack(replica_ack).await;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => Some((connect_redis_to(&redis_target).await?, options)),
+        Some(options) => {
+            let relay_redis = connect_redis_to(&redis_target).await?;
+            Some((relay_redis.with_replica_ack(replica_ack).await, options))
+        }
         None => None,
     };
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());

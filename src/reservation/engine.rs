@@ -4,9 +4,13 @@
 //! # Confirm is safe against the reaper, and the deadline is absolute
 //! 1. `begin_payment` moves the hold to `paying` for one attempt, until
 //!    `paying_until_ms = min(now + payment window, expires_at)`; the reaper leaves it
-//!    alone until then.
+//!    alone until then. Where the master has replicas, the charge waits until a
+//!    replica holds this (`REDIS_REPLICAS_ACK`, [`crate::infrastructure::replication`]):
+//!    a failover can then never forget an attempt that took money. Not acknowledged in
+//!    time: the hold goes back to held at once, nothing is charged, and the confirm
+//!    answers 503.
 //! 2. The gateway charges under a timeout shorter than the window.
-//! 3. `finish_payment` confirms only if the hold is still paying with this attempt and
+//! 3. `finish_payment` (answered only once a replica holds it) confirms only if the hold is still paying with this attempt and
 //!    its deadline has not passed. Otherwise the reaper took it back (or the deadline
 //!    passed: the script releases the hold itself); the same script queues the attempt
 //!    in the category's `voids` set, it is voided (refunded) at the gateway, and the
@@ -312,6 +316,15 @@ fn unexpected(script: &'static str, reply: &[Option<String>]) -> ReservationErro
 
 fn count_replay(operation: IdempotentOperation) {
     metrics::counter!("idempotent_replays_total", "operation" => operation.as_str()).increment(1);
+}
+
+/// Whether a follow-up script's writes must be on a replica before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acknowledged {
+    /// It records a state change the client is told about (a confirm).
+    Yes,
+    /// It does not.
+    No,
 }
 
 /// What `begin_payment` found.
@@ -643,7 +656,7 @@ impl ReservationEngine {
             invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
         }
         let sent_at = Instant::now();
-        let reply: Vec<Option<String>> = RESERVE_SEATS.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = RESERVE_SEATS.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         self.sold_out.learn_from_reply(request, sent_at, &reply);
         Ok(reply)
     }
@@ -674,7 +687,21 @@ impl ReservationEngine {
         idempotency: Option<&Idempotency>,
     ) -> Result<Reservation, ReservationError> {
         let attempt = AttemptId::generate();
-        match self.begin_payment(user, id, attempt, idempotency).await? {
+        let started = match self.begin_payment(user, id, attempt, idempotency).await {
+            Err(ReservationError::Redis(error)) => {
+                // Nothing is charged unless a replica holds the `paying` state, so a
+                // failover can never forget an attempt that took money. The hold goes
+                // back to held at once (on this master), so the same request with the
+                // same key can run again as soon as the replicas are back.
+                let abandon = Abandon::Failed { void_pending: true };
+                if let Err(error) = self.abandon_payment(user, id, attempt, abandon, None).await {
+                    tracing::debug!(%error, "giving up an unacknowledged payment start failed; the reaper does it");
+                }
+                return Err(ReservationError::Redis(error));
+            }
+            started => started?,
+        };
+        match started {
             PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, token, idempotency).await,
             PaymentStart::Confirmed(confirmed) => {
                 if idempotency.is_some() {
@@ -751,7 +778,7 @@ impl ReservationEngine {
             .arg(attempt.to_string())
             .arg(milliseconds::of_duration(self.options.payment_window))
             .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()));
-        let reply: Vec<Option<String>> = BEGIN_PAYMENT.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = BEGIN_PAYMENT.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         let record = |reply: &[Option<String>]| {
             reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("begin_payment", reply))
         };
@@ -798,7 +825,7 @@ impl ReservationEngine {
             .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string())
             .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string());
-        let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
+        let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation, Acknowledged::Yes).await?;
         match outcome(&reply) {
             Some("confirmed") => {
                 reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("finish_payment", &reply))
@@ -858,7 +885,8 @@ impl ReservationEngine {
             .arg(if void_pending { "1" } else { "0" })
             .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()))
             .arg(IDEMPOTENCY_TTL_SECONDS);
-        let reply = self.run_follow_up(&ABANDON_PAYMENT, &invocation).await?;
+        // Nothing is acknowledged by giving a payment up: the hold stays held either way.
+        let reply = self.run_follow_up(&ABANDON_PAYMENT, &invocation, Acknowledged::No).await?;
         match (outcome(&reply), reply.get(1).and_then(Option::as_deref)) {
             (Some("returned"), Some("late")) => Ok(AbandonOutcome::Late),
             (Some("returned"), _) => Ok(AbandonOutcome::Returned),
@@ -883,10 +911,16 @@ impl ReservationEngine {
         &self,
         script: &LuaScript,
         invocation: &ScriptInvocation<'_>,
+        acknowledged: Acknowledged,
     ) -> Result<Vec<Option<String>>, ReservationError> {
         let mut attempt = 1;
         loop {
-            match script.run(invocation, &mut self.redis.clone()).await {
+            let mut redis = self.redis.clone();
+            let result = match acknowledged {
+                Acknowledged::Yes => script.run_acknowledged(invocation, &mut redis).await,
+                Acknowledged::No => script.run(invocation, &mut redis).await,
+            };
+            match result {
                 Ok(reply) => return Ok(reply),
                 Err(error) if attempt < FOLLOW_UP_ATTEMPTS => {
                     tracing::warn!(script = script.name(), %error, attempt, "retrying an idempotent script");
@@ -912,7 +946,7 @@ impl ReservationEngine {
             .arg(user.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
-        let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = CANCEL.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
             Some("cancelled") => {
                 self.sold_out.forget(category);

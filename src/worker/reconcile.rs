@@ -17,10 +17,15 @@
 //! category the seat bitmap must have exactly `held + sold` seats taken, among them
 //! every seat Postgres shows as sold. Entries still in the category's outbox mean Postgres trails; such a row is
 //! reported as `pending`, not drift. A provisioned category without stock is `missing`.
+//! Reservations that Postgres has `confirmed` and Redis has not (held, paying, released,
+//! or a record missing too soon to have expired) are sales a failover took back in
+//! Redis: the category reads `behind` (see [`restore_sales`]).
 //! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
 //!
 //! # What `--repair` restores, and what it cannot
-//! Only a *missing* stock is rebuilt (an existing one is live truth and is never
+//! The sales of a `behind` category are restored from Postgres, the ledger of sales,
+//! each in one script, the stock's counts following ([`restore_sales`]).
+//! Otherwise only a *missing* stock is rebuilt (an existing one is live truth and is never
 //! overwritten), and only after the drain check passed. From Postgres it recreates,
 //! in one script: the stock hash (`state open`, the category's terms, `sold` =
 //! confirmed tickets, `held` = tickets of reservations still held, `available = quota
@@ -37,6 +42,8 @@
 //! - idempotency records (a retried request with an old key runs again), payment
 //!   attempts waiting to be voided, records of cancelled and expired reservations
 //!   (reads of those fall back to Postgres), and the `paying` state (restored as held).
+
+mod restore_sales;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -153,8 +160,11 @@ pub enum Verdict {
     Drift,
     /// The stock is missing from Redis.
     Missing,
-    /// The stock was missing and has been rebuilt.
+    /// The stock was missing and has been rebuilt, or sales that were behind in Redis
+    /// have been restored.
     Repaired,
+    /// Reservations that Postgres has confirmed are behind in Redis (see [`restore_sales`]).
+    Behind,
 }
 
 impl Verdict {
@@ -165,6 +175,7 @@ impl Verdict {
             Self::Drift => "drift",
             Self::Missing => "missing",
             Self::Repaired => "repaired",
+            Self::Behind => "behind",
         }
     }
 }
@@ -182,6 +193,8 @@ pub struct CategoryReport {
     pub live: Option<LiveHolds>,
     /// Entries waiting in the category's outbox.
     pub outbox_entries: i64,
+    /// Reservations confirmed in Postgres and behind in Redis (see [`restore_sales`]).
+    pub behind: usize,
     /// Postgres totals.
     pub postgres: PostgresTotals,
     /// The outcome.
@@ -231,7 +244,7 @@ impl fmt::Display for ReconcileReport {
         }
         writeln!(
             out,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>7} {:>8}",
             "category",
             "quota",
             "available",
@@ -244,6 +257,7 @@ impl fmt::Display for ReconcileReport {
             "sold_drift",
             "live_held",
             "users_off",
+            "behind",
             "status"
         )?;
         for row in &self.categories {
@@ -254,7 +268,7 @@ impl fmt::Display for ReconcileReport {
                 |pick: fn(&LiveHolds) -> i64| row.live.as_ref().map_or("-".to_owned(), |live| pick(live).to_string());
             writeln!(
                 out,
-                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
+                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>7} {:>8}",
                 row.category_id,
                 row.quota,
                 level(|levels| levels.available),
@@ -267,6 +281,7 @@ impl fmt::Display for ReconcileReport {
                 drift(row.sold_drift()),
                 live(|live| live.held_tickets),
                 live(|live| live.users_off + live.orphans),
+                row.behind,
                 row.verdict.as_str()
             )?;
         }
@@ -307,6 +322,13 @@ pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<Reconcil
     let mut categories = Vec::with_capacity(terms.len());
     for category in &terms {
         let mut report = compare(&database, &redis, &keys, category).await?;
+        if args.repair && report.verdict == Verdict::Behind {
+            if drain == Drain::Drained {
+                report = restore_behind(&database, &redis, &keys, category).await?;
+            } else {
+                tracing::warn!(category = category.id.get(), "not restoring sales: the pipeline has not drained");
+            }
+        }
         if args.repair && report.verdict == Verdict::Missing {
             if drain == Drain::Drained {
                 if repair(&database, &redis, &keys, category).await? {
@@ -321,6 +343,24 @@ pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<Reconcil
     }
     database.close().await;
     Ok(ReconcileReport { drain, categories })
+}
+
+/// Restores the sales of `terms` that are behind in Redis, and compares again: `repaired`
+/// when nothing is behind any more (a sale whose tickets were sold again stays behind).
+async fn restore_behind(
+    database: &PgPool,
+    redis: &RedisConnection,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+) -> Result<CategoryReport, ReconcileError> {
+    let open = persistence::reservations::open_reservations(database, terms.id).await?;
+    let behind = restore_sales::behind(redis, keys, terms.id, &open).await?;
+    restore_sales::restore(redis, keys, terms, &behind).await?;
+    let mut report = compare(database, redis, keys, terms).await?;
+    if report.behind == 0 && matches!(report.verdict, Verdict::Ok | Verdict::Pending) {
+        report.verdict = Verdict::Repaired;
+    }
+    Ok(report)
 }
 
 async fn compare(
@@ -348,9 +388,17 @@ async fn compare(
         Some(levels) => seats_agree(database, redis, keys, terms, &levels).await?,
         None => true,
     };
+    let behind = match levels {
+        Some(_) => {
+            let open = persistence::reservations::open_reservations(database, category).await?;
+            restore_sales::behind(redis, keys, category, &open).await?.len()
+        }
+        None => 0,
+    };
     let verdict = match levels {
         None => Verdict::Missing,
         Some(levels) if !levels.is_conserved() => Verdict::Drift,
+        Some(_) if behind > 0 => Verdict::Behind,
         Some(_) if outbox_entries > 0 => Verdict::Pending,
         Some(levels)
             if levels.held == postgres.held_tickets
@@ -368,6 +416,7 @@ async fn compare(
         redis: levels,
         live,
         outbox_entries,
+        behind,
         postgres,
         verdict,
     })

@@ -15,6 +15,7 @@ mod cluster_failover;
 mod deployment;
 mod deployment_hardening;
 mod documentation;
+mod durability;
 mod fuzz_findings;
 mod identity_provider;
 mod kubernetes;
