@@ -24,10 +24,23 @@ The snapshot (`snapshot.json`):
      "postgres_reservations": {"R": {... the same fields}},
      "postgres_events": [["R", "reserved"], ["R", "confirmed"], ...],
      "ledger": [{"attempt", "state", "reference", "payment_id"}],
-     "reconcile": {"exit_code": 0, "output": "…"}}
+     "reconcile": {"exit_code": 0, "output": "…"},
+     "postgres_confirmed_seats": [["R", C, "A-3"], ...],
+     "dead_letters": ["the worker's error", ...],
+     "failover_probes": [{"kind", "shard", "nodes", "injected_at", "probed_at",
+                          "statuses": {"R": "held" or null (no record)}}]}
+A hold record in Redis may carry `seats` (comma-separated names, seated categories); a
+reserve's answer carries them as a list. The last three keys are optional (a run on
+one Redis has no probes; an older snapshot has no seats).
 
-The rules are the issue's seven (docs/testing.md, "Chaos soak"); a violation names its
-rule. Every check is conservative where the history cannot show an exact moment: a
+The rules are the issue's seven, and two for failovers (docs/testing.md, "Chaos soak"):
+8. every reserve, confirm and cancel acknowledged before a failover probe is still in
+   Redis when the probe reads it after the cluster is whole again: the hold exists, a
+   confirmed one is confirmed, a cancelled one cancelled;
+9. no ticket is sold twice: per category, the tickets of acknowledged confirms, and the
+   confirmed tickets in Postgres, are at most the quota; no seat is in two reservations
+   with an acknowledged confirm, nor in two confirmed ones in Redis or in Postgres.
+A violation names its rule. Every check is conservative where the history cannot show an exact moment: a
 hold counts against a cap only while it surely held (from the reserve's answer until
 the first cancel was sent or its `expires_at`), so load and clock skew never make one.
 """
@@ -102,6 +115,10 @@ def check(history, snapshot):
     check_idempotency(ops, report)
     check_event_log(ops, snapshot, report)
     check_charges(snapshot, report)
+    check_failover_probes(ops, snapshot, report)
+    check_sold_once(ops, snapshot, report)
+    for error in snapshot.get("dead_letters", []):
+        report.add("6", f"the worker dead-lettered a record: {error}")
     reconcile = snapshot.get("reconcile")
     if reconcile is not None and reconcile.get("exit_code") != 0:
         report.add("6", f"worker reconcile exited {reconcile.get('exit_code')}: {reconcile.get('output', '')[-500:]}")
@@ -308,3 +325,88 @@ def check_charges(snapshot, report):
         payment = redis_holds.get(reservation, {}).get("payment_id")
         if payment and entries[0].get("payment_id") not in (None, payment):
             report.add("7", f"reservation {reservation} confirmed with payment {payment}, the charge is another")
+
+
+def check_failover_probes(ops, snapshot, report):
+    """Rule 8: what a client was told before a failover probe read Redis is still there."""
+    expected = {"confirm": "confirmed", "cancel": "cancelled"}
+    reported = set()
+    for probe in snapshot.get("failover_probes", []):
+        statuses = probe["statuses"]
+        for operation in ops:
+            if operation.outcome != "ok" or operation.f not in ("reserve", "confirm", "cancel"):
+                continue
+            if operation.completed_at >= probe["probed_at"] or operation.op in reported:
+                continue
+            reservation = operation.response["reservation"]["id"]
+            if reservation not in statuses:
+                continue  # acknowledged while the probe gathered its list: not read
+            status = statuses[reservation]
+            lost = status is None if operation.f == "reserve" else status != expected[operation.f]
+            if lost:
+                reported.add(operation.op)
+                report.add("8", f"acknowledged {operation.f} of {reservation} (op {operation.op}, answered at "
+                                f"{operation.completed_at:.3f}) is {status or 'missing'} in Redis after "
+                                f"{probe['kind']} (shard {probe.get('shard')}: {probe.get('nodes')}, "
+                                f"injected at {probe['injected_at']:.3f})")
+
+
+def answered_seats(ops):
+    """Reservation id to its seats as the answers told them (none for a counted category)."""
+    seats = {}
+    for operation in ops:
+        if operation.outcome == "ok" and operation.f in ("reserve", "confirm", "cancel", "read"):
+            answer = operation.response.get("reservation") or {}
+            if answer.get("seats"):
+                seats[answer["id"]] = answer["seats"]
+    return seats
+
+
+def check_seats_once(where, seats_by_reservation, category_of, report):
+    """Rule 9 on one view: no (category, seat) in two reservations."""
+    owner = {}
+    for reservation, seats in sorted(seats_by_reservation.items()):
+        for seat in seats:
+            key = (str(category_of[reservation]), seat)
+            if key in owner and owner[key] != reservation:
+                report.add("9", f"{where}: seat {seat} of category {key[0]} sold twice: "
+                                f"reservations {owner[key]} and {reservation}")
+            owner.setdefault(key, reservation)
+
+
+def check_sold_once(ops, snapshot, report):
+    """Rule 9: no ticket sold twice, as the clients were told and as the stores say."""
+    categories = snapshot["categories"]
+    confirmed, category_of = {}, {}
+    for operation in ops:
+        if operation.f == "confirm" and operation.outcome == "ok":
+            answer = operation.response["reservation"]
+            confirmed[answer["id"]] = answer
+            category_of[answer["id"]] = answer["category_id"]
+    tickets = collections.Counter()
+    for answer in confirmed.values():
+        tickets[str(answer["category_id"])] += int(answer["quantity"])
+    rows = snapshot["postgres_reservations"]
+    stored = collections.Counter()
+    for row in rows.values():
+        if row["status"] == "confirmed":
+            stored[str(row["category_id"])] += int(row["quantity"])
+    for category, entry in categories.items():
+        if tickets[category] > entry["quota"]:
+            report.add("9", f"category {category}: confirms of {tickets[category]} tickets acknowledged, "
+                            f"quota {entry['quota']} (sold twice)")
+        if stored[category] > entry["quota"]:
+            report.add("9", f"category {category}: {stored[category]} tickets confirmed in Postgres, "
+                            f"quota {entry['quota']} (sold twice)")
+    seats = answered_seats(ops)
+    check_seats_once("acknowledged confirms", {reservation: seats.get(reservation, []) for reservation in confirmed},
+                     category_of, report)
+    holds = {reservation: hold for reservation, hold in snapshot["redis_holds"].items()
+             if hold["status"] == "confirmed" and hold.get("seats")}
+    check_seats_once("Redis", {reservation: hold["seats"].split(",") for reservation, hold in holds.items()},
+                     {reservation: hold["category_id"] for reservation, hold in holds.items()}, report)
+    in_postgres, postgres_category = collections.defaultdict(list), {}
+    for reservation, category, seat in snapshot.get("postgres_confirmed_seats", []):
+        in_postgres[reservation].append(seat)
+        postgres_category[reservation] = category
+    check_seats_once("Postgres", in_postgres, postgres_category, report)
