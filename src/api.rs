@@ -19,6 +19,7 @@ use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::state::AppState;
 use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
+use crate::infrastructure::replication::ReplicaAckOptions;
 use crate::infrastructure::{self, connect_redis};
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
@@ -101,11 +102,17 @@ pub async fn start(config: ApiConfig, shutdown: CancellationToken) -> Result<Run
     let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config)).transpose()?;
     let database =
         infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
+    let replica_ack =
+        ReplicaAckOptions { replicas: config.redis_replicas_ack, timeout: config.redis_replicas_ack_timeout };
     let redis = connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?;
+    let redis = redis.with_replica_ack(replica_ack).await;
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => Some((connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?, options)),
+        Some(options) => {
+            let relay_redis = connect_redis(&config.shared.redis_url, config.shared.redis_cluster).await?;
+            Some((relay_redis.with_replica_ack(replica_ack).await, options))
+        }
         None => None,
     };
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());

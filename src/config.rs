@@ -212,6 +212,17 @@ pub struct ApiConfig {
     #[arg(long, env = "RESERVE_IN_FLIGHT_MAX", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub reserve_in_flight_max: usize,
 
+    /// Replicas that must hold a state change (reserve, confirm, cancel, waiting-room admission)
+    /// before it is acknowledged, and that must hold an outbox entry before the relay publishes
+    /// it; each master waits for at most the replicas it has (so a Redis without replicas
+    /// waits for none); 0 turns the wait off.
+    #[arg(long, env = "REDIS_REPLICAS_ACK", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub redis_replicas_ack: u32,
+
+    /// Longest wait for `REDIS_REPLICAS_ACK` replicas; past it the request answers 503 `unavailable`.
+    #[arg(long, env = "REDIS_REPLICAS_ACK_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub redis_replicas_ack_timeout: Duration,
+
     /// Most reserves of one category sent to Redis in one script call: those that arrive while the
     /// category's call is in flight go together in the next one (none waits when idle); 1 turns batching off.
     #[arg(long, env = "RESERVE_BATCH_MAX", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]

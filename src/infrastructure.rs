@@ -2,14 +2,19 @@
 //! Cluster) and the Postgres pool (with the migrations every binary runs on start). The
 //! Kafka client is set up by the `kafka` module.
 
+pub mod replication;
+
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
-use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, ScriptInvocation, Value};
+
+use replication::{ReplicaAckOptions, Replication};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinSet;
@@ -40,14 +45,22 @@ const CLUSTER_RETRY_WAIT_MIN_MS: u64 = 25;
 const CLUSTER_RETRY_WAIT_MAX_MS: u64 = 400;
 
 /// The one Redis connection type of the crate: one node, or a Redis Cluster
-/// (`REDIS_CLUSTER=true`). Cheap to clone; every clone shares the connection.
+/// (`REDIS_CLUSTER=true`), with its replica-acknowledgment policy (see
+/// [`replication`]). Cheap to clone; every clone shares the connection and the policy.
 ///
 /// On a cluster, every command and script goes to the master of its key's slot
 /// (redirections and failovers are followed by the client); a non-atomic pipeline whose
 /// commands name keys of several slots is split by slot, the parts sent concurrently
 /// and the replies put back in order. A transaction (`MULTI`) must stay on one slot.
 #[derive(Clone)]
-pub enum RedisConnection {
+pub struct RedisConnection {
+    link: Link,
+    replication: Arc<Replication>,
+}
+
+/// The connection itself.
+#[derive(Clone)]
+enum Link {
     /// One Redis server, reconnected by the connection manager.
     Single(ConnectionManager),
     /// A Redis Cluster.
@@ -56,9 +69,9 @@ pub enum RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(connection) => connection.req_packed_command(cmd),
-            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        match &mut self.link {
+            Link::Single(connection) => connection.req_packed_command(cmd),
+            Link::Cluster(connection) => connection.req_packed_command(cmd),
         }
     }
 
@@ -68,9 +81,9 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(connection) => {
+        match &mut self.link {
+            Link::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(connection) => {
                 if pipeline.is_transaction() {
                     connection.req_packed_commands(pipeline, offset, count)
                 } else {
@@ -81,9 +94,138 @@ impl ConnectionLike for RedisConnection {
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
+        match &self.link {
+            Link::Single(connection) => connection.get_db(),
+            Link::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl RedisConnection {
+    fn new(link: Link) -> Self {
+        Self { link, replication: Arc::new(Replication::new(ReplicaAckOptions::OFF)) }
+    }
+
+    /// The same connection acknowledging writes as `options` say (see [`replication`]);
+    /// learns the masters' replicas before it returns.
+    pub async fn with_replica_ack(self, options: ReplicaAckOptions) -> Self {
+        let connection = Self { link: self.link, replication: Arc::new(Replication::new(options)) };
+        if options.replicas > 0 {
+            let _ = connection.replication.wanted(None);
+            connection.learn_replicas().await;
+        }
+        connection
+    }
+
+    /// The replica-acknowledgment options it runs with.
+    pub fn replica_ack(&self) -> ReplicaAckOptions {
+        self.replication.options()
+    }
+
+    /// Learns how many replicas each master has (see [`replication`]); a failure keeps
+    /// what was known.
+    async fn learn_replicas(&self) {
+        let mut connection = self.clone();
+        match &mut connection.link {
+            Link::Single(single) => {
+                let role: Option<Value> = redis::cmd("ROLE").query_async(single).await.ok();
+                self.replication.learnt(role.as_ref().and_then(replication::replicas_in_role), None);
+            }
+            Link::Cluster(cluster) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                let slots = cluster.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), routing).await.ok();
+                self.replication.learnt(None, slots.as_ref().and_then(replication::replicas_in_cluster_slots));
+            }
+        }
+    }
+
+    /// How many replicas a write to `slot` must reach, learning the count again when due.
+    async fn replicas_wanted(&self, slot: Option<u16>) -> u32 {
+        let (wanted, stale) = self.replication.wanted(slot);
+        if stale {
+            self.learn_replicas().await;
+            return self.replication.wanted(slot).0;
+        }
+        wanted
+    }
+
+    /// Runs `pipeline` (its first command names a key of `slot`) on the master of that slot
+    /// as one unit, then checks the `WAIT` that [`Replication::with_wait`] appended.
+    async fn run_on_master(&self, pipeline: Pipeline, slot: Option<u16>) -> redis::RedisResult<Vec<Value>> {
+        let count = pipeline.len();
+        let mut connection = self.clone();
+        match (&mut connection.link, slot) {
+            (Link::Cluster(cluster), Some(slot)) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                cluster.route_pipeline(pipeline, 0, count, route).await
+            }
+            (Link::Single(single), _) => single.req_packed_commands(&pipeline, 0, count).await,
+            (Link::Cluster(_), None) => {
+                Err(redis::RedisError::from((redis::ErrorKind::Client, "an acknowledged write needs a key")))
+            }
+        }
+    }
+
+    /// Runs a script and answers its reply once the replicas the policy asks for hold
+    /// its writes: the script, a marker write and a `WAIT` in one pipeline on its slot's
+    /// master (the marker makes the wait cover every earlier write to that node, so a
+    /// replay of an outcome another process wrote is acknowledged only once a replica
+    /// holds that too). Without replicas to wait for, a plain script call. Not
+    /// acknowledged in time: an error (the write may stand; the caller answers 503).
+    pub async fn invoke_acknowledged(&mut self, invocation: &ScriptInvocation<'_>) -> redis::RedisResult<Value> {
+        let call = redis::pipe().invoke_script(invocation).clone();
+        // EVALSHA sha numkeys key...: the first key is the fourth argument.
+        let first_key = call.cmd_iter().next().and_then(|cmd| match cmd.args_iter().nth(3) {
+            Some(Arg::Simple(key)) => Some(key.to_vec()),
+            _ => None,
+        });
+        let Some(first_key) = first_key else { return invocation.invoke_async(self).await };
+        let slot = replication::key_slot(&first_key);
+        let wanted = self.replicas_wanted(self.slot_number(Some(slot))).await;
+        if wanted == 0 {
+            return invocation.invoke_async(self).await;
+        }
+        let started = Instant::now();
+        let replication = Arc::clone(&self.replication);
+        let with_marker = |call: Pipeline| {
+            let mut pipeline = call;
+            pipeline.add_command(replication::marker_write(&first_key));
+            replication.with_wait(pipeline, wanted)
+        };
+        let mut replies = self.run_on_master(with_marker(call.clone()), Some(slot)).await?;
+        if matches!(replies.first(), Some(Value::ServerError(error)) if error.kind() == Some(redis::ServerErrorKind::NoScript))
+        {
+            invocation.load_async(self).await?;
+            replies = self.run_on_master(with_marker(call), Some(slot)).await?;
+        }
+        let wait = replies.pop().unwrap_or(Value::Nil);
+        let reply = replies.into_iter().next().unwrap_or(Value::Nil).extract_error()?;
+        Replication::check_wait(&wait, wanted)?;
+        replication::count_wait(started);
+        Ok(reply)
+    }
+
+    /// Returns once the replicas the policy asks for hold every write that the master of
+    /// `key`'s slot took before this call, whoever made it: a marker write then a `WAIT`,
+    /// on that master.
+    pub async fn wait_behind(&mut self, key: &str) -> redis::RedisResult<()> {
+        let slot = replication::key_slot(key.as_bytes());
+        let wanted = self.replicas_wanted(self.slot_number(Some(slot))).await;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut marker = redis::pipe();
+        marker.add_command(replication::marker_write(key.as_bytes()));
+        let replies = self.run_on_master(self.replication.with_wait(marker, wanted), Some(slot)).await?;
+        let wait = replies.last().cloned().unwrap_or(Value::Nil);
+        Replication::check_wait(&wait, wanted)
+    }
+
+    /// The slot the policy looks up: `None` on one Redis.
+    fn slot_number(&self, slot: Option<u16>) -> Option<u16> {
+        match self.link {
+            Link::Single(_) => None,
+            Link::Cluster(_) => slot,
         }
     }
 }
@@ -143,7 +285,7 @@ pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, 
             .min_retry_wait(CLUSTER_RETRY_WAIT_MIN_MS)
             .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
             .build()?;
-        let mut connection = RedisConnection::Cluster(client.get_async_connection().await?);
+        let mut connection = RedisConnection::new(Link::Cluster(client.get_async_connection().await?));
         wait_until_loaded(&mut connection).await?;
         return Ok(connection);
     }
@@ -152,7 +294,7 @@ pub async fn connect_redis(url: &str, cluster: bool) -> Result<RedisConnection, 
         .set_connection_timeout(Some(REDIS_CONNECTION_TIMEOUT))
         .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_number_of_retries(3);
-    let mut connection = RedisConnection::Single(client.get_connection_manager_with_config(config).await?);
+    let mut connection = RedisConnection::new(Link::Single(client.get_connection_manager_with_config(config).await?));
     wait_until_loaded(&mut connection).await?;
     Ok(connection)
 }

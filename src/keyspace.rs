@@ -100,6 +100,12 @@ impl Keyspace {
         self.category_key(category, "voids", 0)
     }
 
+    /// A marker the relay and the reaper write before `WAIT`, so the wait covers every
+    /// earlier write to the category's node (see `infrastructure::replication`).
+    pub fn replica_marker(&self, category: CategoryId) -> String {
+        self.category_key(category, "replica-marker", 0)
+    }
+
     /// The outbox stream of a category.
     pub fn outbox(&self, category: CategoryId) -> String {
         self.category_key(category, "outbox", 0)

@@ -285,7 +285,8 @@ impl Relay {
         for stream in &self.streams {
             pipe.cmd("XRANGE").arg(&stream.key).arg("-").arg("+").arg("COUNT").arg(self.options.batch_records_max);
         }
-        let replies: Vec<Vec<(String, Vec<String>)>> = pipe.query_async(&mut self.redis).await?;
+        let mut replies: Vec<Vec<(String, Vec<String>)>> = pipe.query_async(&mut self.redis).await?;
+        self.keep_replicated(&mut replies).await;
         let read: usize = replies.iter().map(Vec::len).sum();
         let full = replies.iter().any(|entries| entries.len() >= self.options.batch_records_max);
         if read == 0 {
@@ -335,6 +336,44 @@ impl Relay {
             return Err(error.into());
         }
         Ok(Round { read, full })
+    }
+
+    /// Keeps only what a replica holds: for each stream it read entries from, a marker
+    /// write and a `WAIT` on the stream's master (see `infrastructure::replication`);
+    /// a stream whose replicas do not acknowledge in time is left for a later round.
+    /// So nothing reaches the broker that a failover can still lose, whoever wrote it.
+    async fn keep_replicated(&self, replies: &mut [Vec<(String, Vec<String>)>]) {
+        if self.redis.replica_ack().replicas == 0 {
+            return;
+        }
+        let mut waits = tokio::task::JoinSet::new();
+        for (index, (entries, stream)) in replies.iter().zip(&self.streams).enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            let mut redis = self.redis.clone();
+            let marker = self.keys.replica_marker(stream.category);
+            let category = stream.category;
+            waits.spawn(async move {
+                let held = redis.wait_behind(&marker).await;
+                if let Err(error) = &held {
+                    tracing::warn!(category = category.get(), %error, "outbox entries wait for a replica");
+                }
+                (index, held.is_ok())
+            });
+        }
+        let mut held = vec![false; replies.len()];
+        while let Some(joined) = waits.join_next().await {
+            // A wait that panicked proves nothing: its stream waits for a later round.
+            if let Ok((index, true)) = joined {
+                held[index] = true;
+            }
+        }
+        for (entries, held) in replies.iter_mut().zip(held) {
+            if !held {
+                entries.clear();
+            }
+        }
     }
 
     /// Trims each stream up to its first failed entry, or past its last entry read.

@@ -42,6 +42,23 @@ impl LuaScript {
     }
 }
 
+impl LuaScript {
+    /// Runs an invocation like [`LuaScript::run`], and answers only once the replicas the
+    /// connection's policy asks for hold the script's writes (see
+    /// [`crate::infrastructure::replication`]); not acknowledged in time: an error.
+    pub async fn run_acknowledged<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        redis: &mut RedisConnection,
+    ) -> redis::RedisResult<T> {
+        let started = Instant::now();
+        let result = redis.invoke_acknowledged(invocation).await;
+        metrics::histogram!("redis_script_duration_seconds", "script" => self.name)
+            .record(started.elapsed().as_secs_f64());
+        Ok(redis::from_redis_value(result?)?)
+    }
+}
+
 /// Declares a lazily built [`LuaScript`] from `src/<dir>/<name>.lua`.
 #[macro_export]
 macro_rules! lua_script {

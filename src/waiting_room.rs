@@ -400,7 +400,7 @@ impl WaitingRooms {
             .arg(millis(window.ends_at))
             .arg(ADMIT_PER_SECOND_DEFAULT)
             .arg(PASS_TTL_SECONDS_DEFAULT);
-        let reply: Vec<String> = JOIN_QUEUE.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<String> = JOIN_QUEUE.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         if reply.first().map(String::as_str) == Some("sale_closed") {
             return Err(WaitingRoomError::SaleClosed);
         }
@@ -413,7 +413,7 @@ impl WaitingRooms {
     pub async fn poll(&self, user: &UserId, event: EventId) -> Result<QueueStatus, WaitingRoomError> {
         let mut invocation = self.invocation_keys(&POLL_QUEUE, event);
         invocation.arg(user.as_str()).arg(self.sold_out_flag(event));
-        let reply: Vec<String> = POLL_QUEUE.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<String> = POLL_QUEUE.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         if reply.first().map(String::as_str) == Some("not_joined") {
             return Err(WaitingRoomError::NotJoined);
         }

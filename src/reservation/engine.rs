@@ -295,6 +295,15 @@ fn count_replay(operation: IdempotentOperation) {
     metrics::counter!("idempotent_replays_total", "operation" => operation.as_str()).increment(1);
 }
 
+/// Whether a follow-up script's writes must be on a replica before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acknowledged {
+    /// It records a state change the client is told about (a confirm).
+    Yes,
+    /// It does not.
+    No,
+}
+
 /// What `begin_payment` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentStart {
@@ -548,7 +557,7 @@ impl ReservationEngine {
             invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
         }
         let sent_at = Instant::now();
-        let reply: Vec<Option<String>> = RESERVE_SEATS.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = RESERVE_SEATS.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         self.sold_out.learn_from_reply(request, sent_at, &reply);
         Ok(reply)
     }
@@ -566,7 +575,21 @@ impl ReservationEngine {
             self.bind(IdempotentOperation::Confirm, user, idempotency).await?;
         }
         let attempt = AttemptId::generate();
-        match self.begin_payment(user, id, attempt, idempotency.as_ref()).await? {
+        let started = match self.begin_payment(user, id, attempt, idempotency.as_ref()).await {
+            Err(ReservationError::Redis(error)) => {
+                // Nothing is charged unless a replica holds the `paying` state, so a
+                // failover can never forget an attempt that took money. The hold goes
+                // back to held at once (on this master), so the same request with the
+                // same key can run again as soon as the replicas are back.
+                let abandon = Abandon::Failed { void_pending: true };
+                if let Err(error) = self.abandon_payment(user, id, attempt, abandon, None).await {
+                    tracing::debug!(%error, "giving up an unacknowledged payment start failed; the reaper does it");
+                }
+                return Err(ReservationError::Redis(error));
+            }
+            started => started?,
+        };
+        match started {
             PaymentStart::Pay(held) => self.pay(user, id, attempt, &held, &request.token, idempotency.as_ref()).await,
             PaymentStart::Confirmed(confirmed) => {
                 if idempotency.is_some() {
@@ -643,7 +666,7 @@ impl ReservationEngine {
             .arg(attempt.to_string())
             .arg(milliseconds::of_duration(self.options.payment_window))
             .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()));
-        let reply: Vec<Option<String>> = BEGIN_PAYMENT.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = BEGIN_PAYMENT.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         let record = |reply: &[Option<String>]| {
             reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("begin_payment", reply))
         };
@@ -690,7 +713,7 @@ impl ReservationEngine {
             .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string())
             .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string());
-        let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation).await?;
+        let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation, Acknowledged::Yes).await?;
         match outcome(&reply) {
             Some("confirmed") => {
                 reservation_from_record(id, &reply[1..]).ok_or_else(|| unexpected("finish_payment", &reply))
@@ -750,7 +773,8 @@ impl ReservationEngine {
             .arg(if void_pending { "1" } else { "0" })
             .arg(idempotency.map_or("", |idempotency| idempotency.fingerprint.as_str()))
             .arg(IDEMPOTENCY_TTL_SECONDS);
-        let reply = self.run_follow_up(&ABANDON_PAYMENT, &invocation).await?;
+        // Nothing is acknowledged by giving a payment up: the hold stays held either way.
+        let reply = self.run_follow_up(&ABANDON_PAYMENT, &invocation, Acknowledged::No).await?;
         match (outcome(&reply), reply.get(1).and_then(Option::as_deref)) {
             (Some("returned"), Some("late")) => Ok(AbandonOutcome::Late),
             (Some("returned"), _) => Ok(AbandonOutcome::Returned),
@@ -775,10 +799,16 @@ impl ReservationEngine {
         &self,
         script: &LuaScript,
         invocation: &ScriptInvocation<'_>,
+        acknowledged: Acknowledged,
     ) -> Result<Vec<Option<String>>, ReservationError> {
         let mut attempt = 1;
         loop {
-            match script.run(invocation, &mut self.redis.clone()).await {
+            let mut redis = self.redis.clone();
+            let result = match acknowledged {
+                Acknowledged::Yes => script.run_acknowledged(invocation, &mut redis).await,
+                Acknowledged::No => script.run(invocation, &mut redis).await,
+            };
+            match result {
                 Ok(reply) => return Ok(reply),
                 Err(error) if attempt < FOLLOW_UP_ATTEMPTS => {
                     tracing::warn!(script = script.name(), %error, attempt, "retrying an idempotent script");
@@ -804,7 +834,7 @@ impl ReservationEngine {
             .arg(user.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
-        let reply: Vec<Option<String>> = CANCEL.run(&invocation, &mut self.redis.clone()).await?;
+        let reply: Vec<Option<String>> = CANCEL.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
             Some("cancelled") => {
                 self.sold_out.forget(category);

@@ -272,7 +272,7 @@ impl GroupCommit {
         #[expect(clippy::cast_precision_loss, reason = "a batch is far below 2^52 requests")]
         metrics::histogram!("reserve_batch_requests").record(calls.len() as f64);
         let sent_at = Instant::now();
-        let flat: Vec<Option<String>> = RESERVE.run(&invocation, &mut self.redis.clone()).await?;
+        let flat: Vec<Option<String>> = RESERVE.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         let replies = split_replies(flat, calls.len());
         for (call, reply) in calls.iter().zip(&replies) {
             self.sold_out.learn_from_reply(&call.request, sent_at, reply);

@@ -247,7 +247,7 @@ impl Reaper {
             invocation.arg(id).arg(event.unwrap_or_default());
         }
         let (delays, returned, stale, missing, queued): (Vec<i64>, usize, usize, usize, Vec<String>) =
-            match EXPIRE.run(&invocation, &mut self.redis.clone()).await {
+            match EXPIRE.run_acknowledged(&invocation, &mut self.redis.clone()).await {
                 Ok(reply) => reply,
                 Err(error) if error.code() == Some("STOCK_MISSING") => {
                     return Err(ReservationError::StockMissing(category));
@@ -277,6 +277,12 @@ impl Reaper {
 
     /// Voids queued attempts at the gateway and forgets the ones it accepted.
     async fn void_queued(&self, category: CategoryId, attempts: &[String]) -> usize {
+        // A void is final at the gateway: only once a replica holds the release that
+        // queued it, so a failover cannot bring back a paying hold whose charge is gone.
+        if let Err(error) = self.redis.clone().wait_behind(&self.keys.replica_marker(category)).await {
+            tracing::warn!(category = category.get(), %error, "voids wait for a replica; the next sweep retries them");
+            return 0;
+        }
         let mut voided = 0;
         for text in attempts {
             let done = match AttemptId::parse(text) {

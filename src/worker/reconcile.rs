@@ -38,6 +38,8 @@
 //!   attempts waiting to be voided, records of cancelled and expired reservations
 //!   (reads of those fall back to Postgres), and the `paying` state (restored as held).
 
+mod restore_sales;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -147,8 +149,11 @@ pub enum Verdict {
     Drift,
     /// The stock is missing from Redis.
     Missing,
-    /// The stock was missing and has been rebuilt.
+    /// The stock was missing and has been rebuilt, or sales that were behind in Redis
+    /// have been restored.
     Repaired,
+    /// Reservations that Postgres has confirmed are behind in Redis (see [`restore_sales`]).
+    Behind,
 }
 
 impl Verdict {
@@ -159,6 +164,7 @@ impl Verdict {
             Self::Drift => "drift",
             Self::Missing => "missing",
             Self::Repaired => "repaired",
+            Self::Behind => "behind",
         }
     }
 }
@@ -176,6 +182,8 @@ pub struct CategoryReport {
     pub live: Option<LiveHolds>,
     /// Entries waiting in the category's outbox.
     pub outbox_entries: i64,
+    /// Reservations confirmed in Postgres and behind in Redis (see [`restore_sales`]).
+    pub behind: usize,
     /// Postgres totals.
     pub postgres: PostgresTotals,
     /// The outcome.
@@ -225,7 +233,7 @@ impl fmt::Display for ReconcileReport {
         }
         writeln!(
             out,
-            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
+            "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>7} {:>8}",
             "category",
             "quota",
             "available",
@@ -238,6 +246,7 @@ impl fmt::Display for ReconcileReport {
             "sold_drift",
             "live_held",
             "users_off",
+            "behind",
             "status"
         )?;
         for row in &self.categories {
@@ -248,7 +257,7 @@ impl fmt::Display for ReconcileReport {
                 |pick: fn(&LiveHolds) -> i64| row.live.as_ref().map_or("-".to_owned(), |live| pick(live).to_string());
             writeln!(
                 out,
-                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>8}",
+                "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>9} {:>10} {:>7} {:>8}",
                 row.category_id,
                 row.quota,
                 level(|levels| levels.available),
@@ -261,6 +270,7 @@ impl fmt::Display for ReconcileReport {
                 drift(row.sold_drift()),
                 live(|live| live.held_tickets),
                 live(|live| live.users_off + live.orphans),
+                row.behind,
                 row.verdict.as_str()
             )?;
         }
@@ -299,6 +309,13 @@ pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<Reconcil
     let mut categories = Vec::with_capacity(terms.len());
     for category in &terms {
         let mut report = compare(&database, &redis, &keys, category).await?;
+        if args.repair && report.verdict == Verdict::Behind {
+            if drain == Drain::Drained {
+                report = restore_behind(&database, &redis, &keys, category).await?;
+            } else {
+                tracing::warn!(category = category.id.get(), "not restoring sales: the pipeline has not drained");
+            }
+        }
         if args.repair && report.verdict == Verdict::Missing {
             if drain == Drain::Drained {
                 if repair(&database, &redis, &keys, category).await? {
@@ -313,6 +330,24 @@ pub async fn run(config: &WorkerConfig, args: &ReconcileArgs) -> Result<Reconcil
     }
     database.close().await;
     Ok(ReconcileReport { drain, categories })
+}
+
+/// Restores the sales of `terms` that are behind in Redis, and compares again: `repaired`
+/// when nothing is behind any more (a sale whose tickets were sold again stays behind).
+async fn restore_behind(
+    database: &PgPool,
+    redis: &RedisConnection,
+    keys: &Keyspace,
+    terms: &CategoryTerms,
+) -> Result<CategoryReport, ReconcileError> {
+    let open = persistence::reservations::open_reservations(database, terms.id).await?;
+    let behind = restore_sales::behind(redis, keys, terms.id, &open).await?;
+    restore_sales::restore(redis, keys, terms, &behind).await?;
+    let mut report = compare(database, redis, keys, terms).await?;
+    if report.behind == 0 && matches!(report.verdict, Verdict::Ok | Verdict::Pending) {
+        report.verdict = Verdict::Repaired;
+    }
+    Ok(report)
 }
 
 async fn compare(
@@ -340,9 +375,17 @@ async fn compare(
         Some(levels) => seats_agree(database, redis, keys, terms, &levels).await?,
         None => true,
     };
+    let behind = match levels {
+        Some(_) => {
+            let open = persistence::reservations::open_reservations(database, category).await?;
+            restore_sales::behind(redis, keys, category, &open).await?.len()
+        }
+        None => 0,
+    };
     let verdict = match levels {
         None => Verdict::Missing,
         Some(levels) if !levels.is_conserved() => Verdict::Drift,
+        Some(_) if behind > 0 => Verdict::Behind,
         Some(_) if outbox_entries > 0 => Verdict::Pending,
         Some(levels)
             if levels.held == postgres.held_tickets
@@ -360,6 +403,7 @@ async fn compare(
         redis: levels,
         live,
         outbox_entries,
+        behind,
         postgres,
         verdict,
     })

@@ -12,6 +12,7 @@ mod client_hang_up;
 mod cluster_failover;
 mod deployment;
 mod documentation;
+mod durability;
 mod fuzz_findings;
 mod operations;
 mod pipeline;
