@@ -139,12 +139,14 @@ impl RedisConnection {
         }
     }
 
-    /// How many replicas a write to `slot` must reach, learning the count again when due.
-    async fn replicas_wanted(&self, slot: Option<u16>) -> u32 {
+    /// How many replicas a write to `slot` must reach; when the count is due, it is learnt
+    /// again in a task of its own (a request that goes away must not leave the refresh
+    /// half done), and this write goes by what is known.
+    fn replicas_wanted(&self, slot: Option<u16>) -> u32 {
         let (wanted, stale) = self.replication.wanted(slot);
         if stale {
-            self.learn_replicas().await;
-            return self.replication.wanted(slot).0;
+            let connection = self.clone();
+            tokio::spawn(async move { connection.learn_replicas().await });
         }
         wanted
     }
@@ -181,7 +183,7 @@ impl RedisConnection {
         });
         let Some(first_key) = first_key else { return invocation.invoke_async(self).await };
         let slot = replication::key_slot(&first_key);
-        let wanted = self.replicas_wanted(self.slot_number(Some(slot))).await;
+        let wanted = self.replicas_wanted(self.slot_number(Some(slot)));
         if wanted == 0 {
             return invocation.invoke_async(self).await;
         }
@@ -210,7 +212,7 @@ impl RedisConnection {
     /// on that master.
     pub async fn wait_behind(&mut self, key: &str) -> redis::RedisResult<()> {
         let slot = replication::key_slot(key.as_bytes());
-        let wanted = self.replicas_wanted(self.slot_number(Some(slot))).await;
+        let wanted = self.replicas_wanted(self.slot_number(Some(slot)));
         if wanted == 0 {
             return Ok(());
         }

@@ -51,13 +51,16 @@ impl ReplicaAckOptions {
     pub const OFF: Self = Self { replicas: 0, timeout: Duration::ZERO };
 }
 
+/// Slot ranges of a cluster with the replica count of their master: (first, last, replicas).
+pub type SlotReplicas = Vec<(u16, u16, u32)>;
+
 /// What the process knows of the masters' replicas.
 #[derive(Debug, Default)]
 struct Known {
     /// One Redis: its connected replicas, and when that was learnt.
     single: Option<(u32, Instant)>,
     /// A cluster: slot ranges (first, last, replicas of their master), and when learnt.
-    cluster: Option<(Vec<(u16, u16, u32)>, Instant)>,
+    cluster: Option<(SlotReplicas, Instant)>,
     /// A refresh is running: the others use what is known meanwhile.
     refreshing: bool,
 }
@@ -116,7 +119,7 @@ impl Replication {
     }
 
     /// Records a refresh's result (`None`: it failed; what was known stays).
-    pub fn learnt(&self, single: Option<u32>, cluster: Option<Vec<(u16, u16, u32)>>) {
+    pub fn learnt(&self, single: Option<u32>, cluster: Option<SlotReplicas>) {
         let mut known = self.lock();
         let now = Instant::now();
         if let Some(count) = single {
@@ -168,7 +171,7 @@ pub fn replicas_in_role(reply: &Value) -> Option<u32> {
 
 /// Slot ranges and their masters' replica counts in a `CLUSTER SLOTS` reply: each item is
 /// `[first, last, master, replica...]`.
-pub fn replicas_in_cluster_slots(reply: &Value) -> Option<Vec<(u16, u16, u32)>> {
+pub fn replicas_in_cluster_slots(reply: &Value) -> Option<SlotReplicas> {
     let Value::Array(items) = reply else { return None };
     let mut ranges = Vec::with_capacity(items.len());
     for item in items {

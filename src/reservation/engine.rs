@@ -4,9 +4,13 @@
 //! # Confirm is safe against the reaper, and the deadline is absolute
 //! 1. `begin_payment` moves the hold to `paying` for one attempt, until
 //!    `paying_until_ms = min(now + payment window, expires_at)`; the reaper leaves it
-//!    alone until then.
+//!    alone until then. Where the master has replicas, the charge waits until a
+//!    replica holds this (`REDIS_REPLICAS_ACK`, [`crate::infrastructure::replication`]):
+//!    a failover can then never forget an attempt that took money. Not acknowledged in
+//!    time: the hold goes back to held at once, nothing is charged, and the confirm
+//!    answers 503.
 //! 2. The gateway charges under a timeout shorter than the window.
-//! 3. `finish_payment` confirms only if the hold is still paying with this attempt and
+//! 3. `finish_payment` (answered only once a replica holds it) confirms only if the hold is still paying with this attempt and
 //!    its deadline has not passed. Otherwise the reaper took it back (or the deadline
 //!    passed: the script releases the hold itself); the same script queues the attempt
 //!    in the category's `voids` set, it is voided (refunded) at the gateway, and the

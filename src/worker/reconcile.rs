@@ -17,10 +17,15 @@
 //! category the seat bitmap must have exactly `held + sold` seats taken, among them
 //! every seat Postgres shows as sold. Entries still in the category's outbox mean Postgres trails; such a row is
 //! reported as `pending`, not drift. A provisioned category without stock is `missing`.
+//! Reservations that Postgres has `confirmed` and Redis has not (held, paying, released,
+//! or a record missing too soon to have expired) are sales a failover took back in
+//! Redis: the category reads `behind` (see [`restore_sales`]).
 //! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
 //!
 //! # What `--repair` restores, and what it cannot
-//! Only a *missing* stock is rebuilt (an existing one is live truth and is never
+//! The sales of a `behind` category are restored from Postgres, the ledger of sales,
+//! each in one script, the stock's counts following ([`restore_sales`]).
+//! Otherwise only a *missing* stock is rebuilt (an existing one is live truth and is never
 //! overwritten), and only after the drain check passed. From Postgres it recreates,
 //! in one script: the stock hash (`state open`, the category's terms, `sold` =
 //! confirmed tickets, `held` = tickets of reservations still held, `available = quota
