@@ -27,6 +27,7 @@ The snapshot (`snapshot.json`):
      "reconcile": {"exit_code": 0, "output": "…"},
      "postgres_confirmed_seats": [["R", C, "A-3"], ...],
      "dead_letters": ["the worker's error", ...],
+     "replica_pauses": [{"kind", "shard", "nodes", "from", "until"}],
      "failover_probes": [{"kind", "shard", "nodes", "injected_at", "probed_at",
                           "statuses": {"R": "held" or null (no record)}}]}
 A hold record in Redis may carry `seats` (comma-separated names, seated categories); a
@@ -36,7 +37,10 @@ one Redis has no probes; an older snapshot has no seats).
 The rules are the issue's seven, and two for failovers (docs/testing.md, "Chaos soak"):
 8. every reserve, confirm and cancel acknowledged before a failover probe is still in
    Redis when the probe reads it after the cluster is whole again: the hold exists, a
-   confirmed one is confirmed, a cancelled one cancelled;
+   confirmed one is confirmed, a cancelled one cancelled; and no reserve, confirm or
+   cancel of a category on a shard whose only replica was paused (`replica_pauses`) was
+   sent and acknowledged within the pause, since no replica could hold it (a replay of
+   a change acknowledged before, which writes nothing, excepted);
 9. no ticket is sold twice: per category, the tickets of acknowledged confirms, and the
    confirmed tickets in Postgres, are at most the quota; no seat is in two reservations
    with an acknowledged confirm, nor in two confirmed ones in Redis or in Postgres.
@@ -116,6 +120,7 @@ def check(history, snapshot):
     check_event_log(ops, snapshot, report)
     check_charges(snapshot, report)
     check_failover_probes(ops, snapshot, report)
+    check_replica_pauses(ops, snapshot, report)
     check_sold_once(ops, snapshot, report)
     for error in snapshot.get("dead_letters", []):
         report.add("6", f"the worker dead-lettered a record: {error}")
@@ -349,6 +354,43 @@ def check_failover_probes(ops, snapshot, report):
                                 f"{operation.completed_at:.3f}) is {status or 'missing'} in Redis after "
                                 f"{probe['kind']} (shard {probe.get('shard')}: {probe.get('nodes')}, "
                                 f"injected at {probe['injected_at']:.3f})")
+
+
+SHARD_FIRST_SLOTS = (0, 5461, 10923)
+
+
+def category_shard(category):
+    """The shard (0, 1, 2: slots from 0, 5461, 10923) of a category's keys ({c:ID})."""
+    crc = 0
+    for byte in f"c:{category}".encode():
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    slot = crc % 16384
+    return sum(1 for first in SHARD_FIRST_SLOTS[1:] if slot >= first)
+
+
+def check_replica_pauses(ops, snapshot, report):
+    """Rule 8: nothing written on a shard while its only replica was paused was acknowledged."""
+    pauses = snapshot.get("replica_pauses", [])
+    if not pauses:
+        return
+    acknowledged_before = collections.defaultdict(list)  # (f, reservation) -> completion times
+    for operation in ops:
+        if operation.outcome == "ok" and operation.f in ("reserve", "confirm", "cancel"):
+            answer = operation.response["reservation"]
+            acknowledged_before[(operation.f, answer["id"])].append(operation.completed_at)
+    for operation in ops:
+        if operation.outcome != "ok" or operation.f not in ("reserve", "confirm", "cancel"):
+            continue
+        answer = operation.response["reservation"]
+        replayed = any(moment < operation.invoked_at for moment in acknowledged_before[(operation.f, answer["id"])])
+        for pause in pauses:
+            if (pause["from"] < operation.invoked_at and operation.completed_at < pause["until"] and not replayed
+                    and category_shard(answer["category_id"]) == pause["shard"]):
+                report.add("8", f"{operation.f} of {answer['id']} (op {operation.op}, category "
+                                f"{answer['category_id']}) was acknowledged while shard {pause['shard']}'s replica "
+                                f"was paused ({pause['kind']}: {pause.get('nodes')}): no replica could hold it")
 
 
 def answered_seats(ops):

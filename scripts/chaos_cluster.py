@@ -16,7 +16,9 @@ slot 0, 5461 or 10923 when the fault starts, and that master's replica):
 - `replica_pause`: SIGSTOP of the replica for the duration, then SIGCONT;
 - `master_kill_replica_paused`: SIGSTOP of the replica, SIGKILL of the master, SIGCONT of
   the replica after the duration; it takes over, and the killed node rejoins as a replica.
-A fault ends when the cluster is whole again: three masters covering the 16,384 slots,
+The fault records when the replica was paused (`replica_paused_from`, `_until`, wall
+clock): nothing written on that shard meanwhile can be held by a replica, so nothing
+written then may be acknowledged (the checker's rule 8). A fault ends when the cluster is whole again: three masters covering the 16,384 slots,
 each with a replica whose link is up, no node flagged failing.
 """
 
@@ -193,16 +195,20 @@ class Cluster:
         log(f"{kind} on shard {fault['shard']}: {hit}")
         if kind == "replica_pause":
             replica_process.signal(signal.SIGSTOP)
+            fault["replica_paused_from"] = time.time()
             time.sleep(duration)
+            fault["replica_paused_until"] = time.time()
             replica_process.signal(signal.SIGCONT)
             return hit
         if kind == "master_kill_replica_paused":
             replica_process.signal(signal.SIGSTOP)
+            fault["replica_paused_from"] = time.time()
             time.sleep(0.2)
         master_process.signal(signal.SIGKILL)
         master_process.popen.wait()
         if kind == "master_kill_replica_paused":
             time.sleep(duration)
+            fault["replica_paused_until"] = time.time()
             replica_process.signal(signal.SIGCONT)
         if not wait_until(lambda: self.is_master(replica), 60):
             # The replica did not win an election (it should within a few node timeouts):

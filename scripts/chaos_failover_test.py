@@ -4,7 +4,7 @@ twice). Run: `python3 -m unittest discover -s scripts -p 'chaos_*test.py'`."""
 
 import unittest
 
-from chaos_checker import check
+from chaos_checker import category_shard, check
 from chaos_checker_test import CATEGORY, History, clean_run, reservation, row
 
 SEATED = "2"
@@ -84,6 +84,25 @@ class FailoverProbeTest(unittest.TestCase):
         snapshot["failover_probes"] = [probe({"r1": "held", "r2": "held"}, history.clock - 1.2)]
         self.assertEqual(check(history.records, snapshot).violations, [])
         snapshot["failover_probes"] = [probe({"r2": "held"}, history.clock)]
+        self.assertEqual(check(history.records, snapshot).violations, [])
+
+    def test_a_change_acknowledged_while_its_shards_replica_was_paused_is_reported(self):
+        # Goal: a confirm sent and answered 200 within a pause of the only replica of its category's
+        # shard breaks rule 8; on another shard, or a replay of a confirm acknowledged before, it does not.
+        history, snapshot = clean_run()
+        confirm = next(record for record in history.records if record["f"] == "confirm" and record["type"] == "ok")
+        pause = {"kind": "replica_pause", "shard": category_shard(1), "nodes": "…", "from": confirm["time"] - 0.6,
+                 "until": confirm["time"] + 0.1}
+        snapshot["replica_pauses"] = [pause]
+        report = check(history.records, snapshot)
+        self.assertEqual(sorted({rule for rule, _ in report.violations}), ["8"])
+        self.assertIn("confirm of r1", report.violations[0][1])
+        snapshot["replica_pauses"] = [dict(pause, shard=(pause["shard"] + 1) % 3)]
+        self.assertEqual(check(history.records, snapshot).violations, [])
+        history, snapshot = clean_run()
+        history.confirm("r1")
+        pause = dict(pause, **{"from": history.clock - 1.1, "until": history.clock})
+        snapshot["replica_pauses"] = [pause]
         self.assertEqual(check(history.records, snapshot).violations, [])
 
 
