@@ -14,8 +14,9 @@ slot 0, 5461 or 10923 when the fault starts, and that master's replica):
 - `master_kill`: SIGKILL of the master; once its replica is master, the killed node is
   started again after the fault's duration and rejoins as a replica;
 - `replica_pause`: SIGSTOP of the replica for the duration, then SIGCONT;
-- `master_kill_replica_paused`: SIGSTOP of the replica, SIGKILL of the master, SIGCONT of
-  the replica after the duration; it takes over, and the killed node rejoins as a replica.
+- `master_kill_replica_paused`: SIGSTOP of the replica, SIGKILL of the master half the
+  duration later (meanwhile the master takes writes no replica can hold), SIGCONT of the
+  replica after the other half; it takes over, and the killed node rejoins as a replica.
 The fault records when the replica was paused (`replica_paused_from`, `_until`, wall
 clock): nothing written on that shard meanwhile can be held by a replica, so nothing
 written then may be acknowledged (the checker's rule 8). A fault ends when the cluster is whole again: three masters covering the 16,384 slots,
@@ -203,11 +204,11 @@ class Cluster:
         if kind == "master_kill_replica_paused":
             replica_process.signal(signal.SIGSTOP)
             fault["replica_paused_from"] = time.time()
-            time.sleep(0.2)
+            time.sleep(duration / 2)  # the master goes on taking writes its replica cannot hold
         master_process.signal(signal.SIGKILL)
         master_process.popen.wait()
         if kind == "master_kill_replica_paused":
-            time.sleep(duration)
+            time.sleep(duration / 2)  # the shard has no master
             fault["replica_paused_until"] = time.time()
             replica_process.signal(signal.SIGCONT)
         if not wait_until(lambda: self.is_master(replica), 60):
