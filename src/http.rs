@@ -15,6 +15,7 @@ pub mod reservation_list;
 pub mod router;
 pub mod state;
 pub mod waiting_room;
+pub mod web_app;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -260,6 +261,9 @@ async fn dispatch(
         Operation::GetWaitingRoom => waiting_room::get_waiting_room(state, request).await,
         Operation::JoinQueue => waiting_room::join_queue(state, request).await,
         Operation::GetQueueStatus => waiting_room::get_queue_status(state, request).await,
+        Operation::AppRedirect => web_app::app_redirect(state, request).await,
+        Operation::AppIndex => web_app::app_index(state, request).await,
+        Operation::AppFile => web_app::app_file(state, request).await,
     };
     response.map(|response| response.map(Either::Left))
 }

@@ -12,7 +12,7 @@
 //! - [`catalog`]: events and ticket categories, and provisioning their stock.
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
-//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document.
+//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
 //! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster), the Postgres pool and migrations.
 //! - [`kafka`]: broker connections, topic creation and the key-to-partition rule.

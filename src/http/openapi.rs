@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
 use crate::http::error::{ApiError, Problem};
 use crate::http::{
     availability_stream, catalog, documentation, metrics, operations, reservation, reservation_list, waiting_room,
+    web_app,
 };
 use crate::validation::FieldError;
 
@@ -138,6 +139,9 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
     ("get_waiting_room", &["not_found", "unavailable"]),
     ("join_queue", &["unauthorized", "not_found", "sale_closed", "unavailable"]),
     ("get_queue_status", &["unauthorized", "not_found", "unavailable"]),
+    ("app_redirect", &[]),
+    ("app_index", &[]),
+    ("app_file", &["not_found"]),
 ];
 
 /// The document's paths, schemas and tags; [`document`] is the finished document.
@@ -173,6 +177,9 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         waiting_room::get_waiting_room,
         waiting_room::join_queue,
         waiting_room::get_queue_status,
+        web_app::app_redirect,
+        web_app::app_index,
+        web_app::app_file,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerScheme, &ProblemResponses, &ClosedRequestBodies),
@@ -182,6 +189,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
         (name = "waiting room", description = "Per-event virtual waiting rooms: fair admission by queue pass."),
         (name = "operations", description = "Health, readiness and Prometheus metrics."),
         (name = "documentation", description = "This document and the Swagger UI that renders it."),
+        (name = "web app", description = "The buyers' and organisers' web app, served from the binary."),
     ),
 )]
 pub struct ApiDoc;

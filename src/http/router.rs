@@ -54,6 +54,12 @@ pub enum Operation {
     JoinQueue,
     /// `GET /events/{id}/queue`.
     GetQueueStatus,
+    /// `GET /app`: redirects to `/app/`.
+    AppRedirect,
+    /// `GET /app/`: the web app.
+    AppIndex,
+    /// `GET /app/{*file}`: the web app's assets.
+    AppFile,
 }
 
 /// One path pattern and what each method does there.
@@ -96,6 +102,9 @@ pub const ROUTES: &[Route] = &[
         pattern: "/events/{id}/queue",
         methods: &[(Method::GET, Operation::GetQueueStatus), (Method::POST, Operation::JoinQueue)],
     },
+    Route { pattern: "/app", methods: &[(Method::GET, Operation::AppRedirect)] },
+    Route { pattern: "/app/", methods: &[(Method::GET, Operation::AppIndex)] },
+    Route { pattern: "/app/{*file}", methods: &[(Method::GET, Operation::AppFile)] },
 ];
 
 /// A matched request: the operation, its pattern and path parameters.

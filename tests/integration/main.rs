@@ -30,3 +30,4 @@ mod seating;
 mod slow_clients;
 mod sold_out;
 mod waiting_room;
+mod web_app;
