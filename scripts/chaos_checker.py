@@ -24,10 +24,27 @@ The snapshot (`snapshot.json`):
      "postgres_reservations": {"R": {... the same fields}},
      "postgres_events": [["R", "reserved"], ["R", "confirmed"], ...],
      "ledger": [{"attempt", "state", "reference", "payment_id"}],
-     "reconcile": {"exit_code": 0, "output": "…"}}
+     "reconcile": {"exit_code": 0, "output": "…"},
+     "postgres_confirmed_seats": [["R", C, "A-3"], ...],
+     "dead_letters": ["the worker's error", ...],
+     "replica_pauses": [{"kind", "shard", "nodes", "from", "until"}],
+     "failover_probes": [{"kind", "shard", "nodes", "injected_at", "probed_at",
+                          "statuses": {"R": "held" or null (no record)}}]}
+A hold record in Redis may carry `seats` (comma-separated names, seated categories); a
+reserve's answer carries them as a list. The last three keys are optional (a run on
+one Redis has no probes; an older snapshot has no seats).
 
-The rules are the issue's seven (docs/testing.md, "Chaos soak"); a violation names its
-rule. Every check is conservative where the history cannot show an exact moment: a
+The rules are the issue's seven, and two for failovers (docs/testing.md, "Chaos soak"):
+8. every reserve, confirm and cancel acknowledged before a failover probe is still in
+   Redis when the probe reads it after the cluster is whole again: the hold exists, a
+   confirmed one is confirmed, a cancelled one cancelled; and no reserve, confirm or
+   cancel of a category on a shard whose only replica was paused (`replica_pauses`) was
+   sent and acknowledged within the pause, since no replica could hold it (a replay of
+   a change acknowledged before, which writes nothing, excepted);
+9. no ticket is sold twice: per category, the tickets of acknowledged confirms, and the
+   confirmed tickets in Postgres, are at most the quota; no seat is in two reservations
+   with an acknowledged confirm, nor in two confirmed ones in Redis or in Postgres.
+A violation names its rule. Every check is conservative where the history cannot show an exact moment: a
 hold counts against a cap only while it surely held (from the reserve's answer until
 the first cancel was sent or its `expires_at`), so load and clock skew never make one.
 """
@@ -102,6 +119,11 @@ def check(history, snapshot):
     check_idempotency(ops, report)
     check_event_log(ops, snapshot, report)
     check_charges(snapshot, report)
+    check_failover_probes(ops, snapshot, report)
+    check_replica_pauses(ops, snapshot, report)
+    check_sold_once(ops, snapshot, report)
+    for error in snapshot.get("dead_letters", []):
+        report.add("6", f"the worker dead-lettered a record: {error}")
     reconcile = snapshot.get("reconcile")
     if reconcile is not None and reconcile.get("exit_code") != 0:
         report.add("6", f"worker reconcile exited {reconcile.get('exit_code')}: {reconcile.get('output', '')[-500:]}")
@@ -308,3 +330,125 @@ def check_charges(snapshot, report):
         payment = redis_holds.get(reservation, {}).get("payment_id")
         if payment and entries[0].get("payment_id") not in (None, payment):
             report.add("7", f"reservation {reservation} confirmed with payment {payment}, the charge is another")
+
+
+def check_failover_probes(ops, snapshot, report):
+    """Rule 8: what a client was told before a failover probe read Redis is still there."""
+    expected = {"confirm": "confirmed", "cancel": "cancelled"}
+    reported = set()
+    for probe in snapshot.get("failover_probes", []):
+        statuses = probe["statuses"]
+        for operation in ops:
+            if operation.outcome != "ok" or operation.f not in ("reserve", "confirm", "cancel"):
+                continue
+            if operation.completed_at >= probe["probed_at"] or operation.op in reported:
+                continue
+            reservation = operation.response["reservation"]["id"]
+            if reservation not in statuses:
+                continue  # acknowledged while the probe gathered its list: not read
+            status = statuses[reservation]
+            lost = status is None if operation.f == "reserve" else status != expected[operation.f]
+            if lost:
+                reported.add(operation.op)
+                report.add("8", f"acknowledged {operation.f} of {reservation} (op {operation.op}, answered at "
+                                f"{operation.completed_at:.3f}) is {status or 'missing'} in Redis after "
+                                f"{probe['kind']} (shard {probe.get('shard')}: {probe.get('nodes')}, "
+                                f"injected at {probe['injected_at']:.3f})")
+
+
+SHARD_FIRST_SLOTS = (0, 5461, 10923)
+
+
+def category_shard(category):
+    """The shard (0, 1, 2: slots from 0, 5461, 10923) of a category's keys ({c:ID})."""
+    crc = 0
+    for byte in f"c:{category}".encode():
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    slot = crc % 16384
+    return sum(1 for first in SHARD_FIRST_SLOTS[1:] if slot >= first)
+
+
+def check_replica_pauses(ops, snapshot, report):
+    """Rule 8: nothing written on a shard while its only replica was paused was acknowledged."""
+    pauses = snapshot.get("replica_pauses", [])
+    if not pauses:
+        return
+    acknowledged_before = collections.defaultdict(list)  # (f, reservation) -> completion times
+    for operation in ops:
+        if operation.outcome == "ok" and operation.f in ("reserve", "confirm", "cancel"):
+            answer = operation.response["reservation"]
+            acknowledged_before[(operation.f, answer["id"])].append(operation.completed_at)
+    for operation in ops:
+        if operation.outcome != "ok" or operation.f not in ("reserve", "confirm", "cancel"):
+            continue
+        answer = operation.response["reservation"]
+        replayed = any(moment < operation.invoked_at for moment in acknowledged_before[(operation.f, answer["id"])])
+        for pause in pauses:
+            if (pause["from"] < operation.invoked_at and operation.completed_at < pause["until"] and not replayed
+                    and category_shard(answer["category_id"]) == pause["shard"]):
+                report.add("8", f"{operation.f} of {answer['id']} (op {operation.op}, category "
+                                f"{answer['category_id']}) was acknowledged while shard {pause['shard']}'s replica "
+                                f"was paused ({pause['kind']}: {pause.get('nodes')}): no replica could hold it")
+
+
+def answered_seats(ops):
+    """Reservation id to its seats as the answers told them (none for a counted category)."""
+    seats = {}
+    for operation in ops:
+        if operation.outcome == "ok" and operation.f in ("reserve", "confirm", "cancel", "read"):
+            answer = operation.response.get("reservation") or {}
+            if answer.get("seats"):
+                seats[answer["id"]] = answer["seats"]
+    return seats
+
+
+def check_seats_once(where, seats_by_reservation, category_of, report):
+    """Rule 9 on one view: no (category, seat) in two reservations."""
+    owner = {}
+    for reservation, seats in sorted(seats_by_reservation.items()):
+        for seat in seats:
+            key = (str(category_of[reservation]), seat)
+            if key in owner and owner[key] != reservation:
+                report.add("9", f"{where}: seat {seat} of category {key[0]} sold twice: "
+                                f"reservations {owner[key]} and {reservation}")
+            owner.setdefault(key, reservation)
+
+
+def check_sold_once(ops, snapshot, report):
+    """Rule 9: no ticket sold twice, as the clients were told and as the stores say."""
+    categories = snapshot["categories"]
+    confirmed, category_of = {}, {}
+    for operation in ops:
+        if operation.f == "confirm" and operation.outcome == "ok":
+            answer = operation.response["reservation"]
+            confirmed[answer["id"]] = answer
+            category_of[answer["id"]] = answer["category_id"]
+    tickets = collections.Counter()
+    for answer in confirmed.values():
+        tickets[str(answer["category_id"])] += int(answer["quantity"])
+    rows = snapshot["postgres_reservations"]
+    stored = collections.Counter()
+    for row in rows.values():
+        if row["status"] == "confirmed":
+            stored[str(row["category_id"])] += int(row["quantity"])
+    for category, entry in categories.items():
+        if tickets[category] > entry["quota"]:
+            report.add("9", f"category {category}: confirms of {tickets[category]} tickets acknowledged, "
+                            f"quota {entry['quota']} (sold twice)")
+        if stored[category] > entry["quota"]:
+            report.add("9", f"category {category}: {stored[category]} tickets confirmed in Postgres, "
+                            f"quota {entry['quota']} (sold twice)")
+    seats = answered_seats(ops)
+    check_seats_once("acknowledged confirms", {reservation: seats.get(reservation, []) for reservation in confirmed},
+                     category_of, report)
+    holds = {reservation: hold for reservation, hold in snapshot["redis_holds"].items()
+             if hold["status"] == "confirmed" and hold.get("seats")}
+    check_seats_once("Redis", {reservation: hold["seats"].split(",") for reservation, hold in holds.items()},
+                     {reservation: hold["category_id"] for reservation, hold in holds.items()}, report)
+    in_postgres, postgres_category = collections.defaultdict(list), {}
+    for reservation, category, seat in snapshot.get("postgres_confirmed_seats", []):
+        in_postgres[reservation].append(seat)
+        postgres_category[reservation] = category
+    check_seats_once("Postgres", in_postgres, postgres_category, report)

@@ -28,6 +28,21 @@ class ScheduleTest(unittest.TestCase):
             self.assertGreaterEqual(fault["at"], last_end.get(fault["target"], 0))
             last_end[fault["target"]] = fault["at"] + fault["duration"]
 
+    def test_a_cluster_run_has_every_cluster_fault_several_times_one_at_a_time(self):
+        # Goal: ten minutes on a cluster bring each failover fault several times, each on a shard,
+        # never two on the cluster at once, and no restart of a single Redis; the single-Redis
+        # schedule of a seed is what it was before the cluster mode.
+        schedule = chaos.fault_schedule(7, 600, cluster=True)
+        kinds = [fault["kind"] for fault in schedule]
+        self.assertEqual(set(kinds), set(chaos.CLUSTER_FAULT_KINDS))
+        for kind in chaos.chaos_cluster.CLUSTER_FAULT_KINDS:
+            self.assertGreaterEqual(kinds.count(kind), 3, kind)
+        cluster_faults = [fault for fault in schedule if fault["target"] == "redis"]
+        self.assertTrue(all(fault["shard"] in (0, 1, 2) for fault in cluster_faults))
+        for before, after in zip(cluster_faults, cluster_faults[1:]):
+            self.assertGreaterEqual(after["at"], before["at"] + before["duration"])
+        self.assertTrue(all("shard" not in fault for fault in chaos.fault_schedule(7, 600)))
+
 
 if __name__ == "__main__":
     unittest.main()
