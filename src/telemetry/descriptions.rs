@@ -43,6 +43,12 @@ pub const METRICS: &[MetricDescription] = &[
     gauge(BUILD_INFO, "Always 1; the labels name the running build (version, commit)."),
     counter("http_requests_total", "HTTP requests answered, by method, route template and status."),
     histogram("http_request_duration_seconds", "Time from an HTTP request to its response."),
+    counter(
+        "redis_replica_ack_timeouts_total",
+        "State changes whose REDIS_REPLICAS_ACK replicas did not acknowledge within REDIS_REPLICAS_ACK_TIMEOUT (answered 503).",
+    ),
+    histogram("redis_replica_ack_seconds", "Time a state change waited for its replicas to acknowledge it (WAIT)."),
+    counter("reservation_id_collisions_total", "Reservation ids drawn again because another hold already had the id."),
     counter("http_connections_timed_out_total", "Connections closed by REQUEST_TIMEOUT, by what was late."),
     counter("requests_shed_total", "503 and 429 answers given to protect the system, by reason."),
     histogram("redis_script_duration_seconds", "One Lua script call to Redis, by script."),

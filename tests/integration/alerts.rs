@@ -10,8 +10,8 @@ use serde_json::Value;
 use stampede::telemetry::descriptions::METRICS;
 
 /// Series alerts read that other software exports: kube-state-metrics (the reconcile
-/// CronJob's failed Jobs) and the Redis replica acknowledgement wait of REDIS_REPLICAS_ACK.
-const EXTERNAL_SERIES: &[&str] = &["kube_job_status_failed", "redis_replicas_ack_timeouts_total"];
+/// CronJob's failed Jobs).
+const EXTERNAL_SERIES: &[&str] = &["kube_job_status_failed"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
