@@ -27,7 +27,7 @@
 //! `WAIT` covers only its own connection's writes. A reader that must know that entries
 //! written by others are on a replica (the relay, before it publishes) first makes a write
 //! of its own on that node, which comes after them in the replication stream, and waits
-//! for that ([`Replication::wait_behind`]).
+//! for that ([`crate::infrastructure::RedisConnection::wait_behind`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -19,12 +19,12 @@
 //! reported as `pending`, not drift. A provisioned category without stock is `missing`.
 //! Reservations that Postgres has `confirmed` and Redis has not (held, paying, released,
 //! or a record missing too soon to have expired) are sales a failover took back in
-//! Redis: the category reads `behind` (see [`restore_sales`]).
+//! Redis: the category reads `behind` (see `restore_sales`).
 //! The command exits 0 when every category is `ok` (or `repaired`), 1 otherwise.
 //!
 //! # What `--repair` restores, and what it cannot
 //! The sales of a `behind` category are restored from Postgres, the ledger of sales,
-//! each in one script, the stock's counts following ([`restore_sales`]).
+//! each in one script, the stock's counts following (`restore_sales`).
 //! Otherwise only a *missing* stock is rebuilt (an existing one is live truth and is never
 //! overwritten), and only after the drain check passed. From Postgres it recreates,
 //! in one script: the stock hash (`state open`, the category's terms, `sold` =
@@ -163,7 +163,7 @@ pub enum Verdict {
     /// The stock was missing and has been rebuilt, or sales that were behind in Redis
     /// have been restored.
     Repaired,
-    /// Reservations that Postgres has confirmed are behind in Redis (see [`restore_sales`]).
+    /// Reservations that Postgres has confirmed are behind in Redis (see `restore_sales`).
     Behind,
 }
 
@@ -193,7 +193,7 @@ pub struct CategoryReport {
     pub live: Option<LiveHolds>,
     /// Entries waiting in the category's outbox.
     pub outbox_entries: i64,
-    /// Reservations confirmed in Postgres and behind in Redis (see [`restore_sales`]).
+    /// Reservations confirmed in Postgres and behind in Redis (see `restore_sales`).
     pub behind: usize,
     /// Postgres totals.
     pub postgres: PostgresTotals,
