@@ -16,7 +16,7 @@ use crate::auth::{Authenticator, ClaimRules, Jwt, KeySet, KeySetError, Role};
 use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
 use crate::config::{ApiConfig, DEV_JWT_SECRET, JwtSecretError, Secret};
-use crate::http::availability_stream::{StreamOptions, Streams};
+use crate::grpc::{self, GrpcOptions};
 use crate::http::state::AppState;
 use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
@@ -31,6 +31,7 @@ use crate::reservation::admission::Admission;
 use crate::reservation::engine::PAYMENT_WINDOW_MARGIN;
 use crate::reservation::reaper::{Reaper, ReaperOptions};
 use crate::reservation::{EngineOptions, ReservationEngine};
+use crate::service::{Service, StreamOptions, Streams};
 use crate::stock::Stock;
 use crate::telemetry;
 use crate::waiting_room::pass::{PassKeys, PassKeysError};
@@ -92,6 +93,8 @@ pub enum StartError {
 pub struct RunningApi {
     /// The bound address (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The gRPC server's bound address, when `GRPC_LISTEN_ADDR` is set.
+    pub grpc_addr: Option<SocketAddr>,
     /// In `--dev` mode: an admin and a user token.
     pub dev_tokens: Option<(String, String)>,
     task: JoinHandle<()>,
@@ -143,6 +146,11 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
         .await
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let grpc = match config.grpc.grpc_listen_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let grpc_addr = grpc.as_ref().map(|(_, addr)| *addr);
     let dev_tokens = config.prints_dev_tokens().then(dev_tokens);
     let metrics = telemetry::install_metrics();
     let reservations = reservation_engine(&config, redis.clone(), keys.clone());
@@ -155,7 +163,6 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
         per_day: config.rate_limit_per_user_per_day,
     };
     let user_rate_limit = UserRateLimit::new(redis.clone(), keys.clone(), user_rate_options);
-    let hold_ttl = config.hold_ttl;
     let watcher_options = WatcherOptions { poll_interval: config.availability_poll_interval };
     let availability = Watchers::new(catalog.clone(), stock.clone(), watcher_options, shutdown.clone());
     let stream_options = StreamOptions {
@@ -170,32 +177,32 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     // category without the pass check.
     waiting_rooms.load_scripts().await?;
     waiting_rooms.refresh().await?;
-    let state = Arc::new(AppState {
+    let service = Arc::new(Service {
         jwt,
         database,
         redis,
         keys,
         catalog,
         stock,
-        hold_ttl,
-        metrics,
         reservations,
         admission,
+        user_rate_limit,
         availability,
         streams,
         waiting_rooms,
         stopping: stop.clone(),
-        user_rate_limit,
-        trusted_proxies: config.trusted_proxies.clone(),
     });
+    let state = Arc::new(AppState { service, metrics, trusted_proxies: config.trusted_proxies.clone() });
     tokio::spawn(shut_down_after_readiness_delay(stop, config.shutdown_readiness_delay, shutdown.clone()));
     let options = ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,
         shutdown_timeout: config.shared.shutdown_timeout,
     };
-    let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));
-    Ok(RunningApi { local_addr, dev_tokens, task })
+    let grpc = grpc.map(|(listener, _)| (listener, grpc_options(&config)));
+    let fronts = Fronts { http: (listener, options), grpc };
+    let task = tokio::spawn(serve_until_shutdown(state, fronts, relay, reaper, shutdown));
+    Ok(RunningApi { local_addr, grpc_addr, dev_tokens, task })
 }
 
 /// Once `stop` fires (readiness is already off), waits `delay` and then fires `shutdown`.
@@ -208,10 +215,34 @@ async fn shut_down_after_readiness_delay(stop: CancellationToken, delay: Duratio
     shutdown.cancel();
 }
 
+/// The bound listeners of the two fronts and their limits.
+struct Fronts {
+    http: (TcpListener, ServerOptions),
+    grpc: Option<(TcpListener, GrpcOptions)>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local_addr))
+}
+
+fn grpc_options(config: &ApiConfig) -> GrpcOptions {
+    let grpc = &config.grpc;
+    GrpcOptions {
+        message_size_max: grpc.grpc_message_size_max as usize,
+        connections_max: grpc.grpc_connections_max as usize,
+        streams_per_connection_max: grpc.grpc_streams_per_connection_max,
+        keep_alive_interval: grpc.grpc_keep_alive_interval,
+        keep_alive_timeout: grpc.grpc_keep_alive_timeout,
+        connection_age_max: grpc.grpc_connection_age_max,
+        shutdown_timeout: config.shared.shutdown_timeout,
+    }
+}
+
 async fn serve_until_shutdown(
     state: Arc<AppState>,
-    listener: TcpListener,
-    options: ServerOptions,
+    fronts: Fronts,
     relay: Option<(RedisConnection, RelayOptions)>,
     reaper: Option<Reaper>,
     shutdown: CancellationToken,
@@ -224,23 +255,30 @@ async fn serve_until_shutdown(
     // the last requests; anything it cannot flush stays in the outbox for the next relay.
     let relay_stop = CancellationToken::new();
     if let Some((redis, relay)) = relay {
-        background.spawn(relay::run(redis, state.keys.clone(), relay, relay_stop.clone()));
+        background.spawn(relay::run(redis, state.service.keys.clone(), relay, relay_stop.clone()));
     }
-    background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
-    background.spawn(state.waiting_rooms.clone().run_refresher(shutdown.clone()));
+    background.spawn(recover_provisioning(state.service.catalog.clone(), shutdown.clone()));
+    background.spawn(state.service.waiting_rooms.clone().run_refresher(shutdown.clone()));
     background.spawn(telemetry::sampler::run(
-        state.redis.clone(),
-        state.keys.clone(),
+        state.service.redis.clone(),
+        state.service.keys.clone(),
         state.metrics.clone(),
         shutdown.clone(),
     ));
-    http::serve(listener, state.clone(), options, shutdown.clone()).await;
+    let (listener, options) = fronts.http;
+    let http = http::serve(listener, state.clone(), options, shutdown.clone());
+    let grpc = async {
+        if let Some((listener, grpc_options)) = fronts.grpc {
+            grpc::serve(listener, state.service.clone(), grpc_options, shutdown.clone()).await;
+        }
+    };
+    tokio::join!(http, grpc);
     relay_stop.cancel();
     background.close();
     if tokio::time::timeout(options.shutdown_timeout, background.wait()).await.is_err() {
         tracing::warn!("background tasks did not stop before the shutdown deadline");
     }
-    state.database.close().await;
+    state.service.database.close().await;
     tracing::info!("api stopped");
 }
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod grpc;
+
+pub use grpc::GrpcConfig;
+
 use crate::client_address::TrustedProxies;
 
 /// Parses a human duration such as `10m`, `90s`, `2s` or `1h30m`.
@@ -214,6 +218,10 @@ pub struct ApiConfig {
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+
+    /// The gRPC server's settings.
+    #[command(flatten)]
+    pub grpc: GrpcConfig,
 
     /// On SIGTERM, how long the api keeps serving with `GET /ready` at 503 before it stops
     /// accepting, so load balancers take it out first (`0s`: stop accepting at once).

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::http::state::AppState;
+use crate::service::Credentials;
 use connection::{ClockedBody, ConnectionClock, HangUp, TimedStream};
 use error::ApiError;
 use request_id::{REQUEST_ID_HEADER, RequestId};
@@ -89,6 +90,11 @@ impl RequestContext {
     /// A header's value as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// What the service layer's gates check: the `Authorization` header and the client's address.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials { authorization: self.header("authorization"), client: self.client }
     }
 }
 
@@ -368,8 +374,7 @@ fn record_request(method: &Method, pattern: &'static str, status: u16, started: 
     ::metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
 }
 
-/// Default page size of list endpoints.
-pub const PAGE_LIMIT_DEFAULT: i64 = 20;
+pub use crate::service::catalog::PAGE_LIMIT_DEFAULT;
 /// The page of a list endpoint: `limit` (1..=100, default 20) and, where the endpoint
 /// has a cursor (`accepts_after`), `after` (an id, default 0). Anything else is a 422.
 pub fn page_query(query: Option<&str>, accepts_after: bool) -> Result<crate::catalog::PageRequest, ApiError> {

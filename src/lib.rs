@@ -13,6 +13,7 @@
 //! - [`client_address`]: which address a request counts under behind proxies, and limits per client address.
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
+//! - [`grpc`]: the gRPC front (tonic): `stampede.v1.Stampede` and `StampedeAdmin` over the service layer, health, reflection, its bounds and metrics.
 //! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
 //! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster, plain or TLS), the Postgres pool and migrations, TLS client settings.
@@ -28,6 +29,7 @@
 //! - [`retry`]: capped exponential backoff for loops that retry a dependency.
 //! - [`script`]: Lua scripts loaded from files and run by name.
 //! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
+//! - [`service`]: the transport-neutral service layer both fronts call: admission, authentication, idempotency keys, queue passes, the confirm task, the archive fallback, outcome metrics, stream bounds, readiness, and one error enum.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels and the conservation check.
 //! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and the Redis gauge sampler.
@@ -44,6 +46,7 @@ pub mod catalog;
 pub mod client_address;
 pub mod config;
 pub mod contract;
+pub mod grpc;
 pub mod http;
 pub mod ids;
 pub mod infrastructure;
@@ -59,6 +62,7 @@ pub mod reservation;
 pub mod retry;
 pub mod script;
 pub mod seating;
+pub mod service;
 pub mod shutdown;
 pub mod stock;
 pub mod telemetry;

@@ -69,6 +69,13 @@ pub fn install_metrics() -> PrometheusHandle {
                     builder.set_buckets_for_metric(Matcher::Suffix("_wait_seconds".to_owned()), WAIT_BUCKETS_SECONDS)
                 })
                 .and_then(|builder| {
+                    // gRPC's conventional name ends in `_handling_seconds`: a latency too.
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("grpc_server_handling_seconds".to_owned()),
+                        LATENCY_BUCKETS_SECONDS,
+                    )
+                })
+                .and_then(|builder| {
                     builder.set_buckets_for_metric(
                         Matcher::Full("reserve_batch_requests".to_owned()),
                         BATCH_BUCKETS_RECORDS,

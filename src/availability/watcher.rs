@@ -36,6 +36,8 @@ pub struct WatcherOptions {
 /// One published state of an event's availability, shared by every subscriber.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The state itself, for fronts that encode it otherwise (gRPC).
+    pub availability: Availability,
     /// The `GET /events/{id}/availability` JSON document.
     pub json: Bytes,
     /// When the watcher published it.
@@ -45,7 +47,7 @@ pub struct Snapshot {
 impl Snapshot {
     fn of(availability: &Availability) -> Arc<Self> {
         let json = serde_json::to_vec(availability).expect("availability always serializes");
-        Arc::new(Self { json: Bytes::from(json), published_at: Instant::now() })
+        Arc::new(Self { availability: availability.clone(), json: Bytes::from(json), published_at: Instant::now() })
     }
 }
 

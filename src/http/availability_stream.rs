@@ -1,10 +1,10 @@
 //! `GET /events/{id}/availability/stream`: live availability as server-sent events.
 //!
-//! Each stream subscribes to its event's watcher ([`crate::availability::watcher`]), so
-//! an open stream costs no Redis work of its own. A stream's body is a small state
-//! machine: the current state at once, then the latest state after each change (at most
-//! one message per [`MESSAGE_INTERVAL_MIN`]; whatever changed in between is coalesced),
-//! and a `: keep-alive` comment whenever nothing was written for the keep-alive interval.
+//! The stream's messages come from a [`Watch`] of the service layer (shared with gRPC's
+//! `WatchAvailability`): the current state at once, then the latest state after each
+//! change (at most one message per [`crate::service::watch::MESSAGE_INTERVAL_MIN`];
+//! whatever changed in between is coalesced), and a `: keep-alive` comment whenever
+//! nothing was written for the keep-alive interval.
 //!
 //! A stream leaves the connection bound (`CONNECTIONS_MAX`) as soon as it is admitted
 //! and is bounded by `STREAMS_MAX` instead; its response carries `Connection: close`, so
@@ -13,29 +13,20 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Either;
 use hyper::body::{Body, Frame};
 use hyper::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
-use metrics::{Counter, Gauge, Histogram};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use super::catalog::event_id;
 use super::connection::HangUp;
 use super::error::ApiError;
 use super::{RequestContext, ResponseBody};
-use crate::availability::watcher::{Snapshot, Subscription, WatchError};
-use crate::client_address::{ClientSlot, ClientSlots};
 use crate::http::state::AppState;
-
-/// Shortest time between two messages of one stream.
-pub const MESSAGE_INTERVAL_MIN: Duration = Duration::from_millis(100);
+use crate::service::watch::{Next, Watch};
 
 /// Media type of the stream.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream";
@@ -43,56 +34,6 @@ pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream";
 /// Largest `Last-Event-ID` a stream continues after: 2^53 - 1, the largest integer a
 /// JavaScript client holds exactly; larger values are ignored.
 pub const LAST_EVENT_ID_MAX: u64 = (1 << 53) - 1;
-
-/// Seconds a client refused for `STREAMS_MAX` or `STREAMS_PER_CLIENT_MAX` is asked to wait.
-const STREAMS_FULL_RETRY_AFTER_SECONDS: u64 = 5;
-
-/// Stream settings, passed explicitly by the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamOptions {
-    /// Open streams at most; more are refused with 503.
-    pub streams_max: usize,
-    /// Open streams of one client address at most; more are refused with 429.
-    pub streams_per_client_max: usize,
-    /// Longest silence before a `: keep-alive` comment.
-    pub keep_alive_interval: Duration,
-}
-
-/// The open streams of this process: their bound, their settings and their metrics.
-pub struct Streams {
-    slots: Arc<Semaphore>,
-    per_client: ClientSlots,
-    keep_alive_interval: Duration,
-    shutdown: CancellationToken,
-    metrics: StreamMetrics,
-}
-
-#[derive(Clone)]
-struct StreamMetrics {
-    open: Gauge,
-    messages: Counter,
-    keep_alives: Counter,
-    delivery_delay: Histogram,
-}
-
-impl Streams {
-    /// At most `options.streams_max` streams; all of them end when `shutdown` fires.
-    pub fn new(options: StreamOptions, shutdown: CancellationToken) -> Self {
-        let metrics = StreamMetrics {
-            open: metrics::gauge!("availability_streams_open"),
-            messages: metrics::counter!("availability_stream_messages_total", "kind" => "availability"),
-            keep_alives: metrics::counter!("availability_stream_messages_total", "kind" => "keep_alive"),
-            delivery_delay: metrics::histogram!("availability_stream_delivery_delay_seconds"),
-        };
-        Self {
-            slots: Arc::new(Semaphore::new(options.streams_max)),
-            per_client: ClientSlots::new(options.streams_per_client_max),
-            keep_alive_interval: options.keep_alive_interval,
-            shutdown,
-            metrics,
-        }
-    }
-}
 
 /// One message of the stream as an SSE parser sees it (the wire form is `event:`, `id:`
 /// and `data:` lines), for the OpenAPI document.
@@ -142,34 +83,13 @@ pub async fn availability_stream(
     request: RequestContext,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let event = event_id(&request)?;
-    let streams = &state.streams;
-    let slot = streams
-        .slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Shed { retry_after_seconds: STREAMS_FULL_RETRY_AFTER_SECONDS, reason: "streams_max" })?;
-    let client_slot = streams
-        .per_client
-        .try_acquire(request.client)
-        .ok_or(ApiError::RateLimited { retry_after_seconds: STREAMS_FULL_RETRY_AFTER_SECONDS })?;
-    let subscription = state.availability.subscribe(event).await.map_err(|error| match error {
-        WatchError::EventNotFound => ApiError::NotFound("no such event"),
-        error => ApiError::unavailable(error),
-    })?;
+    let watch = state.service.watch(event, request.client).await?;
     // From here the connection is bounded by STREAMS_MAX, not by CONNECTIONS_MAX.
     request.connection.release();
-    let last_id = last_event_id(request.header("last-event-id"));
-    streams.metrics.open.increment(1.0);
     let cursor = Cursor {
-        subscription,
-        message_id: last_id,
-        sent_at: Instant::now(),
-        first: true,
-        keep_alive_interval: streams.keep_alive_interval,
-        shutdown: streams.shutdown.clone(),
+        watch,
+        message_id: last_event_id(request.header("last-event-id")),
         hang_up: request.connection.hang_up(),
-        metrics: streams.metrics.clone(),
-        _slots: (slot, client_slot),
     };
     let mut response = Response::new(Either::Right(EventStream { next: Some(Box::pin(cursor.next_frame())) }));
     *response.status_mut() = StatusCode::OK;
@@ -216,77 +136,26 @@ impl Body for EventStream {
     }
 }
 
-/// Where one stream stands; dropping it (client gone, shutdown) frees its slot.
+/// Where one stream stands; dropping it (client gone, shutdown) frees its slots.
 struct Cursor {
-    subscription: Subscription,
+    watch: Watch,
     message_id: u64,
-    sent_at: Instant,
-    first: bool,
-    keep_alive_interval: Duration,
-    shutdown: CancellationToken,
     /// The client closing (or half-closing) its connection ends the stream at once, and
     /// with it the stream's `STREAMS_MAX` slot.
     hang_up: HangUp,
-    metrics: StreamMetrics,
-    _slots: (OwnedSemaphorePermit, ClientSlot),
-}
-
-impl Drop for Cursor {
-    fn drop(&mut self) {
-        self.metrics.open.decrement(1.0);
-    }
-}
-
-/// What woke an idle stream.
-enum Wake {
-    Shutdown,
-    HungUp,
-    Changed,
-    WatcherStopped,
-    Silence,
 }
 
 impl Cursor {
     /// The next bytes to write, or `None` when the stream ends.
     async fn next_frame(mut self) -> Option<(Bytes, Self)> {
-        if self.first {
-            self.first = false;
-            let snapshot = self.subscription.current();
-            return Some((self.message(&snapshot), self));
-        }
-        let wake = tokio::select! {
-            _ = self.shutdown.cancelled() => Wake::Shutdown,
-            () = self.hang_up.wait() => Wake::HungUp,
-            changed = self.subscription.changed() => if changed.is_some() { Wake::Changed } else { Wake::WatcherStopped },
-            _ = tokio::time::sleep(self.keep_alive_interval) => Wake::Silence,
-        };
-        match wake {
-            Wake::Shutdown | Wake::HungUp | Wake::WatcherStopped => None,
-            Wake::Silence => {
-                self.metrics.keep_alives.increment(1);
-                Some((Bytes::from_static(b": keep-alive\n\n"), self))
-            }
-            Wake::Changed => {
-                // Changes that arrive while this waits are coalesced: `current` is the latest.
-                let earliest = self.sent_at + MESSAGE_INTERVAL_MIN;
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return None,
-                    () = self.hang_up.wait() => return None,
-                    _ = tokio::time::sleep_until(earliest.into()) => {}
-                }
-                let snapshot = self.subscription.current();
-                self.metrics.delivery_delay.record(snapshot.published_at.elapsed().as_secs_f64());
-                Some((self.message(&snapshot), self))
+        match self.watch.next(self.hang_up.wait()).await {
+            Next::End => None,
+            Next::KeepAlive => Some((Bytes::from_static(b": keep-alive\n\n"), self)),
+            Next::Snapshot(snapshot) => {
+                self.message_id += 1;
+                Some((message(self.message_id, &snapshot.json), self))
             }
         }
-    }
-
-    /// One `availability` message with the next id.
-    fn message(&mut self, snapshot: &Snapshot) -> Bytes {
-        self.message_id += 1;
-        self.sent_at = Instant::now();
-        self.metrics.messages.increment(1);
-        message(self.message_id, &snapshot.json)
     }
 }
 

@@ -10,11 +10,12 @@ use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext, page_query};
 pub use crate::availability::{Availability, CategoryAvailability};
-use crate::catalog::{CatalogError, Category, CategoryFields, Event, NewCategory, NewEvent};
+use crate::catalog::{Category, CategoryFields, Event, NewCategory, NewEvent};
 use crate::http::state::AppState;
 use crate::ids::{CategoryId, EventId};
-use crate::seating::{self, LiveSeats};
-use crate::stock::{SaleWindow, StockError};
+use crate::seating::LiveSeats;
+use crate::service::Gate;
+use crate::stock::SaleWindow;
 use crate::validation::FieldErrors;
 
 /// Body of `POST /events`.
@@ -154,24 +155,6 @@ pub(crate) fn event_id(request: &RequestContext) -> Result<EventId, ApiError> {
         .ok_or(ApiError::NotFound("no such event"))
 }
 
-pub(crate) fn catalog_error(error: CatalogError) -> ApiError {
-    match error {
-        CatalogError::EventNotFound => ApiError::NotFound("no such event"),
-        CatalogError::DuplicateCategory => ApiError::AlreadyExists("the event already has a category with this name"),
-        CatalogError::Database(error) => ApiError::unavailable(format!("postgres: {error}")),
-        CatalogError::Stock(error) => stock_error(error),
-    }
-}
-
-pub(crate) fn stock_error(error: StockError) -> ApiError {
-    match error {
-        StockError::Redis(error) => ApiError::unavailable(format!("redis: {error}")),
-        StockError::Missing(category) => {
-            ApiError::unavailable(format!("stock of category {} is missing from redis", category.get()))
-        }
-    }
-}
-
 /// `POST /events` (admin).
 #[utoipa::path(
     post,
@@ -190,10 +173,10 @@ pub(crate) fn stock_error(error: StockError) -> ApiError {
     )),
 )]
 pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerResult {
-    state.jwt.authenticate(request.header("authorization")).await?.require_admin()?;
+    let admin = state.service.admit(&request.credentials(), Gate::Admin).await?;
     let body: CreateEventRequest = json::parse(&request.headers, &request.body)?;
     let event = validate_event(body)?;
-    let created = state.catalog.create_event(&event).await.map_err(catalog_error)?;
+    let created = state.service.create_event(&admin, &event).await?;
     let mut response = json::response(StatusCode::CREATED, &created);
     let location = HeaderValue::from_str(&format!("/events/{}", created.id.get())).expect("ids are ASCII");
     response.headers_mut().insert(LOCATION, location);
@@ -216,7 +199,7 @@ pub async fn create_event(state: &AppState, request: RequestContext) -> HandlerR
 )]
 pub async fn list_events(state: &AppState, request: RequestContext) -> HandlerResult {
     let page = page_query(request.query.as_deref(), true)?;
-    let (events, next_after) = state.catalog.list_events(page).await.map_err(catalog_error)?;
+    let (events, next_after) = state.service.list_events(page).await?;
     Ok(json::response(StatusCode::OK, &EventPage { events, next_after }))
 }
 
@@ -230,7 +213,7 @@ pub async fn list_events(state: &AppState, request: RequestContext) -> HandlerRe
     responses((status = 200, description = "The event with its categories.", body = Event)),
 )]
 pub async fn get_event(state: &AppState, request: RequestContext) -> HandlerResult {
-    let event = state.catalog.event(event_id(&request)?).await.map_err(catalog_error)?;
+    let event = state.service.event(event_id(&request)?).await?;
     Ok(json::response(StatusCode::OK, &event))
 }
 
@@ -250,7 +233,7 @@ pub async fn get_event(state: &AppState, request: RequestContext) -> HandlerResu
     responses((status = 201, description = "Created; its stock is open for reservations.", body = Category)),
 )]
 pub async fn create_category(state: &AppState, request: RequestContext) -> HandlerResult {
-    state.jwt.authenticate(request.header("authorization")).await?.require_admin()?;
+    let admin = state.service.admit(&request.credentials(), Gate::Admin).await?;
     let event = event_id(&request)?;
     let body: CreateCategoryRequest = json::parse(&request.headers, &request.body)?;
     let fields = CategoryFields {
@@ -262,7 +245,7 @@ pub async fn create_category(state: &AppState, request: RequestContext) -> Handl
         seat_map: body.seat_map.map(|rows| rows.into_iter().map(|row| (row.row, row.seats)).collect()),
     };
     let category = NewCategory::parse_fields(fields).map_err(ApiError::Validation)?;
-    let created = state.catalog.create_category(event, &category).await.map_err(catalog_error)?;
+    let created = state.service.create_category(&admin, event, &category).await?;
     Ok(json::response(StatusCode::CREATED, &created))
 }
 
@@ -278,8 +261,7 @@ pub async fn create_category(state: &AppState, request: RequestContext) -> Handl
     responses((status = 200, description = "Live levels per category.", body = Availability)),
 )]
 pub async fn availability(state: &AppState, request: RequestContext) -> HandlerResult {
-    let availability =
-        Availability::read(&state.catalog, &state.stock, event_id(&request)?).await.map_err(catalog_error)?;
+    let availability = state.service.availability(event_id(&request)?).await?;
     Ok(json::response(StatusCode::OK, &availability))
 }
 
@@ -300,13 +282,6 @@ pub async fn category_seats(state: &AppState, request: RequestContext) -> Handle
         .and_then(|id| id.parse::<i64>().ok())
         .and_then(CategoryId::new)
         .ok_or(ApiError::NotFound("no such seated category"))?;
-    let category = state.catalog.category(id).await.map_err(catalog_error)?;
-    let Some(map) = category.and_then(|category| category.seat_map) else {
-        return Err(ApiError::NotFound("no such seated category"));
-    };
-    let live = seating::live_seats(&mut state.redis.clone(), &state.keys, id, &map)
-        .await
-        .map_err(|error| ApiError::unavailable(format!("redis: {error}")))?
-        .ok_or_else(|| ApiError::unavailable(format!("seats of category {} are missing from redis", id.get())))?;
+    let live = state.service.seats(id).await?;
     Ok(json::response(StatusCode::OK, &live))
 }

@@ -8,8 +8,7 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::AuthError;
-use crate::rate_limit::RateLimitError;
+use crate::service::ServiceError;
 use crate::validation::FieldError;
 
 /// Every error a client can receive. Statuses are chosen only in [`ApiError::status`].
@@ -270,20 +269,34 @@ impl ApiError {
     }
 }
 
-impl From<RateLimitError> for ApiError {
-    fn from(error: RateLimitError) -> Self {
+/// The one mapping of the service layer's errors to HTTP's: the same contract code, with
+/// the status [`ApiError::status`] chooses.
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
         match error {
-            RateLimitError::Limited { retry_after_seconds } => Self::RateLimited { retry_after_seconds },
-            RateLimitError::Redis(_) => Self::unavailable(&error),
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::Missing | AuthError::Invalid(_) => Self::Unauthorized,
-            AuthError::Forbidden(_) => Self::Forbidden,
+            ServiceError::Unauthorized => Self::Unauthorized,
+            ServiceError::Forbidden => Self::Forbidden,
+            ServiceError::QueuePassRequired => Self::QueuePassRequired,
+            ServiceError::NotFound(what) => Self::NotFound(what),
+            ServiceError::AlreadyExists(what) => Self::AlreadyExists(what),
+            ServiceError::SoldOut => Self::SoldOut,
+            ServiceError::SeatTaken(seats) => Self::SeatTaken(seats),
+            ServiceError::NoAdjacentSeats => Self::NoAdjacentSeats,
+            ServiceError::LimitExceeded => Self::LimitExceeded,
+            ServiceError::SaleNotOpen => Self::SaleNotOpen,
+            ServiceError::SaleClosed => Self::SaleClosed,
+            ServiceError::ReservationNotHeld(why) => Self::ReservationNotHeld(why),
+            ServiceError::ReservationExpired => Self::ReservationExpired,
+            ServiceError::PaymentDeclined => Self::PaymentDeclined,
+            ServiceError::IdempotencyInProgress => Self::IdempotencyInProgress,
+            ServiceError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            ServiceError::Validation(errors) => Self::Validation(errors),
+            ServiceError::RateLimited { retry_after_seconds } => Self::RateLimited { retry_after_seconds },
+            ServiceError::Shed { retry_after_seconds, reason } => Self::Shed { retry_after_seconds, reason },
+            ServiceError::Unavailable { retry_after_seconds, reason } => {
+                Self::Unavailable { retry_after_seconds, reason }
+            }
+            ServiceError::Internal(cause) => Self::Internal(cause),
         }
     }
 }
@@ -300,6 +313,24 @@ mod tests {
         let problem = ApiError::unavailable("redis at 10.0.0.1 refused").problem();
         assert_eq!((problem.status, problem.code), (503, "unavailable"));
         assert!(!problem.detail.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn service_errors_keep_their_contract_code() {
+        let errors = [
+            ServiceError::Unauthorized,
+            ServiceError::QueuePassRequired,
+            ServiceError::SeatTaken(vec!["A-1".to_owned()]),
+            ServiceError::ReservationNotHeld("confirmed"),
+            ServiceError::IdempotencyKeyReused,
+            ServiceError::field("quantity", "too large"),
+            ServiceError::Shed { retry_after_seconds: 1, reason: "overload" },
+            ServiceError::internal("bug"),
+        ];
+        for error in errors {
+            let code = error.code();
+            assert_eq!(ApiError::from(error).code(), code);
+        }
     }
 
     #[test]

@@ -1,17 +1,11 @@
 //! Health and readiness.
 
-use std::time::Duration;
-
 use hyper::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
 use super::{HandlerResult, RequestContext, json};
 use crate::http::state::AppState;
-
-/// How long readiness waits for each dependency.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The body of `/health` and `/ready`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,24 +37,6 @@ pub async fn health(_state: &AppState, _request: RequestContext) -> HandlerResul
     responses((status = 200, description = "Ready to serve.", body = Status, example = json!({"status": "ready"}))),
 )]
 pub async fn ready(state: &AppState, _request: RequestContext) -> HandlerResult {
-    if state.stopping.is_cancelled() {
-        return Err(ApiError::unavailable("shutting down"));
-    }
-    let mut redis = state.redis.clone();
-    let ping = redis::cmd("PING");
-    probe("redis", ping.query_async::<String>(&mut redis)).await?;
-    probe("postgres", sqlx::query("SELECT 1").execute(&state.database)).await?;
+    state.service.readiness().await?;
     Ok(json::response(StatusCode::OK, &Status { status: "ready" }))
-}
-
-/// Waits at most [`READY_PROBE_TIMEOUT`] for one dependency's answer; 503 otherwise.
-async fn probe<T, E: std::fmt::Display>(
-    dependency: &str,
-    check: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<(), ApiError> {
-    match tokio::time::timeout(READY_PROBE_TIMEOUT, check).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(ApiError::unavailable(format!("{dependency}: {error}"))),
-        Err(_) => Err(ApiError::unavailable(format!("{dependency} did not answer in time"))),
-    }
 }

@@ -1,10 +1,8 @@
 //! Handlers of reservations: reserve, confirm, cancel and read one.
 //!
-//! Each handler validates at the edge (token, `Idempotency-Key`, body, path id) and then
-//! makes one engine call; no Postgres on the reserve, confirm and cancel paths, except
-//! on their failure paths (an unknown category, a record gone after 24 h). Reserve
-//! and confirm pass admission control first (in-flight bound, optional per-IP limit),
-//! and reserve, confirm and cancel the per-user limits once the caller is known.
+//! Each handler runs its operation's [`Gate`] (admission, token, per-user limits), validates
+//! at the edge (`Idempotency-Key`, body, path id) and makes one call of the service layer
+//! ([`crate::service::reservations`]), which holds the rules.
 
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
@@ -13,14 +11,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::json::{self, RequestBody};
+use super::waiting_room::QUEUE_PASS_HEADER;
 use super::{HandlerResult, RequestContext};
-use crate::auth::Role;
-use crate::contract::{Reservation, ReservationStatus};
+use crate::contract::Reservation;
 use crate::http::state::AppState;
-use crate::ids::{ReservationId, UserId};
-use crate::reservation::admission::{self, Admission};
+use crate::ids::ReservationId;
 use crate::reservation::idempotency::IdempotencyKey;
-use crate::reservation::{Confirmation, NewReservation, NotHeldReason, Refusal, ReservationError, SeatFields};
+use crate::reservation::{Confirmation, NewReservation, SeatFields};
+use crate::service::Gate;
 use crate::validation::FieldError;
 
 /// The request header carrying an idempotency key.
@@ -79,17 +77,6 @@ impl RequestBody for ConfirmRequest {
     const FIELDS: &'static [&'static str] = &["reservation_id", "payment.token"];
 }
 
-fn shed(refusal: admission::Refusal) -> ApiError {
-    match refusal {
-        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1, reason: refusal.reason() },
-        admission::Refusal::RateLimited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
-    }
-}
-
-fn check_rate(admission: &Admission, request: &RequestContext) -> Result<(), ApiError> {
-    admission.check_rate(request.client).map_err(shed)
-}
-
 fn idempotency_key(request: &RequestContext) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = request.headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
     IdempotencyKey::parse(value.as_bytes())
@@ -100,69 +87,6 @@ fn idempotency_key(request: &RequestContext) -> Result<Option<IdempotencyKey>, A
 /// A reservation id from the path; anything else names no reservation.
 fn path_id(request: &RequestContext) -> Result<ReservationId, ApiError> {
     request.param("id").and_then(ReservationId::parse).ok_or(ApiError::NotFound("no such reservation"))
-}
-
-fn record_outcome(operation: &'static str, result: &Result<Reservation, ReservationError>, success: &'static str) {
-    let outcome = match result {
-        Ok(_) => success,
-        Err(error) => error.outcome(),
-    };
-    metrics::counter!("reservation_outcomes_total", "operation" => operation, "outcome" => outcome).increment(1);
-}
-
-fn field_error(field: &str, message: &str) -> ApiError {
-    ApiError::Validation(vec![FieldError { field: field.to_owned(), message: message.to_owned() }])
-}
-
-/// Maps an engine error to the contract's answer.
-fn reservation_error(error: ReservationError) -> ApiError {
-    match error {
-        ReservationError::NotFound => ApiError::NotFound("no such reservation"),
-        ReservationError::UnknownCategory(_) => ApiError::NotFound("no such ticket category"),
-        ReservationError::NotHeld(NotHeldReason::Cancelled) => {
-            ApiError::ReservationNotHeld("the reservation was cancelled")
-        }
-        ReservationError::NotHeld(NotHeldReason::Confirmed) => {
-            ApiError::ReservationNotHeld("the reservation is confirmed")
-        }
-        ReservationError::NotHeld(NotHeldReason::PaymentInProgress) => {
-            ApiError::ReservationNotHeld("a payment for the reservation is in progress")
-        }
-        ReservationError::Expired => ApiError::ReservationExpired,
-        ReservationError::InProgress => ApiError::IdempotencyInProgress,
-        ReservationError::KeyReused => ApiError::IdempotencyKeyReused,
-        ReservationError::Refused(refusal) => refusal_error(refusal),
-        ReservationError::SeatTaken(seats) => ApiError::SeatTaken(seats),
-        ReservationError::UnknownSeats(seats) => {
-            field_error("seats", &format!("the category has no seats named {}", seats.join(", ")))
-        }
-        ReservationError::PaymentDeclined => ApiError::PaymentDeclined,
-        ReservationError::PaymentFailed(reason) => ApiError::unavailable(format!("payment failed: {reason}")),
-        // The relay logs why the outbox is not draining; per-request logs would flood.
-        ReservationError::OutboxBacklog(_) => ApiError::Shed { retry_after_seconds: 1, reason: "outbox_backlog" },
-        ReservationError::Catalog(cause) => ApiError::unavailable(format!("postgres: {cause:?}")),
-        ReservationError::StockMissing(_) | ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => {
-            ApiError::unavailable(&error)
-        }
-        ReservationError::UnexpectedReply { .. } => ApiError::internal(&error),
-    }
-}
-
-fn refusal_error(refusal: Refusal) -> ApiError {
-    match refusal {
-        Refusal::SoldOut => ApiError::SoldOut,
-        Refusal::LimitExceeded => ApiError::LimitExceeded,
-        Refusal::SaleNotOpen => ApiError::SaleNotOpen,
-        Refusal::SaleClosed => ApiError::SaleClosed,
-        Refusal::EventMismatch => field_error("event_id", "is not the event of this ticket category"),
-        Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
-        Refusal::NoAdjacentSeats => ApiError::NoAdjacentSeats,
-        Refusal::NotSeated => field_error("seats", "the category has no seats: leave out seats and adjacent"),
-        Refusal::TooManySeats => field_error(
-            "seats",
-            "names more seats than the category's max_per_user, or asks for more than 1000 seats at once",
-        ),
-    }
 }
 
 fn created(reservation: &Reservation) -> HandlerResult {
@@ -221,22 +145,14 @@ struct IdempotencyKeyHeader {
     )),
 )]
 pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult {
-    check_rate(&state.admission, &request)?;
-    let _permit = state.admission.enter().map_err(shed)?;
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
-    state.user_rate_limit.check(&caller.user_id).await?;
+    let admitted = state.service.admit(&request.credentials(), Gate::Purchase).await?;
     let key = idempotency_key(&request)?;
     let body: ReserveRequest = json::parse(&request.headers, &request.body)?;
     let seats = SeatFields { seats: body.seats, adjacent: body.adjacent };
     let new = NewReservation::parse_with_seats(body.category_id, body.quantity, body.event_id, seats)
         .map_err(ApiError::Validation)?;
-    super::waiting_room::require_pass(state, &request, &caller.user_id, new.category).await?;
-    let result = state.reservations.reserve(&caller.user_id, &new, key).await;
-    record_outcome("reserve", &result, "held");
-    match result {
-        Ok(reservation) => created(&reservation),
-        Err(error) => Err(reservation_error(error.explain_missing_stock(&state.catalog).await)),
-    }
+    let pass = request.header(QUEUE_PASS_HEADER);
+    created(&state.service.reserve(admitted, new, key, pass).await?)
 }
 
 /// `POST /confirm` (user, owner).
@@ -258,32 +174,13 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     responses((status = 200, description = "Confirmed.", body = Reservation)),
 )]
 pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult {
-    check_rate(&state.admission, &request)?;
-    let permit = state.admission.enter().map_err(shed)?;
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
-    state.user_rate_limit.check(&caller.user_id).await?;
+    let admitted = state.service.admit(&request.credentials(), Gate::Purchase).await?;
     let key = idempotency_key(&request)?;
     let body: ConfirmRequest = json::parse(&request.headers, &request.body)?;
     let token = body.payment.as_ref().and_then(|payment| payment.token.as_deref());
     let confirmation = Confirmation::parse(body.reservation_id.as_deref(), token).map_err(ApiError::Validation)?;
-    let id = ReservationId::from_uuid(confirmation.reservation_id).ok_or(ApiError::NotFound("no such reservation"))?;
-    // The payment runs in its own task: a client that hangs up must not cut it between
-    // the charge and recording it. The permit stays with it until it ends.
-    let engine = state.reservations.clone();
-    let owner = caller.user_id.clone();
-    let user = caller.user_id;
-    let payment = tokio::spawn(async move {
-        let result = engine.confirm(&user, id, &confirmation, key).await;
-        drop(permit);
-        result
-    });
-    let result = payment.await.map_err(ApiError::internal)?;
-    let result = or_archived(state, &owner, id, ReservationStatus::Confirmed, result).await?;
-    record_outcome("confirm", &result, "confirmed");
-    match result {
-        Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
-        Err(error) => Err(reservation_error(error)),
-    }
+    let reservation = state.service.confirm(admitted, confirmation, key).await?;
+    Ok(json::response(StatusCode::OK, &reservation))
 }
 
 /// `POST /reservations/{id}/cancel` (user, owner).
@@ -300,17 +197,10 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
     responses((status = 200, description = "Cancelled.", body = Reservation)),
 )]
 pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
-    check_rate(&state.admission, &request)?;
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
-    state.user_rate_limit.check(&caller.user_id).await?;
+    let admitted = state.service.admit(&request.credentials(), Gate::Change).await?;
     let id = path_id(&request)?;
-    let result = state.reservations.cancel(&caller.user_id, id).await;
-    let result = or_archived(state, &caller.user_id, id, ReservationStatus::Cancelled, result).await?;
-    record_outcome("cancel", &result, "cancelled");
-    match result {
-        Ok(reservation) => Ok(json::response(StatusCode::OK, &reservation)),
-        Err(error) => Err(reservation_error(error)),
-    }
+    let reservation = state.service.cancel(&admitted, id).await?;
+    Ok(json::response(StatusCode::OK, &reservation))
 }
 
 /// `GET /reservations/{id}` (owner or admin).
@@ -326,55 +216,8 @@ pub async fn cancel_reservation(state: &AppState, request: RequestContext) -> Ha
     responses((status = 200, description = "The reservation.", body = Reservation)),
 )]
 pub async fn get_reservation(state: &AppState, request: RequestContext) -> HandlerResult {
-    check_rate(&state.admission, &request)?;
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
+    let admitted = state.service.admit(&request.credentials(), Gate::Read).await?;
     let id = path_id(&request)?;
-    let live = state.reservations.get(id).await;
-    let reservation = match live {
-        Ok(Some(reservation)) => Some(reservation),
-        Ok(None) => archived_reservation(state, id).await?,
-        Err(error) => return Err(reservation_error(error)),
-    };
-    match reservation {
-        Some(reservation) if caller.role == Role::Admin || reservation.user_id == caller.user_id.as_str() => {
-            Ok(json::response(StatusCode::OK, &reservation))
-        }
-        _ => Err(ApiError::NotFound("no such reservation")),
-    }
-}
-
-/// A confirm or cancel that found no Redis record: once a reservation has ended, its
-/// record is kept 24 h, so a repeat after that answers from the pipeline's Postgres copy
-/// what it answered then (200 with the same body when the status is the one `done`
-/// leads to, else the same 409 or 410). Only this failure path reads Postgres.
-async fn or_archived(
-    state: &AppState,
-    user: &UserId,
-    id: ReservationId,
-    done: ReservationStatus,
-    result: Result<Reservation, ReservationError>,
-) -> Result<Result<Reservation, ReservationError>, ApiError> {
-    if !matches!(result, Err(ReservationError::NotFound)) {
-        return Ok(result);
-    }
-    let Some(archived) = archived_reservation(state, id).await?.filter(|archived| archived.user_id == user.as_str())
-    else {
-        return Ok(result);
-    };
-    Ok(match archived.status {
-        status if status == done => Ok(archived),
-        ReservationStatus::Confirmed => Err(ReservationError::NotHeld(NotHeldReason::Confirmed)),
-        ReservationStatus::Cancelled => Err(ReservationError::NotHeld(NotHeldReason::Cancelled)),
-        ReservationStatus::Expired => Err(ReservationError::Expired),
-        // Postgres says held but Redis has no record: Redis lost it (see `worker reconcile`).
-        ReservationStatus::Held => return Err(ApiError::unavailable("the reservation's live record is missing")),
-    })
-}
-
-/// Where `GET /reservations/{id}` looks once the Redis record is gone (24 h after the
-/// reservation ended): the pipeline's Postgres copy.
-async fn archived_reservation(state: &AppState, id: ReservationId) -> Result<Option<Reservation>, ApiError> {
-    crate::persistence::reservations::find_reservation(&state.database, id.uuid())
-        .await
-        .map_err(|error| ApiError::unavailable(format!("postgres: {error}")))
+    let reservation = state.service.reservation(&admitted, id).await?;
+    Ok(json::response(StatusCode::OK, &reservation))
 }

@@ -5,11 +5,10 @@ use hyper::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
 use super::{HandlerResult, RequestContext, json, page_query};
 use crate::contract::Reservation;
 use crate::http::state::AppState;
-use crate::persistence::reservations;
+use crate::service::Gate;
 
 /// The caller's reservations.
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,10 +34,8 @@ pub struct ReservationList {
     responses((status = 200, description = "The caller's reservations.", body = ReservationList)),
 )]
 pub async fn list_reservations(state: &AppState, request: RequestContext) -> HandlerResult {
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
+    let admitted = state.service.admit(&request.credentials(), Gate::User).await?;
     let limit = page_query(request.query.as_deref(), false)?.limit;
-    let reservations = reservations::list_reservations(&state.database, &caller.user_id, limit)
-        .await
-        .map_err(|error| ApiError::unavailable(format!("postgres: {error}")))?;
+    let reservations = state.service.list_reservations(&admitted, limit).await?;
     Ok(json::response(StatusCode::OK, &ReservationList { reservations }))
 }

@@ -1,21 +1,18 @@
 //! Handlers of the waiting room: its settings (admin), joining and polling the queue
-//! (user), and the pass check of `POST /reserve`.
+//! (user). The pass check of `POST /reserve` is the service layer's.
 
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::catalog::{catalog_error, event_id};
+use super::catalog::event_id;
 use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext};
 use crate::http::state::AppState;
-use crate::ids::CategoryId;
-use crate::ids::EventId;
-use crate::ids::UserId;
-use crate::stock::SaleWindow;
-use crate::waiting_room::{Joined, QueueStatus, Room, RoomChange, WaitingRoomError};
+use crate::service::Gate;
+use crate::waiting_room::{Joined, QueueStatus, Room, RoomChange};
 
 /// The request header carrying a queue pass.
 pub const QUEUE_PASS_HEADER: &str = "queue-pass";
@@ -36,28 +33,6 @@ pub struct WaitingRoomRequest {
 
 impl RequestBody for WaitingRoomRequest {
     const FIELDS: &'static [&'static str] = &["enabled", "admit_per_second", "pass_ttl_seconds"];
-}
-
-fn waiting_room_error(error: WaitingRoomError) -> ApiError {
-    match error {
-        WaitingRoomError::NotJoined => ApiError::NotFound("you have not joined this queue"),
-        WaitingRoomError::SaleClosed => ApiError::SaleClosed,
-        WaitingRoomError::Redis(error) => ApiError::unavailable(format!("redis: {error}")),
-        WaitingRoomError::Database(error) => ApiError::unavailable(format!("postgres: {error}")),
-        WaitingRoomError::UnexpectedReply { .. } => ApiError::internal(&error),
-    }
-}
-
-async fn sale_window(state: &AppState, event: EventId) -> Result<SaleWindow, ApiError> {
-    let event = state.catalog.event(event).await.map_err(catalog_error)?;
-    Ok(SaleWindow { starts_at: event.sale_starts_at, ends_at: event.sale_ends_at })
-}
-
-/// The sale window for a script that only uses it to create a room: a room that is on
-/// already exists in Redis with its window, so the busy paths skip the catalog; otherwise
-/// the catalog read also answers 404 for an unknown event.
-async fn window_unless_on(state: &AppState, event: EventId) -> Result<SaleWindow, ApiError> {
-    if state.waiting_rooms.is_on(event) { Ok(SaleWindow::default()) } else { sale_window(state, event).await }
 }
 
 fn room_response(room: &Room) -> HandlerResult {
@@ -87,14 +62,12 @@ fn status_response(code: StatusCode, status: &QueueStatus) -> HandlerResult {
     responses((status = 200, description = "The room as it is now.", body = Room)),
 )]
 pub async fn configure_waiting_room(state: &AppState, request: RequestContext) -> HandlerResult {
-    state.jwt.authenticate(request.header("authorization")).await?.require_admin()?;
+    let admin = state.service.admit(&request.credentials(), Gate::Admin).await?;
     let event = event_id(&request)?;
     let body: WaitingRoomRequest = json::parse(&request.headers, &request.body)?;
     let change =
         RoomChange::parse(body.enabled, body.admit_per_second, body.pass_ttl_seconds).map_err(ApiError::Validation)?;
-    let window = sale_window(state, event).await?;
-    let room = state.waiting_rooms.configure(event, window, change).await.map_err(waiting_room_error)?;
-    room_response(&room)
+    room_response(&state.service.configure_waiting_room(&admin, event, change).await?)
 }
 
 /// `GET /events/{id}/waiting-room` (public).
@@ -109,10 +82,7 @@ pub async fn configure_waiting_room(state: &AppState, request: RequestContext) -
     responses((status = 200, description = "The room.", body = Room)),
 )]
 pub async fn get_waiting_room(state: &AppState, request: RequestContext) -> HandlerResult {
-    let event = event_id(&request)?;
-    let window = window_unless_on(state, event).await?;
-    let room = state.waiting_rooms.room(event, window).await.map_err(waiting_room_error)?;
-    room_response(&room)
+    room_response(&state.service.waiting_room(event_id(&request)?).await?)
 }
 
 /// `POST /events/{id}/queue` (user).
@@ -135,11 +105,8 @@ pub async fn get_waiting_room(state: &AppState, request: RequestContext) -> Hand
     ),
 )]
 pub async fn join_queue(state: &AppState, request: RequestContext) -> HandlerResult {
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
-    state.user_rate_limit.check(&caller.user_id).await?;
-    let event = event_id(&request)?;
-    let window = window_unless_on(state, event).await?;
-    match state.waiting_rooms.join(&caller.user_id, event, window).await.map_err(waiting_room_error)? {
+    let admitted = state.service.admit(&request.credentials(), Gate::Join).await?;
+    match state.service.join_queue(&admitted, event_id(&request)?).await? {
         Joined::New(status) => status_response(StatusCode::CREATED, &status),
         Joined::Existing(status) => status_response(StatusCode::OK, &status),
     }
@@ -160,25 +127,7 @@ pub async fn join_queue(state: &AppState, request: RequestContext) -> HandlerRes
         headers(("Retry-After" = u64, description = "While waiting: seconds until polling again is useful.")))),
 )]
 pub async fn get_queue_status(state: &AppState, request: RequestContext) -> HandlerResult {
-    let caller = state.jwt.authenticate(request.header("authorization")).await?;
-    let event = event_id(&request)?;
-    let status = state.waiting_rooms.poll(&caller.user_id, event).await.map_err(waiting_room_error)?;
+    let admitted = state.service.admit(&request.credentials(), Gate::User).await?;
+    let status = state.service.queue_status(&admitted, event_id(&request)?).await?;
     status_response(StatusCode::OK, &status)
-}
-
-/// The reserve path's check: when `category`'s event has its room on (per this process's
-/// directory, confirmed in Redis before a refusal), the request needs a valid `Queue-Pass`
-/// of `user` for that event.
-pub async fn require_pass(
-    state: &AppState,
-    request: &RequestContext,
-    user: &UserId,
-    category: CategoryId,
-) -> Result<(), ApiError> {
-    let Some(event) = state.waiting_rooms.guard(category).await.map_err(waiting_room_error)? else { return Ok(()) };
-    match state.waiting_rooms.check_pass(request.header(QUEUE_PASS_HEADER), user, event).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(ApiError::QueuePassRequired),
-        Err(error) => Err(waiting_room_error(error)),
-    }
 }

@@ -68,7 +68,9 @@ pub const METRICS: &[MetricDescription] = &[
     counter("relay_publish_errors_total", "Failed publish attempts of the relay (retried)."),
     counter("relay_malformed_entries_total", "Outbox entries that could not be decoded, moved to the dead stream."),
     counter("relay_oversized_records_total", "Records the broker refused as too large, moved to the dead stream."),
-    gauge("availability_streams_open", "Open availability streams."),
+    gauge("availability_streams_open", "Open availability streams (SSE and gRPC)."),
+    counter("grpc_server_handled_total", "gRPC calls finished, by service, method and status code."),
+    histogram("grpc_server_handling_seconds", "Time from a gRPC call's arrival to its status (a stream's whole life)."),
     counter("availability_stream_messages_total", "Messages and keep-alive comments written to availability streams."),
     histogram(
         "availability_stream_delivery_delay_seconds",

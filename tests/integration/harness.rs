@@ -222,6 +222,8 @@ impl Isolation {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// `http://127.0.0.1:PORT` of the gRPC server, when the test turned it on.
+    pub grpc_url: Option<String>,
     /// HTTP client.
     pub client: Client,
     /// The test's isolation.
@@ -266,6 +268,7 @@ impl TestApp {
         let redis = connect_redis().await;
         Self {
             base_url: format!("http://{}", app.local_addr),
+            grpc_url: app.grpc_addr.map(|addr| format!("http://{addr}")),
             client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             isolation,
             shutdown,

@@ -17,6 +17,7 @@ mod deployment_hardening;
 mod documentation;
 mod durability;
 mod fuzz_findings;
+mod grpc;
 mod identity_provider;
 mod kubernetes;
 mod observability;
