@@ -337,6 +337,10 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
     let running = start(config, shutdown).await?;
     tracing::info!(addr = %running.local_addr, "api listening");
     println!("listening on http://{}", running.local_addr);
+    if let Some(addr) = running.grpc_addr {
+        tracing::info!(%addr, "gRPC listening");
+        println!("gRPC on {addr}");
+    }
     if let Some((admin, user)) = &running.dev_tokens {
         println!("dev mode: tokens valid for 24 h");
         println!("ADMIN_TOKEN={admin}");

@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{Credentials, Service};
+use crate::service::{Credentials, Service, ServiceError};
 use observe::{KnownMethods, ObserveLayer};
 use proto::stampede_admin_server::StampedeAdminServer;
 use proto::stampede_server::StampedeServer;
@@ -72,6 +72,15 @@ pub fn credentials<T>(request: &tonic::Request<T>) -> Credentials<'_> {
     let authorization = request.metadata().get("authorization").and_then(|value| value.to_str().ok());
     let client = request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
     Credentials { authorization, client }
+}
+
+/// A call's answer.
+type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// A call's answer from the service layer's result: the message, or its error mapped in
+/// the one place ([`status::status`]).
+fn answer<T>(result: Result<T, ServiceError>) -> Answer<T> {
+    result.map(tonic::Response::new).map_err(status::status)
 }
 
 /// Serves gRPC on `listener` until `shutdown` fires, then drains under

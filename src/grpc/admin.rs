@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
 use super::proto::stampede_admin_server::StampedeAdmin;
-use super::{convert, credentials, proto, status};
+use super::{Answer, answer, convert, credentials, proto};
 use crate::catalog::NewCategory;
 use crate::service::{Gate, Service, ServiceError};
 use crate::waiting_room::RoomChange;
@@ -20,12 +20,6 @@ impl StampedeAdminRpc {
     pub fn new(service: Arc<Service>) -> Self {
         Self { service }
     }
-}
-
-type Answer<T> = Result<Response<T>, Status>;
-
-fn answer<T>(result: Result<T, ServiceError>) -> Answer<T> {
-    result.map(Response::new).map_err(status::status)
 }
 
 #[tonic::async_trait]

@@ -34,7 +34,7 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Probes readiness every [`PROBE_INTERVAL`] and reports it, until `shutdown` fires;
+/// Probes readiness every second and reports it, until `shutdown` fires;
 /// turns `NOT_SERVING` at once when the service starts stopping.
 pub async fn follow_readiness(reporter: HealthReporter, service: Arc<Service>, shutdown: CancellationToken) {
     loop {

@@ -9,7 +9,7 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use super::proto::stampede_server::Stampede;
-use super::{convert, credentials, proto, status};
+use super::{Answer, answer, convert, credentials, proto, status};
 use crate::reservation::Confirmation;
 use crate::service::watch::Next;
 use crate::service::{Gate, Service, ServiceError};
@@ -24,13 +24,6 @@ impl StampedeRpc {
     pub fn new(service: Arc<Service>) -> Self {
         Self { service }
     }
-}
-
-type Answer<T> = Result<Response<T>, Status>;
-
-/// A call's answer: the message, or its error mapped in the one place.
-fn answer<T>(result: Result<T, ServiceError>) -> Answer<T> {
-    result.map(Response::new).map_err(status::status)
 }
 
 /// The messages of one `WatchAvailability` call.
