@@ -513,3 +513,33 @@ async fn a_client_deadline_ends_its_wait_but_a_sent_reserve_is_decided_and_count
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_call_in_flight_finish() {
+    // Goal: on shutdown the gRPC server stops taking calls but a confirm already running completes.
+    let (app, channel) = spawn(&["--payment-latency", "800ms"]).await;
+    let event = create_event(&channel, None).await;
+    let category = create_category(&channel, event, 5, 2).await;
+    let held = reserve(&channel, "ola", reserve_request(category, 1)).await.unwrap();
+    let paying = tokio::spawn({
+        let (channel, id) = (channel.clone(), held.id.clone());
+        async move { confirm(&channel, "ola", &id, "tok_ok", "").await }
+    });
+    // The confirm is in flight once its hold reads as paying in Redis.
+    let id = stampede::ids::CategoryId::new(category).unwrap();
+    let record = app.keys().hold(id, held.id.parse().unwrap());
+    crate::harness::wait_until(Duration::from_secs(5), "the payment starts", || {
+        let (mut redis, record) = (app.redis.clone(), record.clone());
+        async move {
+            let field = stampede::reservation::record_field::STATUS;
+            let status: Option<String> =
+                redis::cmd("HGET").arg(&record).arg(field).query_async(&mut redis).await.unwrap();
+            status.as_deref() == Some("paying")
+        }
+    })
+    .await;
+    app.shutdown.cancel();
+    let confirmed = paying.await.unwrap().expect("the call in flight finishes");
+    assert_eq!(confirmed.status(), proto::ReservationStatus::Confirmed);
+    app.stop().await;
+}
