@@ -16,9 +16,9 @@ use crate::auth::{Authenticator, ClaimRules, Jwt, KeySet, KeySetError, Role};
 use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
 use crate::config::{ApiConfig, DEV_JWT_SECRET, JwtSecretError, Secret};
+use crate::http;
 use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::state::AppState;
-use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
 use crate::infrastructure::replication::ReplicaAckOptions;
 use crate::infrastructure::{self, RedisTarget, connect_redis_to};
@@ -26,11 +26,13 @@ use crate::kafka::KafkaSecurity;
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
 use crate::rate_limit::{UserRateLimit, UserRateOptions};
+use crate::relay::publisher::PublisherOptions;
 use crate::relay::{self, RelayOptions};
+use crate::reservation::PAYMENT_WINDOW_MARGIN;
 use crate::reservation::admission::Admission;
-use crate::reservation::engine::PAYMENT_WINDOW_MARGIN;
 use crate::reservation::reaper::{Reaper, ReaperOptions};
 use crate::reservation::{EngineOptions, ReservationEngine};
+use crate::server::ServerOptions;
 use crate::stock::Stock;
 use crate::telemetry;
 use crate::waiting_room::pass::{PassKeys, PassKeysError};
@@ -120,7 +122,7 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     };
     let jwt = authenticator(&config, secret.as_ref()).await?;
     let kafka_security = KafkaSecurity::from_config(&config.shared)?;
-    let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config, kafka_security)).transpose()?;
+    let relay_options = config.relay_enabled.then(|| relay_options(&config, kafka_security)).transpose()?;
     let redis_target = RedisTarget::from_config(&config.shared)?;
     let database =
         infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
@@ -228,7 +230,7 @@ async fn serve_until_shutdown(
     }
     background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
     background.spawn(state.waiting_rooms.clone().run_refresher(shutdown.clone()));
-    background.spawn(telemetry::sampler::run(
+    background.spawn(crate::stock::sampler::run(
         state.redis.clone(),
         state.keys.clone(),
         state.metrics.clone(),
@@ -306,4 +308,38 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
     }
     running.wait().await;
     Ok(())
+}
+
+/// The relay's options from the API configuration, checked by [`RelayOptions::validated`].
+fn relay_options(config: &ApiConfig, security: KafkaSecurity) -> Result<RelayOptions, relay::RelayConfigError> {
+    RelayOptions {
+        publisher: PublisherOptions {
+            brokers: config.shared.kafka_brokers.clone(),
+            security,
+            topic: config.shared.kafka_topic.clone(),
+            partitions: config.shared.kafka_partitions,
+            timeout: config.relay_publish_timeout,
+            produce_bytes_max: config.relay_produce_bytes_max as usize,
+        },
+        batch_records_max: config.relay_batch_records_max,
+        linger: config.relay_linger,
+        idle_interval: config.relay_idle_interval.max(config.relay_linger),
+        lease_ttl: config.relay_lease_ttl,
+        backoff_max: config.relay_backoff_max,
+    }
+    .validated()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_lease_must_outlive_the_slowest_round() {
+        let config = ApiConfig::parse_from(["api"]);
+        assert!(relay_options(&config, KafkaSecurity::plain()).is_ok());
+        let config = ApiConfig::parse_from(["api", "--relay-lease-ttl", "5s", "--relay-publish-timeout", "5s"]);
+        assert!(relay_options(&config, KafkaSecurity::plain()).is_err());
+    }
 }

@@ -6,6 +6,20 @@
 //! (`pending` until provisioning finishes, then `open`). A seated category's stock also
 //! has `seated = 1` and its seat keys (see [`crate::seating`]); its quota is its number
 //! of seats, and the counters move with the seats.
+//!
+//! # Who writes the stock hash
+//! Not only this module: Lua scripts of three modules write it, each keeping `available
+//! + held + sold == quota`:
+//! - `stock`: `create_stock.lua` (the hash, pending) and `open_stock.lua` (`state open`);
+//! - `reservation`: `reserve.lua` and `reserve_seats.lua` (available to held),
+//!   `finish_payment.lua` (held to sold), and the prelude's `release` run by `cancel.lua`,
+//!   `expire.lua` and `finish_payment.lua` (held back to available);
+//! - `worker` (reconcile `--repair`): `repair_stock.lua` (a missing stock rebuilt from
+//!   Postgres) and `restore_sale.lua` (a sale a failover took back).
+//!
+//! [`sampler`] reads it (with the outbox length) into the `stock_*` gauges.
+
+pub mod sampler;
 
 use crate::infrastructure::RedisConnection;
 use chrono::{DateTime, Utc};
@@ -21,6 +35,9 @@ use crate::seating::SeatMap;
 
 lua_script!(CREATE_STOCK, "create_stock", "stock/create_stock.lua");
 lua_script!(OPEN_STOCK, "open_stock", "stock/open_stock.lua");
+
+/// Largest quota of one category: every stock counter stays far from overflow.
+pub const QUOTA_MAX: i64 = 10_000_000;
 
 /// Why a stock operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +71,22 @@ impl Levels {
 }
 
 /// A sale window: reservations are accepted from `starts_at` until `ends_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct SaleWindow {
     /// Opening time, or always open.
+    #[sqlx(rename = "sale_starts_at")]
     pub starts_at: Option<DateTime<Utc>>,
     /// Closing time, or never closing.
+    #[sqlx(rename = "sale_ends_at")]
     pub ends_at: Option<DateTime<Utc>>,
 }
 
-/// The terms a category's stock is created with.
-#[derive(Debug, Clone, PartialEq)]
+/// The terms a category's stock is created with (and rebuilt with: `worker reconcile
+/// --repair` reads them from Postgres, hence the row mapping).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StockTerms {
     /// The category.
+    #[sqlx(rename = "id", try_from = "i64")]
     pub category_id: CategoryId,
     /// Its event.
     pub event_id: i64,
@@ -78,6 +99,7 @@ pub struct StockTerms {
     /// Currency code.
     pub currency: String,
     /// When reservations are accepted.
+    #[sqlx(flatten)]
     pub sale_window: SaleWindow,
     /// The seat map of a seated category (its quota is the map's number of seats).
     pub seat_map: Option<SeatMap>,

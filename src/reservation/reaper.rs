@@ -23,7 +23,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::engine::{ReservationEngine, ReservationError, with_prelude};
+use super::engine::ReservationEngine;
+use super::error::ReservationError;
+use super::record::with_prelude;
 use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;

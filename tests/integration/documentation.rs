@@ -275,7 +275,7 @@ async fn sampler_sets_stock_and_outbox_gauges_from_redis() {
             .await
             .unwrap();
     }
-    let sampled = telemetry::sampler::sample(&mut redis, &keys).await.unwrap();
+    let sampled = stampede::stock::sampler::sample(&mut redis, &keys).await.unwrap();
     assert_eq!(sampled, 1);
     let text = handle.render();
     let label = format!("category=\"{id}\"");

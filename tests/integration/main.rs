@@ -16,6 +16,7 @@ mod deployment;
 mod deployment_hardening;
 mod documentation;
 mod durability;
+mod engine_support;
 mod fuzz_findings;
 mod identity_provider;
 mod kubernetes;

@@ -11,8 +11,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use stampede::ids::{CategoryId, ReservationId, UserId};
 use stampede::payment::{AttemptId, Charge, PaymentGateway, PaymentToken};
+use stampede::reservation::PaymentStart;
 use stampede::reservation::ReservationError;
-use stampede::reservation::engine::PaymentStart;
 use stampede::reservation::reaper::{Reaper, ReaperOptions};
 
 use crate::harness::{TestApp, assert_problem, user_token, wait_until};

@@ -15,6 +15,7 @@ use stampede::reservation::idempotency::IdempotencyKey;
 use stampede::reservation::{EngineOptions, NewReservation, ReservationEngine, ReservationError};
 use uuid::Uuid;
 
+use crate::engine_support::outbox_events;
 use crate::harness::{TestApp, metric_value, user_token};
 use crate::operations::{read_address, spawn_api};
 use crate::reservation_support::{engine, gateway, levels, sale};
@@ -96,10 +97,8 @@ async fn end_state(app: &TestApp, engine: &ReservationEngine, category: i64) -> 
     let holders: HashMap<String, i64> = app.redis.clone().hgetall(app.keys().holders(id)).await.unwrap();
     let mut holders: Vec<(String, i64)> = holders.into_iter().collect();
     holders.sort();
-    let events: Vec<String> = engine
-        .outbox_events(id)
+    let events: Vec<String> = outbox_events(engine, id)
         .await
-        .unwrap()
         .iter()
         .map(|event| {
             let hold = &event.reservation;

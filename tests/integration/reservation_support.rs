@@ -22,6 +22,7 @@ use stampede::reservation::{
 use stampede::stock::Levels;
 use uuid::Uuid;
 
+use crate::engine_support::outbox_events;
 use crate::harness::{TestApp, admin_token, unique_name, user_token, wait_until};
 
 /// Price of every test category (`TestApp::create_category`).
@@ -140,7 +141,7 @@ struct Snapshot {
 async fn snapshot(app: &TestApp, category: i64) -> Snapshot {
     let engine = engine(app, Duration::from_secs(1));
     let category_id = CategoryId::new(category).unwrap();
-    let events = engine.outbox_events(category_id).await.unwrap();
+    let events = outbox_events(&engine, category_id).await;
     let mut statuses = HashMap::new();
     for id in events.iter().map(|event| event.reservation.id).collect::<HashSet<_>>() {
         let reservation = engine.get(ReservationId::from_uuid(id).unwrap()).await.unwrap().expect("record exists");
