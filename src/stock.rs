@@ -105,6 +105,22 @@ pub struct StockTerms {
     pub seat_map: Option<SeatMap>,
 }
 
+impl StockTerms {
+    /// Adds the terms as the first arguments of a script that writes a whole stock
+    /// (`create_stock.lua`, and `repair_stock.lua` of `worker reconcile --repair`): event,
+    /// quota, per-user cap, price, currency, sale start and end.
+    pub fn add_arguments(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .arg(self.event_id)
+            .arg(self.quota)
+            .arg(self.max_per_user)
+            .arg(self.price)
+            .arg(&self.currency)
+            .arg(milliseconds::optional_text(self.sale_window.starts_at))
+            .arg(milliseconds::optional_text(self.sale_window.ends_at));
+    }
+}
+
 /// Category ids added to the registry per command by [`Stock::register`].
 const REGISTER_CHUNK_MEMBERS: usize = 1000;
 
@@ -133,14 +149,7 @@ impl Stock {
                 invocation.key(key);
             }
         }
-        invocation
-            .arg(terms.event_id)
-            .arg(terms.quota)
-            .arg(terms.max_per_user)
-            .arg(terms.price)
-            .arg(&terms.currency)
-            .arg(milliseconds::optional_text(terms.sale_window.starts_at))
-            .arg(milliseconds::optional_text(terms.sale_window.ends_at));
+        terms.add_arguments(&mut invocation);
         if let Some(map) = &terms.seat_map {
             invocation.arg(map.sizes_u16());
             for row in map.rows() {

@@ -48,17 +48,8 @@ pub async fn repair(
         open.iter().filter(|reservation| reservation.status == ReservationStatus::Held).collect();
     let mut invocation = REPAIR_STOCK.prepare();
     invocation.key(keys.stock(category)).key(keys.holders(category)).key(keys.deadlines(category));
-    invocation
-        .arg(terms.event_id)
-        .arg(terms.quota)
-        .arg(terms.max_per_user)
-        .arg(terms.price)
-        .arg(&terms.currency)
-        .arg(milliseconds::optional_text(terms.sale_window.starts_at))
-        .arg(milliseconds::optional_text(terms.sale_window.ends_at))
-        .arg(sold)
-        .arg(holders.len())
-        .arg(terms.seat_map.as_ref().map(SeatMap::sizes_u16).unwrap_or_default());
+    terms.add_arguments(&mut invocation);
+    invocation.arg(sold).arg(holders.len()).arg(terms.seat_map.as_ref().map(SeatMap::sizes_u16).unwrap_or_default());
     for (user, tickets) in &holders {
         invocation.arg(*user).arg(*tickets);
     }
