@@ -12,7 +12,8 @@
 //!
 //! # Layout
 //! - [`engine`]: the engine (Redis, keyspace, gateway, options); cancel and read.
-//! - [`reserve`]: the reserve path and its reply parsing.
+//! - [`reserve`]: the reserve path.
+//! - [`reserve_reply`]: a reserve script's reply, parsed once into a typed outcome.
 //! - [`confirm`]: confirm with a payment, in four steps.
 //! - [`error`]: every way an operation fails, and the refusals of a reserve.
 //! - [`record`]: the hold record's layout, its one Rust writer and reader, and the
@@ -33,6 +34,7 @@ pub mod idempotency;
 pub mod reaper;
 pub mod record;
 pub mod reserve;
+pub mod reserve_reply;
 pub mod sold_out;
 
 use uuid::Uuid;

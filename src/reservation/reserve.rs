@@ -5,17 +5,16 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use uuid::Uuid;
-
 use super::NewReservation;
-use super::engine::{ReservationEngine, count_replay, outcome, unexpected};
+use super::engine::{ReservationEngine, count_replay, unexpected};
 use super::error::{Refusal, ReservationError};
-use super::group_commit::{ReserveCall, ReserveReply};
+use super::group_commit::ReserveCall;
 use super::idempotency::{
     IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, RequestFingerprint, outcome_key,
 };
 use super::record::with_prelude;
-use crate::contract::{Reservation, ReservationStatus, seat_list};
+use super::reserve_reply::{Hold, ReserveOutcome, ReserveReply};
+use crate::contract::{Reservation, ReservationStatus};
 use crate::ids::UserId;
 use crate::milliseconds;
 use crate::outbox::{self, EventType};
@@ -135,11 +134,11 @@ impl ReservationEngine {
         let mut call = call.clone();
         let mut seated = call.request.seats != SeatSelection::Any;
         for draw in 1..=ID_DRAWS_MAX {
-            if outcome(&reply) == Some("seated") {
+            if reply.outcome == ReserveOutcome::Seated {
                 seated = true;
                 reply = self.run_reserve_seats(&call).await?;
             }
-            if outcome(&reply) != Some("id_taken") || draw == ID_DRAWS_MAX {
+            if reply.outcome != ReserveOutcome::IdTaken || draw == ID_DRAWS_MAX {
                 break;
             }
             metrics::counter!("reservation_id_collisions_total").increment(1);
@@ -155,7 +154,7 @@ impl ReservationEngine {
 
     /// One run of `reserve_seats.lua` (a seated category: its extra keys are the seat keys
     /// and its extra arguments the mode and the named seats).
-    async fn run_reserve_seats(&self, call: &ReserveCall) -> Result<Vec<Option<String>>, ReservationError> {
+    async fn run_reserve_seats(&self, call: &ReserveCall) -> Result<ReserveReply, ReservationError> {
         let ReserveCall { user, request, id, idempotency } = call;
         let category = request.category;
         let mut invocation = RESERVE_SEATS.prepare();
@@ -188,60 +187,58 @@ impl ReservationEngine {
         }
         let sent_at = Instant::now();
         let reply: Vec<Option<String>> = RESERVE_SEATS.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
+        let reply = ReserveReply::parse(&reply);
         self.sold_out.learn_from_reply(request, sent_at, &reply);
         Ok(reply)
     }
 }
 
+/// The answer to a reserve from its parsed reply.
 fn reserve_reply(
     user: &UserId,
     request: &NewReservation,
-    reply: &[Option<String>],
+    reply: &ReserveReply,
 ) -> Result<Reservation, ReservationError> {
-    if reply.get(1).and_then(Option::as_deref) == Some("1") {
+    if reply.replayed {
         count_replay(IdempotentOperation::Reserve);
     }
     let category = request.category;
-    match outcome(reply) {
-        Some("held") => held_reservation(user, request, reply).ok_or_else(|| unexpected("reserve", reply)),
-        Some("key_reused") => Err(ReservationError::KeyReused),
-        Some("stock_missing") => Err(ReservationError::StockMissing(category)),
-        Some("stock_pending") => Err(ReservationError::StockNotOpen(category)),
-        Some("outbox_backlog") => Err(ReservationError::OutboxBacklog(category)),
-        Some("seat_taken") => Err(ReservationError::SeatTaken(listed_seats(reply))),
-        Some("unknown_seats") => Err(ReservationError::UnknownSeats(listed_seats(reply))),
-        Some(code) => Err(Refusal::parse(code).map_or_else(|| unexpected("reserve", reply), ReservationError::Refused)),
-        None => Err(unexpected("reserve", reply)),
+    match &reply.outcome {
+        ReserveOutcome::Held(hold) => Ok(held_reservation(user, request, hold)),
+        ReserveOutcome::KeyReused => Err(ReservationError::KeyReused),
+        ReserveOutcome::StockMissing => Err(ReservationError::StockMissing(category)),
+        ReserveOutcome::StockPending => Err(ReservationError::StockNotOpen(category)),
+        ReserveOutcome::OutboxBacklog => Err(ReservationError::OutboxBacklog(category)),
+        ReserveOutcome::SeatTaken(seats) => Err(ReservationError::SeatTaken(seats.clone())),
+        ReserveOutcome::UnknownSeats(seats) => Err(ReservationError::UnknownSeats(seats.clone())),
+        ReserveOutcome::Refused(refusal) => Err(ReservationError::Refused(*refusal)),
+        ReserveOutcome::Seated | ReserveOutcome::IdTaken => {
+            Err(ReservationError::UnexpectedReply { script: "reserve", reply: format!("{:?}", reply.outcome) })
+        }
+        ReserveOutcome::Unexpected(text) => {
+            Err(ReservationError::UnexpectedReply { script: "reserve", reply: text.clone() })
+        }
     }
 }
 
-/// The seats a refusal lists (`seat_taken`, `unknown_seats`): the reply's third item.
-fn listed_seats(reply: &[Option<String>]) -> Vec<String> {
-    reply.get(2).and_then(Option::as_deref).and_then(seat_list).unwrap_or_default()
-}
-
 /// The 201 body of a hold, built the same way for the first answer and every replay, so
-/// a replay is byte for byte the first response. A seated hold's reply ends with its seats.
-fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<String>]) -> Option<Reservation> {
-    let [_, _, Some(id), Some(event_id), Some(amount), Some(currency), Some(created), Some(expires), rest @ ..] = reply
-    else {
-        return None;
-    };
-    Some(Reservation {
-        id: Uuid::try_parse(id).ok()?,
+/// a replay is byte for byte the first response.
+fn held_reservation(user: &UserId, request: &NewReservation, hold: &Hold) -> Reservation {
+    Reservation {
+        id: hold.id,
         status: ReservationStatus::Held,
-        event_id: event_id.parse().ok()?,
+        event_id: hold.event_id,
         category_id: request.category.get(),
         user_id: user.as_str().to_owned(),
         quantity: request.quantity.get(),
-        amount: amount.parse().ok()?,
-        currency: currency.clone(),
-        created_at: milliseconds::to_time(created.parse().ok()?),
-        expires_at: milliseconds::to_time(expires.parse().ok()?),
+        amount: hold.amount,
+        currency: hold.currency.clone(),
+        created_at: milliseconds::to_time(hold.created_at_ms),
+        expires_at: milliseconds::to_time(hold.expires_at_ms),
         confirmed_at: None,
         payment_id: None,
-        seats: rest.first().and_then(Option::as_deref).and_then(seat_list),
-    })
+        seats: hold.seats.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -260,8 +257,8 @@ mod tests {
                 .map(|field| Some(field.to_string()))
                 .collect()
         };
-        let first = reserve_reply(&user, &request, &reply("0")).unwrap();
-        let replay = reserve_reply(&user, &request, &reply("1")).unwrap();
+        let first = reserve_reply(&user, &request, &ReserveReply::parse(&reply("0"))).unwrap();
+        let replay = reserve_reply(&user, &request, &ReserveReply::parse(&reply("1"))).unwrap();
         assert_eq!(serde_json::to_vec(&first).unwrap(), serde_json::to_vec(&replay).unwrap());
         assert_eq!((first.event_id, first.category_id, first.amount), (3, 7, 2000));
     }
@@ -272,19 +269,19 @@ mod tests {
         let request = NewReservation::parse(Some(7), Some(2), None).unwrap();
         let reply = |code: &str| vec![Some(code.to_owned()), Some("0".to_owned())];
         assert!(matches!(
-            reserve_reply(&user, &request, &reply("sold_out")),
+            reserve_reply(&user, &request, &ReserveReply::parse(&reply("sold_out"))),
             Err(ReservationError::Refused(Refusal::SoldOut))
         ));
         assert!(matches!(
-            reserve_reply(&user, &request, &reply("outbox_backlog")),
+            reserve_reply(&user, &request, &ReserveReply::parse(&reply("outbox_backlog"))),
             Err(ReservationError::OutboxBacklog(_))
         ));
         assert!(matches!(
-            reserve_reply(&user, &request, &reply("stock_missing")),
+            reserve_reply(&user, &request, &ReserveReply::parse(&reply("stock_missing"))),
             Err(ReservationError::StockMissing(_))
         ));
         assert!(matches!(
-            reserve_reply(&user, &request, &reply("nonsense")),
+            reserve_reply(&user, &request, &ReserveReply::parse(&reply("nonsense"))),
             Err(ReservationError::UnexpectedReply { .. })
         ));
     }
