@@ -707,6 +707,7 @@ async fn repair(
         open.iter().filter(|reservation| reservation.status == ReservationStatus::Held).collect();
     let mut invocation = REPAIR_STOCK.prepare();
     invocation.key(keys.stock(category)).key(keys.holders(category)).key(keys.deadlines(category));
+    invocation.key(&keys.seat_keys(category));
     invocation
         .arg(terms.event_id)
         .arg(terms.quota)
