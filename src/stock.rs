@@ -31,9 +31,12 @@ use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::lua_script;
 use crate::milliseconds;
-use crate::seating::SeatMap;
+use crate::script::LuaScript;
+use crate::seating::{self, SeatMap};
 
-lua_script!(CREATE_STOCK, "create_stock", "stock/create_stock.lua");
+static CREATE_STOCK: std::sync::LazyLock<LuaScript> = std::sync::LazyLock::new(|| {
+    LuaScript::with_preludes("create_stock", &[seating::PRELUDE], include_str!("stock/create_stock.lua"))
+});
 lua_script!(OPEN_STOCK, "open_stock", "stock/open_stock.lua");
 
 /// Largest quota of one category: every stock counter stays far from overflow.

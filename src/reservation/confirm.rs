@@ -267,6 +267,7 @@ impl ReservationEngine {
             .key(self.keys.outbox(category))
             .key(self.keys.voids(category))
             .key(self.keys.holders(category))
+            .key(&self.keys.seat_keys(category))
             .arg(id.to_string())
             .arg(attempt.to_string())
             .arg(payment_id.as_str())

@@ -190,6 +190,7 @@ impl ReservationEngine {
             .key(self.keys.deadlines(category))
             .key(self.keys.holders(category))
             .key(self.keys.outbox(category))
+            .key(&self.keys.seat_keys(category))
             .arg(id.to_string())
             .arg(user.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))

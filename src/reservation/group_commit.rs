@@ -38,12 +38,18 @@ use crate::infrastructure::RedisConnection;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
 use crate::outbox::{self, EventType};
+use crate::script::LuaScript;
 
 /// Items of `reserve.lua`'s reply per request (its `REPLY_ITEMS`).
 pub const REPLY_ITEMS: usize = 9;
 
 // The hot path runs without the prelude, whose top level Redis would run on every call.
-crate::lua_script!(RESERVE, "reserve", "reserve.lua");
+/// What `reserve.lua` and `reserve_seats.lua` share: the stock read, the sale checks, the
+/// idempotency record of a reserve and the `reserved` outbox entry.
+pub(crate) const RESERVE_PRELUDE: &str = include_str!("reserve_prelude.lua");
+
+static RESERVE: std::sync::LazyLock<LuaScript> =
+    std::sync::LazyLock::new(|| LuaScript::with_preludes("reserve", &[RESERVE_PRELUDE], include_str!("reserve.lua")));
 
 /// One counted reserve, ready for `reserve.lua`.
 #[derive(Debug, Clone)]

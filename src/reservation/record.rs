@@ -13,26 +13,40 @@ use crate::script::LuaScript;
 /// Helpers the reservation scripts start with.
 const PRELUDE: &str = include_str!("prelude.lua");
 
-/// A reservation script: the hold-record layout, the prelude, then the script's own file.
+/// A reservation script: the common and seating preludes, the hold-record layout, the
+/// reservation prelude, then the script's own file.
 pub(crate) fn with_prelude(name: &'static str, body: &str) -> LuaScript {
-    with_record_layout(name, &format!("{PRELUDE}{body}"))
+    LuaScript::with_preludes(name, &[crate::seating::PRELUDE, &record_fields_lua(), PRELUDE], body)
 }
 
-/// A script that starts with the hold-record layout's Lua definitions
-/// ([`record_fields_lua`]), for one that writes records without the prelude.
+/// A script that starts with the common and seating preludes and the hold-record
+/// layout's Lua definitions ([`record_fields_lua`]), for one that writes records without
+/// the reservation prelude.
 pub(crate) fn with_record_layout(name: &'static str, body: &str) -> LuaScript {
-    LuaScript::new(name, &format!("{}{body}", record_fields_lua()))
+    LuaScript::with_preludes(name, &[crate::seating::PRELUDE, &record_fields_lua()], body)
 }
 
 /// The Lua definitions of the hold-record layout that every prelude script (and
-/// `repair_stock`) starts with: [`RECORD_FIELDS`], and `FIELD`, each field's stored name
-/// by its meaning (the legacy names of [`LEGACY_RECORD_FIELDS`]).
+/// `repair_stock`) starts with: [`RECORD_FIELDS`]; `FIELD`, each field's stored name
+/// by its meaning (the legacy names of [`LEGACY_RECORD_FIELDS`]); and `RECORD`, each
+/// field's position in [`RECORD_FIELDS`] (from 1) by its meaning, for a record read in
+/// that order.
 fn record_fields_lua() -> String {
     let quoted: Vec<String> = RECORD_FIELDS.iter().map(|field| format!("'{field}'")).collect();
     let stored = RECORD_FIELDS.iter().chain(&PAYMENT_FIELDS);
     let named: Vec<String> =
         LEGACY_RECORD_FIELDS.iter().zip(stored).map(|(meaning, field)| format!("{meaning} = '{field}'")).collect();
-    format!("local RECORD_FIELDS = {{{}}}\nlocal FIELD = {{{}}}\n", quoted.join(", "), named.join(", "))
+    let positions: Vec<String> = LEGACY_RECORD_FIELDS[..RECORD_FIELDS.len()]
+        .iter()
+        .enumerate()
+        .map(|(index, meaning)| format!("{meaning} = {}", index + 1))
+        .collect();
+    format!(
+        "local RECORD_FIELDS = {{{}}}\nlocal FIELD = {{{}}}\nlocal RECORD = {{{}}}\n",
+        quoted.join(", "),
+        named.join(", "),
+        positions.join(", ")
+    )
 }
 
 /// A script that answers the hold-record layout the prelude scripts run with, so a
@@ -301,7 +315,9 @@ mod tests {
             "local RECORD_FIELDS = {'s', 'u', 'e', 'c', 'q', 'a', 'm', 'tc', 'tx', 'tf', 'p', 'n'}\n\
              local FIELD = {status = 's', user_id = 'u', event_id = 'e', category_id = 'c', quantity = 'q', \
              amount = 'a', currency = 'm', created_at_ms = 'tc', expires_at_ms = 'tx', confirmed_at_ms = 'tf', \
-             payment_id = 'p', seats = 'n', attempt = 'pa', paying_until_ms = 'tp', payment_key = 'pk'}\n"
+             payment_id = 'p', seats = 'n', attempt = 'pa', paying_until_ms = 'tp', payment_key = 'pk'}\n\
+             local RECORD = {status = 1, user_id = 2, event_id = 3, category_id = 4, quantity = 5, amount = 6, \
+             currency = 7, created_at_ms = 8, expires_at_ms = 9, confirmed_at_ms = 10, payment_id = 11, seats = 12}\n"
         );
     }
 
@@ -309,8 +325,11 @@ mod tests {
     fn reserve_writes_the_outbox_entry_of_the_prelude() {
         let expected = ["event", "user_id", "payment_id", "seats"];
         assert_eq!(outbox_fields(PRELUDE), expected);
-        assert_eq!(outbox_fields(include_str!("reserve_seats.lua")), expected);
-        // A counted hold has no seats: its entry leaves the field out.
-        assert_eq!(outbox_fields(include_str!("reserve.lua")), expected[..3]);
+        // The reserve prelude's entry: a seated hold's first, then a counted one's, which
+        // has no seats and leaves the field out.
+        let reserve_prelude = super::super::group_commit::RESERVE_PRELUDE;
+        assert_eq!(outbox_fields(reserve_prelude), expected);
+        let counted = &reserve_prelude[reserve_prelude.find("redis.call('XADD',").unwrap() + 1..];
+        assert_eq!(outbox_fields(counted), expected[..3]);
     }
 }

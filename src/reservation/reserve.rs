@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::NewReservation;
 use super::engine::{ReservationEngine, count_replay, unexpected};
 use super::error::{Refusal, ReservationError};
-use super::group_commit::ReserveCall;
+use super::group_commit::{RESERVE_PRELUDE, ReserveCall};
 use super::idempotency::{
     IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotencyKey, IdempotentOperation, RequestFingerprint, outcome_key,
 };
@@ -19,10 +19,14 @@ use crate::ids::UserId;
 use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::script::LuaScript;
-use crate::seating::{SeatName, SeatSelection};
+use crate::seating::{SEATS_PER_REQUEST_MAX, SeatName, SeatSelection};
 
-static RESERVE_SEATS: LazyLock<LuaScript> =
-    LazyLock::new(|| with_prelude("reserve_seats", include_str!("reserve_seats.lua")));
+/// `reserve_seats.lua` after the reserve prelude and its limit, which has one definition:
+/// [`SEATS_PER_REQUEST_MAX`].
+static RESERVE_SEATS: LazyLock<LuaScript> = LazyLock::new(|| {
+    let limit = format!("local SEATS_PER_REQUEST_MAX = {SEATS_PER_REQUEST_MAX}\n");
+    with_prelude("reserve_seats", &format!("{RESERVE_PRELUDE}\n{limit}{}", include_str!("reserve_seats.lua")))
+});
 
 /// Most ids one reserve draws: a script answers `id_taken` when the drawn id names another
 /// request's hold, and a fresh draw colliding again is beyond any real chance.

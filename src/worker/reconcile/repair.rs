@@ -48,6 +48,7 @@ pub async fn repair(
         open.iter().filter(|reservation| reservation.status == ReservationStatus::Held).collect();
     let mut invocation = REPAIR_STOCK.prepare();
     invocation.key(keys.stock(category)).key(keys.holders(category)).key(keys.deadlines(category));
+    invocation.key(&keys.seat_keys(category));
     terms.add_arguments(&mut invocation);
     invocation.arg(sold).arg(holders.len()).arg(terms.seat_map.as_ref().map(SeatMap::sizes_u16).unwrap_or_default());
     for (user, tickets) in &holders {

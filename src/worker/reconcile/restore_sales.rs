@@ -104,6 +104,7 @@ pub async fn restore(
             .key(keys.hold(category, reservation.id))
             .key(keys.deadlines(category))
             .key(keys.holders(category))
+            .key(&keys.seat_keys(category))
             .arg(reservation.id.to_string())
             .arg(&reservation.user_id)
             .arg(reservation.quantity)
