@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
-use crate::reservation_support::{
+use crate::support::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
+use crate::support::reservation::{
     PRICE, assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, read,
     reserve_as, sale, sale_in_window, standing_charges, to_legacy_layout, user, wait_until_paying,
 };
