@@ -1,6 +1,6 @@
 //! Reserve, confirm, cancel and read: the flash sale, ownership, payments, the per-user
 //! cap, the sale window and bad input. Every test ends with the consistency check of
-//! `reservation_support` (conservation, one event per state change, in order).
+//! `support::reservation` (conservation, one event per state change, in order).
 
 use std::collections::HashMap;
 use std::time::Duration;
