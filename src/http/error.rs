@@ -102,7 +102,9 @@ pub enum ApiError {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"type": "urn:stampede:problem:sold_out", "title": "Sold out", "status": 409,
+// (The example is replaced in the served document by `ApiError::SoldOut`'s real problem; this one
+// matches it, title included: the title is the status's reason phrase.)
+#[schema(example = json!({"type": "urn:stampede:problem:sold_out", "title": "Conflict", "status": 409,
     "code": "sold_out", "detail": "not enough tickets left"}))]
 pub struct Problem {
     /// A URI naming the problem type (`urn:stampede:problem:<code>`).

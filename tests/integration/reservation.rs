@@ -1,6 +1,6 @@
 //! Reserve, confirm, cancel and read: the flash sale, ownership, payments, the per-user
 //! cap, the sale window and bad input. Every test ends with the consistency check of
-//! `reservation_support` (conservation, one event per state change, in order).
+//! `support::reservation` (conservation, one event per state change, in order).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::engine_support::outbox_events;
-use crate::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
-use crate::reservation_support::{
+use crate::support::engine::outbox_events;
+use crate::support::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
+use crate::support::reservation::{
     PRICE, assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, read,
     reserve_as, sale, sale_in_window, standing_charges, to_legacy_layout, user, wait_until_paying,
 };

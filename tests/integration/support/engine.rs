@@ -1,5 +1,5 @@
 //! Test-only reads of what the engine wrote (moved out of the engine, which has no use for
-//! them): every event in a category's outbox. Kept apart from the shared test support.
+//! them): every event in a category's outbox.
 
 use stampede::ids::CategoryId;
 use stampede::outbox::{self, ReservationEvent};
