@@ -14,7 +14,7 @@
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
 //! - [`grpc`]: the gRPC front (tonic): `stampede.v1.Stampede` and `StampedeAdmin` over the service layer, health, reflection, its bounds and metrics.
-//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
+//! - [`http`]: the HTTP front: router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
 //! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster, plain or TLS), the Postgres pool and migrations, TLS client settings.
 //! - [`kafka`]: broker connections (TLS, SASL), topic creation and the key-to-partition rule.
@@ -29,10 +29,11 @@
 //! - [`retry`]: capped exponential backoff for loops that retry a dependency.
 //! - [`script`]: Lua scripts loaded from files and run by name.
 //! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
+//! - [`server`]: the accept loop of every HTTP endpoint (API and worker metrics), its connection limits and per-connection deadlines.
 //! - [`service`]: the transport-neutral service layer both fronts call: admission, authentication, idempotency keys, queue passes, the confirm task, the archive fallback, outcome metrics, stream bounds, readiness, and one error enum.
 //! - [`shutdown`]: signals to a cancellation token.
-//! - [`stock`]: live stock levels and the conservation check.
-//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and the Redis gauge sampler.
+//! - [`stock`]: live stock levels, the conservation check and the gauge sampler. The stock hash is written by Lua scripts of three modules: `stock` (create, open), `reservation` (reserve, confirm, release) and `worker` (reconcile's repair and restore).
+//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and its upkeep.
 //! - [`validation`]: field errors for 422 responses.
 //! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, partition leases shared by the workers, migrate and reconcile.
@@ -62,6 +63,7 @@ pub mod reservation;
 pub mod retry;
 pub mod script;
 pub mod seating;
+pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod stock;

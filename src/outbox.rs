@@ -15,7 +15,7 @@
 //!   in a counted category).
 //!
 //! [`entry_fields`] writes this entry in Rust (for tests and tools); the Lua scripts
-//! write the same (`prelude.lua` `append_event`, and `reserve.lua` inline).
+//! write the same (`prelude.lua` `append_event`, and `reserve_prelude.lua` `append_reserved`).
 //!
 //! # Event ids
 //! A reservation has at most one event of each type, so the event id is the

@@ -32,12 +32,8 @@ pub fn code(error: &ServiceError) -> Code {
         ServiceError::Forbidden | ServiceError::QueuePassRequired => Code::PermissionDenied,
         ServiceError::NotFound(_) => Code::NotFound,
         ServiceError::AlreadyExists(_) => Code::AlreadyExists,
-        ServiceError::SoldOut
-        | ServiceError::LimitExceeded
-        | ServiceError::SaleNotOpen
-        | ServiceError::SaleClosed
+        ServiceError::Refused(_)
         | ServiceError::SeatTaken(_)
-        | ServiceError::NoAdjacentSeats
         | ServiceError::ReservationNotHeld(_)
         | ServiceError::ReservationExpired
         | ServiceError::PaymentDeclined => Code::FailedPrecondition,

@@ -22,10 +22,10 @@ use hyper::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::catalog::event_id;
-use super::connection::HangUp;
 use super::error::ApiError;
 use super::{RequestContext, ResponseBody};
 use crate::http::state::AppState;
+use crate::server::connection::HangUp;
 use crate::service::watch::{Next, Watch};
 
 /// Media type of the stream.

@@ -5,6 +5,7 @@ use crate::auth::AuthError;
 use crate::catalog::CatalogError;
 use crate::rate_limit::RateLimitError;
 use crate::reservation::admission;
+use crate::reservation::error::RefusalAnswer;
 use crate::reservation::{NotHeldReason, Refusal, ReservationError};
 use crate::stock::StockError;
 use crate::validation::FieldError;
@@ -29,24 +30,13 @@ pub enum ServiceError {
     /// Duplicate name.
     #[error("{0}")]
     AlreadyExists(&'static str),
-    /// Fewer tickets left than asked for.
-    #[error("not enough tickets left")]
-    SoldOut,
+    /// A reserve refused with its own contract code ([`RefusalAnswer::Conflict`] in
+    /// [`REFUSALS`](crate::reservation::error::REFUSALS)); build it with [`ServiceError::refused`].
+    #[error("{}", .0.terms().detail)]
+    Refused(Refusal),
     /// Named seats are held or sold; nothing was held.
     #[error("seats taken: {}", .0.join(", "))]
     SeatTaken(Vec<String>),
-    /// No row has that many adjacent free seats, though that many are free in all.
-    #[error("no row has that many adjacent free seats")]
-    NoAdjacentSeats,
-    /// The user's held + confirmed tickets would pass `max_per_user`.
-    #[error("this would pass the per-user limit of the category")]
-    LimitExceeded,
-    /// Before the sale window.
-    #[error("the sale has not opened yet")]
-    SaleNotOpen,
-    /// After the sale window.
-    #[error("the sale has closed")]
-    SaleClosed,
     /// The reservation is not in a state that allows this.
     #[error("{0}")]
     ReservationNotHeld(&'static str),
@@ -103,6 +93,16 @@ impl ServiceError {
         Self::Internal(format!("{cause:?}"))
     }
 
+    /// The answer to a refused reserve, from [`REFUSALS`](crate::reservation::error::REFUSALS):
+    /// its own code, or a broken rule naming the field.
+    pub fn refused(refusal: Refusal) -> Self {
+        let terms = refusal.terms();
+        match terms.answer {
+            RefusalAnswer::Conflict => Self::Refused(refusal),
+            RefusalAnswer::Field { field } => Self::field(field, terms.detail),
+        }
+    }
+
     /// One broken rule of one field.
     pub fn field(field: &str, message: &str) -> Self {
         Self::Validation(vec![FieldError { field: field.to_owned(), message: message.to_owned() }])
@@ -116,12 +116,11 @@ impl ServiceError {
             Self::QueuePassRequired => "queue_pass_required",
             Self::NotFound(_) => "not_found",
             Self::AlreadyExists(_) => "already_exists",
-            Self::SoldOut => "sold_out",
+            Self::Refused(refusal) => match refusal.terms().answer {
+                RefusalAnswer::Conflict => refusal.code(),
+                RefusalAnswer::Field { .. } => "validation_failed",
+            },
             Self::SeatTaken(_) => "seat_taken",
-            Self::NoAdjacentSeats => "no_adjacent_seats",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::SaleNotOpen => "sale_not_open",
-            Self::SaleClosed => "sale_closed",
             Self::ReservationNotHeld(_) => "reservation_not_held",
             Self::ReservationExpired => "reservation_expired",
             Self::PaymentDeclined => "payment_declined",
@@ -159,11 +158,11 @@ impl ServiceError {
     }
 }
 
-impl From<admission::Refusal> for ServiceError {
-    fn from(refusal: admission::Refusal) -> Self {
+impl From<admission::Shedding> for ServiceError {
+    fn from(refusal: admission::Shedding) -> Self {
         match refusal {
-            admission::Refusal::Overloaded => Self::Shed { retry_after_seconds: 1, reason: refusal.reason() },
-            admission::Refusal::RateLimited { retry_after_seconds } => Self::RateLimited { retry_after_seconds },
+            admission::Shedding::Overloaded => Self::Shed { retry_after_seconds: 1, reason: refusal.reason() },
+            admission::Shedding::RateLimited { retry_after_seconds } => Self::RateLimited { retry_after_seconds },
         }
     }
 }
@@ -212,7 +211,7 @@ impl From<WaitingRoomError> for ServiceError {
     fn from(error: WaitingRoomError) -> Self {
         match error {
             WaitingRoomError::NotJoined => Self::NotFound("you have not joined this queue"),
-            WaitingRoomError::SaleClosed => Self::SaleClosed,
+            WaitingRoomError::SaleClosed => Self::Refused(Refusal::SaleClosed),
             WaitingRoomError::Redis(error) => Self::unavailable(format!("redis: {error}")),
             WaitingRoomError::Database(error) => Self::unavailable(format!("postgres: {error}")),
             WaitingRoomError::UnexpectedReply { .. } => Self::internal(&error),
@@ -229,7 +228,7 @@ impl From<ReservationError> for ServiceError {
             ReservationError::Expired => Self::ReservationExpired,
             ReservationError::InProgress => Self::IdempotencyInProgress,
             ReservationError::KeyReused => Self::IdempotencyKeyReused,
-            ReservationError::Refused(refusal) => refusal.into(),
+            ReservationError::Refused(refusal) => Self::refused(refusal),
             ReservationError::SeatTaken(seats) => Self::SeatTaken(seats),
             ReservationError::UnknownSeats(seats) => {
                 Self::field("seats", &format!("the category has no seats named {}", seats.join(", ")))
@@ -238,7 +237,6 @@ impl From<ReservationError> for ServiceError {
             ReservationError::PaymentFailed(reason) => Self::unavailable(format!("payment failed: {reason}")),
             // The relay logs why the outbox is not draining; per-request logs would flood.
             ReservationError::OutboxBacklog(_) => Self::Shed { retry_after_seconds: 1, reason: "outbox_backlog" },
-            ReservationError::Catalog(cause) => Self::unavailable(format!("postgres: {cause:?}")),
             ReservationError::StockMissing(_) | ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => {
                 Self::unavailable(&error)
             }
@@ -255,34 +253,16 @@ fn not_held_detail(reason: NotHeldReason) -> &'static str {
     }
 }
 
-impl From<Refusal> for ServiceError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::SoldOut => Self::SoldOut,
-            Refusal::LimitExceeded => Self::LimitExceeded,
-            Refusal::SaleNotOpen => Self::SaleNotOpen,
-            Refusal::SaleClosed => Self::SaleClosed,
-            Refusal::EventMismatch => Self::field("event_id", "is not the event of this ticket category"),
-            Refusal::AmountTooLarge => Self::field("quantity", "price * quantity is too large"),
-            Refusal::NoAdjacentSeats => Self::NoAdjacentSeats,
-            Refusal::NotSeated => Self::field("seats", "the category has no seats: leave out seats and adjacent"),
-            Refusal::TooManySeats => Self::field(
-                "seats",
-                "names more seats than the category's max_per_user, or asks for more than 1000 seats at once",
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn load_shedding_and_limits_carry_a_retry_time() {
-        assert_eq!(ServiceError::from(admission::Refusal::Overloaded).retry_after_seconds(), Some(1));
+        assert_eq!(ServiceError::from(admission::Shedding::Overloaded).retry_after_seconds(), Some(1));
         assert_eq!(ServiceError::RateLimited { retry_after_seconds: 3 }.retry_after_seconds(), Some(3));
-        assert_eq!(ServiceError::SoldOut.retry_after_seconds(), None);
-        assert_eq!(ServiceError::from(Refusal::EventMismatch).code(), "validation_failed");
+        assert_eq!(ServiceError::Refused(Refusal::SoldOut).retry_after_seconds(), None);
+        assert_eq!(ServiceError::refused(Refusal::SoldOut).code(), "sold_out");
+        assert_eq!(ServiceError::refused(Refusal::EventMismatch).code(), "validation_failed");
     }
 }

@@ -33,19 +33,31 @@ impl Service {
         queue_pass: Option<&str>,
     ) -> Result<Reservation, ServiceError> {
         self.require_pass(queue_pass, &admitted.caller.user_id, new.category).await?;
-        let (engine, catalog) = (self.reservations.clone(), self.catalog.clone());
+        let engine = self.reservations.clone();
         let permit = admitted.take_permit();
         let user = admitted.caller.user_id;
         let reserve = tokio::spawn(async move {
             let result = engine.reserve(&user, &new, key).await;
             drop(permit);
             record_outcome("reserve", &result, "held");
-            match result {
-                Err(error) => Err(error.explain_missing_stock(&catalog).await),
-                held => held,
-            }
+            result
         });
-        Ok(reserve.await.map_err(ServiceError::internal)??)
+        match reserve.await.map_err(ServiceError::internal)? {
+            Ok(reservation) => Ok(reservation),
+            Err(error) => Err(self.explain_missing_stock(error).await),
+        }
+    }
+
+    /// Tells the two causes of a reserve's missing stock apart: a category that never
+    /// existed is not found; a real one's missing stock is unavailable (until `worker
+    /// reconcile --repair` rebuilds it). Only this failure path reads Postgres.
+    async fn explain_missing_stock(&self, error: ReservationError) -> ServiceError {
+        let ReservationError::StockMissing(category) = error else { return error.into() };
+        match self.catalog.category_exists(category).await {
+            Ok(true) => error.into(),
+            Ok(false) => ReservationError::UnknownCategory(category).into(),
+            Err(cause) => ServiceError::unavailable(format!("postgres: {cause:?}")),
+        }
     }
 
     /// Charges the payment and confirms the caller's hold ([`super::Gate::Purchase`]).

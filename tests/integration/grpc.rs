@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::harness::{TestApp, admin_token, unique_name, user_token};
+use crate::support::harness::{TestApp, admin_token, unique_name, user_token};
 
 async fn spawn(extra: &[&str]) -> (TestApp, Channel) {
     let mut flags = vec!["--grpc-listen-addr", "127.0.0.1:0"];
@@ -382,7 +382,7 @@ async fn health_serves_while_ready_and_flips_at_shutdown() {
     }
     app.shutdown.cancel();
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-    crate::harness::wait_until(Duration::from_secs(2), "health turns NOT_SERVING", || {
+    crate::support::harness::wait_until(Duration::from_secs(2), "health turns NOT_SERVING", || {
         let mut health = health.clone();
         async move { health.check(check("")).await.ok().map(|answer| answer.into_inner().status) == Some(not_serving) }
     })
@@ -500,13 +500,13 @@ async fn a_client_deadline_ends_its_wait_but_a_sent_reserve_is_decided_and_count
     // A reserve that reached Redis before its deadline is still decided: wait until the
     // levels are still, then every held ticket has its hold record.
     let keys = app.keys();
-    crate::harness::wait_until(Duration::from_secs(5), "holds match the levels", || {
+    crate::support::harness::wait_until(Duration::from_secs(5), "holds match the levels", || {
         let (app, keys) = (&app, keys.clone());
         async move {
             let levels = app.assert_conserved(category).await;
             let id = stampede::ids::CategoryId::new(category).unwrap();
             let pattern = format!("{}*", keys.hold_prefix(id));
-            let holds = crate::harness::keys_matching(&pattern).await.unwrap().len();
+            let holds = crate::support::harness::keys_matching(&pattern).await.unwrap().len();
             i64::try_from(holds).unwrap() == levels.held
         }
     })
@@ -526,18 +526,7 @@ async fn shutdown_lets_a_call_in_flight_finish() {
         async move { confirm(&channel, "ola", &id, "tok_ok", "").await }
     });
     // The confirm is in flight once its hold reads as paying in Redis.
-    let id = stampede::ids::CategoryId::new(category).unwrap();
-    let record = app.keys().hold(id, held.id.parse().unwrap());
-    crate::harness::wait_until(Duration::from_secs(5), "the payment starts", || {
-        let (mut redis, record) = (app.redis.clone(), record.clone());
-        async move {
-            let field = stampede::reservation::record_field::STATUS;
-            let status: Option<String> =
-                redis::cmd("HGET").arg(&record).arg(field).query_async(&mut redis).await.unwrap();
-            status.as_deref() == Some("paying")
-        }
-    })
-    .await;
+    crate::support::reservation::wait_until_paying(&app, &held.id).await;
     app.shutdown.cancel();
     let confirmed = paying.await.unwrap().expect("the call in flight finishes");
     assert_eq!(confirmed.status(), proto::ReservationStatus::Confirmed);

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod harness;
+mod support;
 
 mod alerts;
 mod availability_stream;
@@ -26,7 +26,6 @@ mod partition_leases;
 mod pipeline;
 mod pipeline_bench;
 mod pipeline_hardening;
-mod pipeline_support;
 mod reservation;
 mod reservation_expiry;
 mod reservation_group_commit;
@@ -34,7 +33,6 @@ mod reservation_idempotency;
 mod reservation_ids;
 mod reservation_random;
 mod reservation_recovery;
-mod reservation_support;
 mod seating;
 mod secrets;
 mod security;
