@@ -88,6 +88,7 @@ fn answer<T>(result: Result<T, ServiceError>) -> Answer<T> {
 /// `NOT_SERVING` as soon as the service is stopping.
 pub async fn serve(listener: TcpListener, service: Arc<Service>, options: GrpcOptions, shutdown: CancellationToken) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::start_not_serving(&reporter).await;
     let health = tokio::spawn(health::follow_readiness(reporter, service.clone(), shutdown.clone()));
     let descriptor_sets = [
         proto::FILE_DESCRIPTOR_SET,

@@ -34,6 +34,12 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// Reports every name `NOT_SERVING` until the first probe has answered, so a check never
+/// finds a service unknown.
+pub async fn start_not_serving(reporter: &HealthReporter) {
+    report(reporter, ServingStatus::NotServing).await;
+}
+
 /// Probes readiness every second and reports it, until `shutdown` fires;
 /// turns `NOT_SERVING` at once when the service starts stopping.
 pub async fn follow_readiness(reporter: HealthReporter, service: Arc<Service>, shutdown: CancellationToken) {

@@ -255,7 +255,12 @@ async fn sale_windows_seats_and_queue_passes_refuse_with_their_reasons() {
     admin.set_waiting_room(authorized(room, &admin_token())).await.unwrap();
     let no_pass = reserve(&channel, "ivy", named(&["A-3"])).await.unwrap_err();
     assert_status(&no_pass, Code::PermissionDenied, "queue_pass_required");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Why a sleep: the test needs the hold's deadline to have passed, not an event.
+    let deadline = held.expires_at.unwrap();
+    let deadline_ms = u64::try_from(deadline.seconds * 1000 + i64::from(deadline.nanos / 1_000_000)).unwrap();
+    let now_ms =
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    tokio::time::sleep(Duration::from_millis(deadline_ms.saturating_sub(now_ms) + 50)).await;
     let expired = confirm(&channel, "hal", &held.id, "tok_ok", "").await.unwrap_err();
     assert_status(&expired, Code::FailedPrecondition, "reservation_expired");
     app.stop().await;
@@ -373,12 +378,16 @@ async fn watch_availability_follows_a_change_within_500_ms() {
 async fn health_serves_while_ready_and_flips_at_shutdown() {
     // Goal: grpc.health.v1 answers SERVING for the server and each service, and NOT_SERVING from the stop.
     let (app, channel) = spawn(&["--shutdown-readiness-delay", "3s"]).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let check = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    // The first readiness probe runs as the server starts; wait for its report.
     for service in ["", "stampede.v1.Stampede", "stampede.v1.StampedeAdmin"] {
-        let status = health.check(check(service)).await.unwrap().into_inner().status;
-        assert_eq!(status, serving, "{service:?}");
+        crate::support::harness::wait_until(Duration::from_secs(5), "health reports SERVING", || {
+            let mut health = health.clone();
+            async move { health.check(check(service)).await.ok().map(|answer| answer.into_inner().status) == Some(serving) }
+        })
+        .await;
     }
     app.shutdown.cancel();
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
