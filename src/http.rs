@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod operations;
 pub mod request_id;
+pub mod request_span;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
@@ -202,13 +203,8 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
     let request_id = RequestId::from_headers(request.headers());
-    // Every line logged while serving the request carries these fields (`request_id`).
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %request.method(),
-        route = tracing::field::Empty,
-    );
+    // Every line logged while serving the request carries its fields (`request_id`, `trace_id`).
+    let span = request_span::request_span(&request_id, request.method(), request.headers());
     let mut response = serve_request(&state, &router, peer, clock.as_ref(), connection, request).instrument(span).await;
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id.header_value());
     Ok(response.map(|body| ClockedBody::new(body, clock)))
@@ -228,11 +224,11 @@ async fn serve_request(
     let (result, pattern) = match router.route(&method, request.uri().path()) {
         Ok(matched) => {
             let pattern = matched.pattern;
-            tracing::Span::current().record("route", pattern);
+            request_span::record_route(&method, pattern);
             (respond(state, matched, peer, body_deadline, connection, request).await, pattern)
         }
         Err((error, pattern)) => {
-            tracing::Span::current().record("route", pattern);
+            request_span::record_route(&method, pattern);
             (Err(error), pattern)
         }
     };
@@ -242,6 +238,7 @@ async fn serve_request(
     });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     let status = response.status().as_u16();
+    request_span::record_status(status);
     record_request(&method, pattern, status, started);
     tracing::debug!(
         target: ACCESS_LOG_TARGET,

@@ -30,7 +30,7 @@
 //! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels and the conservation check.
-//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and the Redis gauge sampler.
+//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, the Redis gauge sampler, and OpenTelemetry traces (OTLP export, W3C trace context through the outbox and Kafka).
 //! - [`validation`]: field errors for 422 responses.
 //! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, partition leases shared by the workers, migrate and reconcile.

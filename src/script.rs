@@ -1,10 +1,18 @@
 //! Lua scripts, each from its own file: the file name is the operation name and the
-//! label of its latency metric.
+//! label of its latency metric and the name of its span when traces are exported.
 
 use std::time::Instant;
 
 use crate::infrastructure::RedisConnection;
 use redis::{FromRedisValue, ScriptInvocation};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::trace_context::TraceParent;
+use crate::telemetry::traces;
+
+/// Most links of one script span: the SDK's own bound on a span's links.
+const LINKS_MAX: usize = 128;
 
 /// A Lua script with its operation name.
 pub struct LuaScript {
@@ -28,6 +36,43 @@ impl LuaScript {
         self.script.prepare_invoke()
     }
 
+    /// The span of one call of the script when traces are exported (a disabled span
+    /// otherwise, which costs nothing).
+    pub fn span(&self) -> Span {
+        if !traces::enabled() {
+            return Span::none();
+        }
+        tracing::info_span!(
+            "redis script",
+            otel.name = self.name,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = "EVALSHA",
+            db.stored_procedure.name = self.name,
+        )
+    }
+
+    /// The span of a call that decides `size` requests together (group commit), linked to
+    /// the traced ones among them.
+    pub fn batch_span<'a>(&self, size: usize, requests: impl IntoIterator<Item = &'a TraceParent>) -> Span {
+        if !traces::enabled() {
+            return Span::none();
+        }
+        let span = tracing::info_span!(
+            "redis script",
+            otel.name = self.name,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = "EVALSHA",
+            db.stored_procedure.name = self.name,
+            stampede.batch_size = u64::try_from(size).unwrap_or(u64::MAX),
+        );
+        for request in requests.into_iter().take(LINKS_MAX) {
+            span.add_link(request.span_context());
+        }
+        span
+    }
+
     /// Runs an invocation (EVALSHA, loading the script on NOSCRIPT) and records its latency.
     pub async fn run<T: FromRedisValue>(
         &self,
@@ -35,7 +80,7 @@ impl LuaScript {
         redis: &mut RedisConnection,
     ) -> redis::RedisResult<T> {
         let started = Instant::now();
-        let result = invocation.invoke_async(redis).await;
+        let result = invocation.invoke_async(redis).instrument(self.span()).await;
         metrics::histogram!("redis_script_duration_seconds", "script" => self.name)
             .record(started.elapsed().as_secs_f64());
         result
@@ -51,8 +96,18 @@ impl LuaScript {
         invocation: &ScriptInvocation<'_>,
         redis: &mut RedisConnection,
     ) -> redis::RedisResult<T> {
+        self.run_acknowledged_in(invocation, redis, self.span()).await
+    }
+
+    /// [`LuaScript::run_acknowledged`] in `span` (a [`LuaScript::batch_span`]).
+    pub async fn run_acknowledged_in<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        redis: &mut RedisConnection,
+        span: Span,
+    ) -> redis::RedisResult<T> {
         let started = Instant::now();
-        let result = redis.invoke_acknowledged(invocation).await;
+        let result = redis.invoke_acknowledged(invocation).instrument(span).await;
         metrics::histogram!("redis_script_duration_seconds", "script" => self.name)
             .record(started.elapsed().as_secs_f64());
         Ok(redis::from_redis_value(result?)?)

@@ -50,6 +50,7 @@ use crate::outbox::{self, EventType, MalformedEntry, ReservationEvent};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentGateway, PaymentId, PaymentToken};
 use crate::script::LuaScript;
 use crate::seating::{SeatName, SeatSelection};
+use crate::telemetry::trace_context::{self, TraceParent};
 
 /// Helpers the reservation scripts start with.
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -591,7 +592,8 @@ impl ReservationEngine {
             self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
         }
         let id = (self.ids)(request.category);
-        Ok(ReserveCall { user: user.clone(), request: request.clone(), id, idempotency })
+        let traceparent = TraceParent::current();
+        Ok(ReserveCall { user: user.clone(), request: request.clone(), id, idempotency, traceparent })
     }
 
     /// The answer of a reserve from its script reply; a seated category's `seated` reply
@@ -625,7 +627,7 @@ impl ReservationEngine {
     /// One run of `reserve_seats.lua` (a seated category: its extra keys are the seat keys
     /// and its extra arguments the mode and the named seats).
     async fn run_reserve_seats(&self, call: &ReserveCall) -> Result<Vec<Option<String>>, ReservationError> {
-        let ReserveCall { user, request, id, idempotency } = call;
+        let ReserveCall { user, request, id, idempotency, traceparent } = call;
         let category = request.category;
         let mut invocation = RESERVE_SEATS.prepare();
         invocation
@@ -651,7 +653,8 @@ impl ReservationEngine {
             .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
             .arg(IDEMPOTENCY_TTL_SECONDS)
             .arg(outbox::event_id(id.uuid(), EventType::Reserved).to_string())
-            .arg(request.seats.mode());
+            .arg(request.seats.mode())
+            .arg(trace_context::script_argument(traceparent.as_ref()));
         if let SeatSelection::Named(seats) = &request.seats {
             invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
         }
@@ -824,7 +827,8 @@ impl ReservationEngine {
             .arg(payment_id.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string())
-            .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string());
+            .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string())
+            .arg(trace_context::script_argument(TraceParent::current().as_ref()));
         let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation, Acknowledged::Yes).await?;
         match outcome(&reply) {
             Some("confirmed") => {
@@ -945,7 +949,8 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(user.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))
-            .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
+            .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string())
+            .arg(trace_context::script_argument(TraceParent::current().as_ref()));
         let reply: Vec<Option<String>> = CANCEL.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
             Some("cancelled") => {
@@ -1071,11 +1076,19 @@ fn held_reservation(user: &UserId, request: &NewReservation, reply: &[Option<Str
 mod tests {
     use super::*;
 
-    /// The field names of a script's outbox XADD, in order.
+    /// The field names of a script's outbox XADD, in order, the optional `traceparent` last
+    /// (written as `unpack(...)` of its trace fields).
     fn outbox_fields(script: &str) -> Vec<String> {
         let call = script.split("redis.call('XADD',").nth(1).unwrap().split(")\n").next().unwrap();
-        let arguments: Vec<&str> = call.split(',').map(str::trim).skip(2).collect();
-        arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect()
+        let (fixed, traced) = match call.split_once(", unpack(") {
+            Some((fixed, trace)) => (fixed, trace.contains("trace_fields(") || trace.contains("'traceparent'")),
+            None => (call, false),
+        };
+        let arguments: Vec<&str> = fixed.split(',').map(str::trim).skip(2).collect();
+        let mut fields: Vec<String> =
+            arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect();
+        fields.extend(traced.then(|| "traceparent?".to_owned()));
+        fields
     }
 
     #[test]
@@ -1094,11 +1107,11 @@ mod tests {
 
     #[test]
     fn reserve_writes_the_outbox_entry_of_the_prelude() {
-        let expected = ["event", "user_id", "payment_id", "seats"];
+        let expected = ["event", "user_id", "payment_id", "seats", "traceparent?"];
         assert_eq!(outbox_fields(PRELUDE), expected);
         assert_eq!(outbox_fields(include_str!("reserve_seats.lua")), expected);
         // A counted hold has no seats: its entry leaves the field out.
-        assert_eq!(outbox_fields(include_str!("reserve.lua")), expected[..3]);
+        assert_eq!(outbox_fields(include_str!("reserve.lua")), ["event", "user_id", "payment_id", "traceparent?"]);
     }
 
     #[test]

@@ -123,19 +123,31 @@ local function free_seats(stock, hold)
   set_seats(prefix .. 'seats', prefix .. 'seat-free', prefix .. 'seat-runs', seats, 0)
 end
 
+-- Tracing (src/telemetry/trace_context.rs): the outbox entry's optional `traceparent`
+-- field, the W3C trace context of the request that caused the change. An untraced request
+-- passes '' and its entry gets no field at all (no table is built for it either).
+local NO_TRACE_FIELDS = {}
+local function trace_fields(traceparent)
+  if traceparent and traceparent ~= '' then
+    return {'traceparent', traceparent}
+  end
+  return NO_TRACE_FIELDS
+end
+
 -- Appends the event of a state change that this script has just written, with the
 -- reservation as the hold now holds it (the entry format of src/outbox.rs; reserve.lua
 -- writes the same entry inline). Same script, so the change and its event exist
 -- together or not at all. `event_id` is outbox::event_id of the reservation and
--- `kind`, computed by the caller in Rust and passed in ARGV. Returns the record, in
+-- `kind`, computed by the caller in Rust and passed in ARGV; `traceparent` is the
+-- request's ('' or nil: none, as for the reaper's expiry). Returns the record, in
 -- RECORD_FIELDS order.
-local function append_event(outbox, hold, reservation_id, event_id, kind, now)
+local function append_event(outbox, hold, reservation_id, event_id, kind, now, traceparent)
   local record = read_record(hold)
   redis.call('XADD', outbox, '*',
     'event', event_id .. '|' .. kind .. '|' .. int(now) .. '|' .. reservation_id .. '|' .. record[1] .. '|' ..
       record[3] .. '|' .. record[4] .. '|' .. record[5] .. '|' .. record[6] .. '|' .. record[7] .. '|' ..
       record[8] .. '|' .. record[9] .. '|' .. (record[10] or ''),
-    'user_id', record[2], 'payment_id', record[11] or '', 'seats', record[12] or '')
+    'user_id', record[2], 'payment_id', record[11] or '', 'seats', record[12] or '', unpack(trace_fields(traceparent)))
   return record
 end
 

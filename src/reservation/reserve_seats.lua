@@ -16,7 +16,8 @@
 --       8 row sizes, 9 rows hash, 10 bounds of the longest free runs, 11 idempotency record (optional)
 -- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms,
 --       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
---       10 id of the `reserved` outbox event, 11 mode (`any`, `adjacent` or `named`), 12.. seat names (named)
+--       10 id of the `reserved` outbox event, 11 mode (`any`, `adjacent` or `named`), 12 traceparent of the
+--       request or '', 13.. seat names (named)
 -- Returns {'held', replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms, seats}; a refusal {code, replayed, seats} where seats lists the taken
 -- (`seat_taken`) or unknown (`unknown_seats`) ones, both stored for idempotent requests;
@@ -24,6 +25,8 @@
 -- (503s, never stored).
 -- The replay, stock read and sale checks mirror reserve.lua's opening on purpose:
 -- reserve.lua is the prelude-free hot path and stays self-contained.
+-- Where the named seats start in ARGV (after the request's traceparent, ARGV[12]).
+local FIRST_SEAT = 13
 local idempotency = KEYS[11]
 if idempotency then
   local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
@@ -53,7 +56,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     for name in string.gmatch(held[6] or '', '[^,]+') do
       names[name] = true
     end
-    for position = 12, #ARGV do
+    for position = FIRST_SEAT, #ARGV do
       own = own and names[ARGV[position]] == true
     end
   end
@@ -79,11 +82,11 @@ local SEATS_PER_RESERVATION_MAX = 1000
 local mode = ARGV[11]
 local quantity = tonumber(ARGV[4])
 
--- The seats named in ARGV[12..], looked up in one HMGET: {index, bit, number, name} each,
+-- The seats named in ARGV[FIRST_SEAT..], looked up in one HMGET: {index, bit, number, name} each,
 -- or nil and the unknown names.
 local function named_seats()
   local rows, numbers = {}, {}
-  for position = 12, #ARGV do
+  for position = FIRST_SEAT, #ARGV do
     local row, number = string.match(ARGV[position], '^(.+)%-(%d+)$')
     rows[#rows + 1] = row
     numbers[#numbers + 1] = tonumber(number)
@@ -97,10 +100,10 @@ local function named_seats()
       index, byte_offset, size = string.match(entry, '^(%d+):(%d+):(%d+)$')
     end
     if not entry or numbers[position] > tonumber(size) then
-      unknown[#unknown + 1] = ARGV[position + 11]
+      unknown[#unknown + 1] = ARGV[position + FIRST_SEAT - 1]
     else
       seats[#seats + 1] = {index = tonumber(index), bit = tonumber(byte_offset) * 8 + numbers[position] - 1,
-        number = numbers[position], name = ARGV[position + 11]}
+        number = numbers[position], name = ARGV[position + FIRST_SEAT - 1]}
     end
   end
   if #unknown > 0 then
@@ -358,7 +361,7 @@ redis.call('ZADD', KEYS[3], expires, reservation_id)
 redis.call('XADD', KEYS[5], '*',
   'event', ARGV[10] .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
     ARGV[3] .. '|' .. ARGV[4] .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires .. '|',
-  'user_id', user, 'payment_id', '', 'seats', names)
+  'user_id', user, 'payment_id', '', 'seats', names, unpack(trace_fields(ARGV[12])))
 if idempotency then
   redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', 'held', 'reservation_id', reservation_id,
     'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
