@@ -199,7 +199,7 @@ pub struct SharedConfig {
 }
 
 /// OpenTelemetry trace export, under the standard variable names and with the meanings
-/// and defaults of the OpenTelemetry specification (see [`crate::telemetry::traces`]).
+/// and defaults of the OpenTelemetry specification (exported by `telemetry::traces`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TracesConfig {
     /// Base URL of the OTLP receiver (a collector), e.g. `http://otel-collector:4318` for

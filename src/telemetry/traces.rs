@@ -34,6 +34,9 @@ use crate::config::{OtlpProtocol, TracesConfig, TracesSampler};
 /// The instrumentation scope of every span.
 pub const TRACER_NAME: &str = "stampede";
 
+/// Longest wait for the last spans on exit.
+pub const FLUSH_TIMEOUT_MAX: Duration = Duration::from_secs(5);
+
 /// Set once an exporter is installed; read on every hot path that could trace.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -55,9 +58,11 @@ pub struct Traces {
 }
 
 impl Traces {
-    /// Exports what is still queued and stops the exporter, within `deadline`.
+    /// Exports what is still queued and stops the exporter, within `deadline` (at most
+    /// [`FLUSH_TIMEOUT_MAX`]: it runs after the drain, in the grace period's last seconds).
     pub async fn shutdown(self, deadline: Duration) {
         let Some(provider) = self.provider else { return };
+        let deadline = deadline.min(FLUSH_TIMEOUT_MAX);
         ENABLED.store(false, Ordering::Relaxed);
         // The SDK blocks the calling thread until its export task has finished.
         let flushed = tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || provider.shutdown())).await;
