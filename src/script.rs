@@ -36,10 +36,12 @@ impl LuaScript {
         self.script.prepare_invoke()
     }
 
-    /// The span of one call of the script when traces are exported (a disabled span
-    /// otherwise, which costs nothing).
+    /// The span of one call of the script, when traces are exported and the call is
+    /// made for something traced (a request); a disabled span otherwise, which costs
+    /// nothing. Calls made on their own (the reaper's polls, the relay's leases) would
+    /// otherwise each start a trace of one span.
     pub fn span(&self) -> Span {
-        if !traces::enabled() {
+        if !traces::enabled() || Span::current().is_none() {
             return Span::none();
         }
         tracing::info_span!(
