@@ -203,16 +203,21 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
     let request_id = RequestId::from_headers(request.headers());
+    let routed = router.route(request.method(), request.uri().path());
+    let pattern = match &routed {
+        Ok(matched) => matched.pattern,
+        Err((_, pattern)) => pattern,
+    };
     // Every line logged while serving the request carries its fields (`request_id`, `trace_id`).
-    let span = request_span::request_span(&request_id, request.method(), request.headers());
-    let mut response = serve_request(&state, &router, peer, clock.as_ref(), connection, request).instrument(span).await;
+    let span = request_span::request_span(&request_id, request.method(), pattern, request.headers());
+    let mut response = serve_request(&state, routed, peer, clock.as_ref(), connection, request).instrument(span).await;
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id.header_value());
     Ok(response.map(|body| ClockedBody::new(body, clock)))
 }
 
 async fn serve_request(
     state: &AppState,
-    router: &Router,
+    routed: Result<Matched, (ApiError, &'static str)>,
     peer: SocketAddr,
     clock: &ConnectionClock,
     connection: ConnectionSlot,
@@ -221,16 +226,12 @@ async fn serve_request(
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
-    let (result, pattern) = match router.route(&method, request.uri().path()) {
+    let (result, pattern) = match routed {
         Ok(matched) => {
             let pattern = matched.pattern;
-            request_span::record_route(&method, pattern);
             (respond(state, matched, peer, body_deadline, connection, request).await, pattern)
         }
-        Err((error, pattern)) => {
-            request_span::record_route(&method, pattern);
-            (Err(error), pattern)
-        }
+        Err((error, pattern)) => (Err(error), pattern),
     };
     let response = result.unwrap_or_else(|error| {
         record_error(&error);

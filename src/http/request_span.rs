@@ -16,24 +16,26 @@ use super::method_label;
 use super::request_id::RequestId;
 use crate::telemetry::{trace_context, traces};
 
-/// The request's span; traced, a child of the client's trace context when it sent one.
-pub fn request_span(request_id: &RequestId, method: &Method, headers: &HeaderMap) -> Span {
+/// The request's span, with its route template (`pattern`); traced, named after it
+/// (`POST /reserve`) and a child of the client's trace context when it sent one.
+pub fn request_span(request_id: &RequestId, method: &Method, pattern: &'static str, headers: &HeaderMap) -> Span {
     if !traces::enabled() {
-        return tracing::info_span!("request", request_id = %request_id, method = %method, route = Empty);
+        return tracing::info_span!("request", request_id = %request_id, method = %method, route = pattern);
     }
+    let method_label = method_label(method);
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %method,
-        route = Empty,
+        route = pattern,
         trace_id = Empty,
-        otel.name = Empty,
+        otel.name = %format_args!("{method_label} {pattern}"),
         otel.kind = "server",
-        http.request.method = method_label(method),
-        http.route = Empty,
+        http.request.method = method_label,
+        http.route = pattern,
         http.response.status_code = Empty,
     );
-    // Set before the span starts: the parent cannot change afterwards.
+    // Set before the span starts: neither the parent nor the name can change afterwards.
     let _ = span.set_parent(trace_context::extract(headers));
     let context = span.context();
     let span_context = context.span().span_context().clone();
@@ -41,17 +43,6 @@ pub fn request_span(request_id: &RequestId, method: &Method, headers: &HeaderMap
         span.record("trace_id", tracing::field::display(span_context.trace_id()));
     }
     span
-}
-
-/// Records the matched route template on the current request span (and, traced, names
-/// the span after it).
-pub fn record_route(method: &Method, pattern: &'static str) {
-    let span = Span::current();
-    span.record("route", pattern);
-    if traces::enabled() {
-        span.record("http.route", pattern);
-        span.record("otel.name", format!("{} {pattern}", method_label(method)));
-    }
 }
 
 /// Records the response status on the current request span when traced; a 5xx marks it failed.

@@ -9,6 +9,7 @@
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
@@ -268,15 +269,19 @@ pub async fn confirm(state: &AppState, request: RequestContext) -> HandlerResult
     let confirmation = Confirmation::parse(body.reservation_id.as_deref(), token).map_err(ApiError::Validation)?;
     let id = ReservationId::from_uuid(confirmation.reservation_id).ok_or(ApiError::NotFound("no such reservation"))?;
     // The payment runs in its own task: a client that hangs up must not cut it between
-    // the charge and recording it. The permit stays with it until it ends.
+    // the charge and recording it. The permit stays with it until it ends. It stays in the
+    // request's span: its log lines and its trace are the request's.
     let engine = state.reservations.clone();
     let owner = caller.user_id.clone();
     let user = caller.user_id;
-    let payment = tokio::spawn(async move {
-        let result = engine.confirm(&user, id, &confirmation, key).await;
-        drop(permit);
-        result
-    });
+    let payment = tokio::spawn(
+        async move {
+            let result = engine.confirm(&user, id, &confirmation, key).await;
+            drop(permit);
+            result
+        }
+        .in_current_span(),
+    );
     let result = payment.await.map_err(ApiError::internal)?;
     let result = or_archived(state, &owner, id, ReservationStatus::Confirmed, result).await?;
     record_outcome("confirm", &result, "confirmed");

@@ -108,17 +108,22 @@ impl Receiver {
 
     /// Waits for a span of `service` named `name` in trace `trace_id`; returns it.
     async fn wait_for(&self, service: &str, name: &str, trace_id: &str) -> ReceivedSpan {
-        let what = format!("{service} exports `{name}` in trace {trace_id}");
-        let mut found = None;
-        wait_until(ARRIVAL_TIMEOUT, &what, || {
-            found = self
-                .spans()
-                .into_iter()
-                .find(|span| span.service == service && span.name == name && span.trace_id == trace_id);
-            std::future::ready(found.is_some())
-        })
-        .await;
-        found.unwrap()
+        let started = std::time::Instant::now();
+        loop {
+            let spans = self.spans();
+            let found =
+                spans.iter().find(|span| span.service == service && span.name == name && span.trace_id == trace_id);
+            if let Some(found) = found {
+                return found.clone();
+            }
+            let received: Vec<(&str, &str, &str)> =
+                spans.iter().map(|span| (span.service.as_str(), span.name.as_str(), span.trace_id.as_str())).collect();
+            assert!(
+                started.elapsed() < ARRIVAL_TIMEOUT,
+                "{service} exported no `{name}` in trace {trace_id} within {ARRIVAL_TIMEOUT:?}; received: {received:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
