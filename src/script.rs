@@ -44,14 +44,7 @@ impl LuaScript {
         if !traces::enabled() || Span::current().is_none() {
             return Span::none();
         }
-        tracing::info_span!(
-            "redis script",
-            otel.name = self.name,
-            otel.kind = "client",
-            db.system.name = "redis",
-            db.operation.name = "EVALSHA",
-            db.stored_procedure.name = self.name,
-        )
+        self.traced_span()
     }
 
     /// The span of a call that decides `size` requests together (group commit), linked to
@@ -60,19 +53,24 @@ impl LuaScript {
         if !traces::enabled() {
             return Span::none();
         }
-        let span = tracing::info_span!(
+        let span = self.traced_span();
+        span.record("stampede.batch_size", u64::try_from(size).unwrap_or(u64::MAX));
+        for request in requests.into_iter().take(LINKS_MAX) {
+            span.add_link(request.span_context());
+        }
+        span
+    }
+
+    fn traced_span(&self) -> Span {
+        tracing::info_span!(
             "redis script",
             otel.name = self.name,
             otel.kind = "client",
             db.system.name = "redis",
             db.operation.name = "EVALSHA",
             db.stored_procedure.name = self.name,
-            stampede.batch_size = u64::try_from(size).unwrap_or(u64::MAX),
-        );
-        for request in requests.into_iter().take(LINKS_MAX) {
-            span.add_link(request.span_context());
-        }
-        span
+            stampede.batch_size = tracing::field::Empty,
+        )
     }
 
     /// Runs an invocation (EVALSHA, loading the script on NOSCRIPT) and records its latency.
