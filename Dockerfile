@@ -20,7 +20,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- runtime ----------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
-# curl serves the compose healthchecks; ca-certificates lets the binaries reach TLS endpoints.
+# curl serves the compose healthchecks. ca-certificates holds the system's roots: the binaries
+# speak TLS themselves (rustls, reading those roots with rustls-native-certs) to Postgres,
+# Redis, Kafka and the identity provider when no REDIS_CA_CERT / KAFKA_CA_CERT /
+# sslrootcert names a CA of its own.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl tini \
     && rm -rf /var/lib/apt/lists/* \

@@ -21,9 +21,6 @@ logs, and the layout at phone width. Screenshots go to docs/screenshots/.
 The last line is `browser test: passed` (exit 0) or the failure (exit 1).
 """
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -34,8 +31,6 @@ import subprocess
 import sys
 import time
 import traceback
-import urllib.error
-import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -48,6 +43,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from free_port import free_port  # noqa: E402
+import stampede_client  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCREENSHOTS = os.path.join(ROOT, "docs", "screenshots")
@@ -143,14 +139,7 @@ class Services:
         psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", check=False)
 
     def token(self, subject, role):
-        def encode(value):
-            return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).rstrip(b"=")
-
-        now = int(time.time())
-        signing_input = encode({"alg": "HS256", "typ": "JWT"}) + b"." + encode(
-            {"sub": subject, "role": role, "iat": now, "exp": now + 7200})
-        signature = hmac.new(self.secret.encode(), signing_input, hashlib.sha256).digest()
-        return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+        return stampede_client.mint_token(self.secret, subject, role, 7200)
 
     def sql(self, statement):
         return psql(self.database, statement)
@@ -164,18 +153,7 @@ def psql(database, statement, check=True):
 
 def http(method, url, token=None, body=None, headers=None):
     """One request; returns (status, headers, parsed JSON body or None)."""
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, answer_headers, data = response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        status, answer_headers, data = error.code, error.headers, error.read()
+    status, answer_headers, data = stampede_client.request(method, url, token=token, body=body, headers=headers)
     is_json = "json" in (answer_headers.get("Content-Type") or "")
     return status, answer_headers, json.loads(data) if data and is_json else data
 

@@ -16,9 +16,9 @@ use crate::auth::{Authenticator, ClaimRules, Jwt, KeySet, KeySetError, Role};
 use crate::availability::watcher::{WatcherOptions, Watchers};
 use crate::catalog::Catalog;
 use crate::config::{ApiConfig, DEV_JWT_SECRET, JwtSecretError, Secret};
+use crate::http;
 use crate::http::availability_stream::{StreamOptions, Streams};
 use crate::http::state::AppState;
-use crate::http::{self, ServerOptions};
 use crate::ids::UserId;
 use crate::infrastructure::replication::ReplicaAckOptions;
 use crate::infrastructure::{self, RedisTarget, connect_redis_to};
@@ -26,11 +26,13 @@ use crate::kafka::KafkaSecurity;
 use crate::keyspace::Keyspace;
 use crate::payment::SimulatedGateway;
 use crate::rate_limit::{UserRateLimit, UserRateOptions};
+use crate::relay::publisher::PublisherOptions;
 use crate::relay::{self, RelayOptions};
+use crate::reservation::PAYMENT_WINDOW_MARGIN;
 use crate::reservation::admission::Admission;
-use crate::reservation::engine::PAYMENT_WINDOW_MARGIN;
 use crate::reservation::reaper::{Reaper, ReaperOptions};
 use crate::reservation::{EngineOptions, ReservationEngine};
+use crate::server::ServerOptions;
 use crate::stock::Stock;
 use crate::telemetry;
 use crate::waiting_room::pass::{PassKeys, PassKeysError};
@@ -120,7 +122,7 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     };
     let jwt = authenticator(&config, secret.as_ref()).await?;
     let kafka_security = KafkaSecurity::from_config(&config.shared)?;
-    let relay_options = config.relay_enabled.then(|| RelayOptions::from_config(&config, kafka_security)).transpose()?;
+    let relay_options = config.relay_enabled.then(|| relay_options(&config, kafka_security)).transpose()?;
     let redis_target = RedisTarget::from_config(&config.shared)?;
     let database =
         infrastructure::connect_and_migrate(&config.shared.database_url, config.database_connections_max).await?;
@@ -130,10 +132,7 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     // The relay's large stream reads get a connection of their own, so parsing them
     // never holds up the replies of the request path.
     let relay = match relay_options {
-        Some(options) => {
-            let relay_redis = connect_redis_to(&redis_target).await?;
-            Some((relay_redis.with_replica_ack(replica_ack).await, options))
-        }
+        Some(options) => Some((connect_redis_to(&redis_target).await?.with_replica_ack(replica_ack).await, options)),
         None => None,
     };
     let keys = Keyspace::new(config.shared.redis_key_prefix.clone());
@@ -149,21 +148,11 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     let reaper_options = ReaperOptions { interval: config.reaper_interval, batch_max: config.reaper_batch_max };
     let reaper = config.reaper_enabled.then(|| Reaper::new(&reservations, reaper_options));
     let admission = Admission::new(config.reserve_in_flight_max, config.rate_limit_per_ip_per_second);
-    let user_rate_options = UserRateOptions {
-        per_second: config.rate_limit_per_user_per_second,
-        burst: config.rate_limit_per_user_burst,
-        per_day: config.rate_limit_per_user_per_day,
-    };
-    let user_rate_limit = UserRateLimit::new(redis.clone(), keys.clone(), user_rate_options);
+    let user_rate_limit = user_rate_limit(&config, redis.clone(), keys.clone());
     let hold_ttl = config.hold_ttl;
     let watcher_options = WatcherOptions { poll_interval: config.availability_poll_interval };
     let availability = Watchers::new(catalog.clone(), stock.clone(), watcher_options, shutdown.clone());
-    let stream_options = StreamOptions {
-        streams_max: config.streams_max as usize,
-        streams_per_client_max: config.streams_per_client_max as usize,
-        keep_alive_interval: config.stream_keep_alive_interval,
-    };
-    let streams = Streams::new(stream_options, shutdown.clone());
+    let streams = streams(&config, shutdown.clone());
     let room_options = WaitingRoomOptions { pass_keys, refresh_interval: config.waiting_room_refresh_interval };
     let waiting_rooms = WaitingRooms::new(redis.clone(), keys.clone(), database.clone(), stock.clone(), room_options);
     // The directory is loaded before the first request, so a restart never serves a guarded
@@ -189,13 +178,37 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
         trusted_proxies: config.trusted_proxies.clone(),
     });
     tokio::spawn(shut_down_after_readiness_delay(stop, config.shutdown_readiness_delay, shutdown.clone()));
-    let options = ServerOptions {
+    let task = tokio::spawn(serve_until_shutdown(state, listener, server_options(&config), relay, reaper, shutdown));
+    Ok(RunningApi { local_addr, dev_tokens, task })
+}
+
+/// The per-user rate limit of the configuration.
+fn user_rate_limit(config: &ApiConfig, redis: RedisConnection, keys: Keyspace) -> UserRateLimit {
+    let options = UserRateOptions {
+        per_second: config.rate_limit_per_user_per_second,
+        burst: config.rate_limit_per_user_burst,
+        per_day: config.rate_limit_per_user_per_day,
+    };
+    UserRateLimit::new(redis, keys, options)
+}
+
+/// The availability streams and their bounds.
+fn streams(config: &ApiConfig, shutdown: CancellationToken) -> Streams {
+    let options = StreamOptions {
+        streams_max: config.streams_max as usize,
+        streams_per_client_max: config.streams_per_client_max as usize,
+        keep_alive_interval: config.stream_keep_alive_interval,
+    };
+    Streams::new(options, shutdown)
+}
+
+/// The HTTP server's limits.
+fn server_options(config: &ApiConfig) -> ServerOptions {
+    ServerOptions {
         connections_max: config.connections_max,
         request_timeout: config.request_timeout,
         shutdown_timeout: config.shared.shutdown_timeout,
-    };
-    let task = tokio::spawn(serve_until_shutdown(state, listener, options, relay, reaper, shutdown));
-    Ok(RunningApi { local_addr, dev_tokens, task })
+    }
 }
 
 /// Once `stop` fires (readiness is already off), waits `delay` and then fires `shutdown`.
@@ -228,7 +241,7 @@ async fn serve_until_shutdown(
     }
     background.spawn(recover_provisioning(state.catalog.clone(), shutdown.clone()));
     background.spawn(state.waiting_rooms.clone().run_refresher(shutdown.clone()));
-    background.spawn(telemetry::sampler::run(
+    background.spawn(crate::stock::sampler::run(
         state.redis.clone(),
         state.keys.clone(),
         state.metrics.clone(),
@@ -306,4 +319,38 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
     }
     running.wait().await;
     Ok(())
+}
+
+/// The relay's options from the API configuration, checked by [`RelayOptions::validated`].
+fn relay_options(config: &ApiConfig, security: KafkaSecurity) -> Result<RelayOptions, relay::RelayConfigError> {
+    RelayOptions {
+        publisher: PublisherOptions {
+            brokers: config.shared.kafka_brokers.clone(),
+            security,
+            topic: config.shared.kafka_topic.clone(),
+            partitions: config.shared.kafka_partitions,
+            timeout: config.relay_publish_timeout,
+            produce_bytes_max: config.relay_produce_bytes_max as usize,
+        },
+        batch_records_max: config.relay_batch_records_max,
+        linger: config.relay_linger,
+        idle_interval: config.relay_idle_interval.max(config.relay_linger),
+        lease_ttl: config.relay_lease_ttl,
+        backoff_max: config.relay_backoff_max,
+    }
+    .validated()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_lease_must_outlive_the_slowest_round() {
+        let config = ApiConfig::parse_from(["api"]);
+        assert!(relay_options(&config, KafkaSecurity::plain()).is_ok());
+        let config = ApiConfig::parse_from(["api", "--relay-lease-ttl", "5s", "--relay-publish-timeout", "5s"]);
+        assert!(relay_options(&config, KafkaSecurity::plain()).is_err());
+    }
 }

@@ -26,10 +26,9 @@ use crate::seating::{SeatMap, SeatRow};
 use crate::stock::{SaleWindow, Stock, StockError, StockTerms};
 use crate::validation::{FieldError, FieldErrors, plain_text};
 
-/// Longest `limit` of a list page.
-pub const PAGE_LIMIT_MAX: i64 = 100;
-/// Largest quota of one category.
-pub const QUOTA_MAX: i64 = 10_000_000;
+pub use crate::stock::QUOTA_MAX;
+pub use crate::validation::PAGE_LIMIT_MAX;
+
 /// Default `max_per_user` when the request leaves it out (capped by the quota).
 pub const MAX_PER_USER_DEFAULT: i64 = 10;
 

@@ -3,7 +3,6 @@
 
 pub mod availability_stream;
 pub mod catalog;
-pub mod connection;
 pub mod documentation;
 pub mod error;
 pub mod json;
@@ -21,24 +20,21 @@ pub mod web_app;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::{HttpService, service_fn};
+use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::http::state::AppState;
-use connection::{ClockedBody, ConnectionClock, HangUp, TimedStream};
+use crate::server::connection::{self, ClockedBody, ConnectionClock};
+use crate::server::{ConnectionSlot, ServerOptions, accept_loop};
 use error::ApiError;
 use request_id::{REQUEST_ID_HEADER, RequestId};
 use router::{Matched, Operation, Router};
@@ -49,18 +45,6 @@ pub const ACCESS_LOG_TARGET: &str = "stampede::access";
 
 /// Largest accepted request body.
 pub const BODY_SIZE_MAX: usize = 64 * 1024;
-
-/// Server limits, passed explicitly by the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerOptions {
-    /// Open connections at most; more wait in the listen backlog.
-    pub connections_max: usize,
-    /// Time a client has to send a request's head and body, from the accept or the end of
-    /// the previous response; also the longest a response write may make no progress.
-    pub request_timeout: Duration,
-    /// Time in-flight requests get to finish on shutdown.
-    pub shutdown_timeout: Duration,
-}
 
 /// What a handler sees of a request.
 pub struct RequestContext {
@@ -99,27 +83,6 @@ pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
 /// Every response body: a whole one, or a server-sent event stream.
 pub type ResponseBody = Either<Full<Bytes>, availability_stream::EventStream>;
 
-/// A connection's permit of the `connections_max` bound. A long-lived stream gives it
-/// back early (it is bounded by its own limit), so streams never take buyers' slots, and
-/// watches for its client's hang-up with [`ConnectionSlot::hang_up`].
-#[derive(Clone)]
-pub struct ConnectionSlot {
-    permit: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
-    hang_up: HangUp,
-}
-
-impl ConnectionSlot {
-    /// Gives the permit back; the connection no longer counts against the bound.
-    pub fn release(&self) {
-        self.permit.lock().expect("not poisoned").take();
-    }
-
-    /// The connection's hang-up watch, for a response that outlives its request.
-    pub fn hang_up(&self) -> HangUp {
-        self.hang_up.clone()
-    }
-}
-
 /// Serves the API until `shutdown` fires, then lets in-flight requests finish under
 /// `options.shutdown_timeout`.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerOptions, shutdown: CancellationToken) {
@@ -129,69 +92,6 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, options: ServerO
         service_fn(move |request| handle(state.clone(), router.clone(), peer, clock.clone(), slot.clone(), request))
     })
     .await;
-}
-
-/// The accept loop of every HTTP endpoint (the API and the worker's metrics): at most
-/// `options.connections_max` connections, each under the deadlines of [`connection`];
-/// `service` builds a connection's service from the peer, the connection's clock and its
-/// [`ConnectionSlot`] (the permit is held until the service is dropped or releases it), and
-/// must call [`ConnectionClock::begin_request`] per request and answer with
-/// [`ClockedBody`]. Accepts until `shutdown` fires, then lets in-flight requests finish
-/// under `options.shutdown_timeout`.
-pub async fn accept_loop<S, F, B>(
-    listener: TcpListener,
-    options: ServerOptions,
-    shutdown: CancellationToken,
-    mut service: F,
-) where
-    F: FnMut(SocketAddr, Arc<ConnectionClock>, ConnectionSlot) -> S,
-    S: HttpService<Incoming, ResBody = ClockedBody<B>> + Send + 'static,
-    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let slots = Arc::new(Semaphore::new(options.connections_max));
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    // `connection` enforces the request timeout (head and body together, and idle
-    // keep-alive connections) in place of hyper's header timeout. Half-closed connections
-    // are allowed so that a client hanging up never cancels a handler halfway.
-    builder.header_read_timeout(None).half_close(true).keep_alive(true);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let clock = ConnectionClock::new(options.request_timeout);
-        let stream = TimedStream::new(stream, clock.clone());
-        let slot = ConnectionSlot { permit: Arc::new(Mutex::new(Some(permit))), hang_up: stream.hang_up() };
-        let service = service(peer, clock, slot);
-        let stream = TokioIo::new(stream);
-        let connection = graceful.watch(builder.serve_connection(stream, service));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("stopped accepting; draining in-flight requests");
-    if tokio::time::timeout(options.shutdown_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("in-flight requests did not finish before the shutdown deadline");
-    }
 }
 
 async fn handle(
@@ -371,7 +271,7 @@ pub const PAGE_LIMIT_DEFAULT: i64 = 20;
 /// The page of a list endpoint: `limit` (1..=100, default 20) and, where the endpoint
 /// has a cursor (`accepts_after`), `after` (an id, default 0). Anything else is a 422.
 pub fn page_query(query: Option<&str>, accepts_after: bool) -> Result<crate::catalog::PageRequest, ApiError> {
-    use crate::catalog::PAGE_LIMIT_MAX;
+    use crate::validation::PAGE_LIMIT_MAX;
     let mut errors = crate::validation::FieldErrors::new();
     let mut page = crate::catalog::PageRequest { limit: PAGE_LIMIT_DEFAULT, after: 0 };
     for (key, value) in query_pairs(query) {

@@ -13,9 +13,9 @@
 //!   taken seats, one byte-aligned segment per row; `P:{c:C}:seat-free`, 16-bit free
 //!   counts per row; `P:{c:C}:seat-sizes`, 16-bit row sizes; `P:{c:C}:seat-runs`, 16-bit
 //!   upper bounds of each row's longest free run; `P:{c:C}:seat-rows`, hash
-//!   of row name to `index:byte offset:seats` and of `#index` to row name. The scripts
-//!   that release or take seats derive these names from the stock key's prefix
-//!   (`P:{c:C}:`), so they stay in the category's slot.
+//!   of row name to `index:byte offset:seats` and of `#index` to row name. Every script
+//!   that lays out, releases or takes seats gets them in KEYS ([`Keyspace::seat_keys`]),
+//!   in the category's slot.
 //!
 //! Per event `E` (hash tag `{e:E}`), its waiting room (see the `waiting_room` module):
 //! - `P:{e:E}:room`: hash of the room's settings and admission state;
@@ -266,7 +266,7 @@ mod tests {
         let category = CategoryId::new(42).unwrap();
         assert_eq!(keys.stock(category), "t:{c:42}:stock");
         assert_eq!(keys.outbox(category), "t:{c:42}:outbox");
-        // The seat scripts derive these from the stock key: `P:{c:C}:` + suffix.
+        // The seat keys share the stock key's prefix `P:{c:C}:`.
         let prefix = keys.stock(category).trim_end_matches("stock").to_owned();
         assert_eq!(keys.seats(category), format!("{prefix}seats"));
         assert_eq!(keys.seat_free(category), format!("{prefix}seat-free"));

@@ -13,7 +13,7 @@
 //! - [`client_address`]: which address a request counts under behind proxies, and limits per client address.
 //! - [`config`]: one clap struct per binary.
 //! - [`contract`]: the contract's view of a reservation and its status.
-//! - [`http`]: the hyper server, deadlines, router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
+//! - [`http`]: the API front: router, shared state, handlers, problem+json errors, the OpenAPI document, the web app (`/app/`, its files from `web/` compiled in).
 //! - [`ids`]: event, category, user and reservation ids (a leaf: it uses nothing of the crate).
 //! - [`infrastructure`]: connection set-up: the Redis connection (one node or a Redis Cluster, plain or TLS), the Postgres pool and migrations, TLS client settings.
 //! - [`kafka`]: broker connections (TLS, SASL), topic creation and the key-to-partition rule.
@@ -28,9 +28,10 @@
 //! - [`retry`]: capped exponential backoff for loops that retry a dependency.
 //! - [`script`]: Lua scripts loaded from files and run by name.
 //! - [`seating`]: reserved seating: seat maps, seat names, the Redis seat layout and the live map.
+//! - [`server`]: the accept loop of every HTTP endpoint (API and worker metrics), its connection limits and per-connection deadlines.
 //! - [`shutdown`]: signals to a cancellation token.
-//! - [`stock`]: live stock levels and the conservation check.
-//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, the Redis gauge sampler, and OpenTelemetry traces (OTLP export, W3C trace context through the outbox and Kafka).
+//! - [`stock`]: live stock levels, the conservation check and the gauge sampler. The stock hash is written by Lua scripts of three modules: `stock` (create, open), `reservation` (reserve, confirm, release) and `worker` (reconcile's repair and restore).
+//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, its upkeep, and OpenTelemetry traces (OTLP export, W3C trace context through the outbox and Kafka).
 //! - [`validation`]: field errors for 422 responses.
 //! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, partition leases shared by the workers, migrate and reconcile.
@@ -59,6 +60,7 @@ pub mod reservation;
 pub mod retry;
 pub mod script;
 pub mod seating;
+pub mod server;
 pub mod shutdown;
 pub mod stock;
 pub mod telemetry;

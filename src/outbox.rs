@@ -18,7 +18,7 @@
 //!   reaper's expiries. The relay puts it on the Kafka record as a header.
 //!
 //! [`entry_fields`] writes this entry in Rust (for tests and tools); the Lua scripts
-//! write the same (`prelude.lua` `append_event`, and `reserve.lua` inline).
+//! write the same (`prelude.lua` `append_event`, and `reserve_prelude.lua` `append_reserved`).
 //!
 //! # Event ids
 //! A reservation has at most one event of each type, so the event id is the

@@ -41,9 +41,8 @@ use std::time::{Duration, Instant};
 use crate::infrastructure::RedisConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ApiConfig;
 use crate::ids::CategoryId;
-use crate::kafka::{KafkaError, KafkaSecurity};
+use crate::kafka::KafkaError;
 use crate::keyspace::Keyspace;
 use crate::outbox::{self, ReservationEvent};
 use crate::retry::{Backoff, sleep_unless_stopped};
@@ -91,32 +90,18 @@ pub struct RelayOptions {
 }
 
 impl RelayOptions {
-    /// The relay options of the API configuration. The lease must outlive the slowest
-    /// round (a publish that times out plus a backoff pause) with room for a renewal.
-    pub fn from_config(config: &ApiConfig, security: KafkaSecurity) -> Result<Self, RelayConfigError> {
-        let slowest_round = config.relay_publish_timeout + config.relay_backoff_max;
-        if slowest_round * 3 > config.relay_lease_ttl * 2 {
+    /// The options, if the lease outlives the slowest round (a publish that times out
+    /// plus a backoff pause) with room for a renewal.
+    pub fn validated(self) -> Result<Self, RelayConfigError> {
+        let slowest_round = self.publisher.timeout + self.backoff_max;
+        if slowest_round * 3 > self.lease_ttl * 2 {
             return Err(RelayConfigError(format!(
                 "RELAY_LEASE_TTL ({:?}) must be at least 1.5 × (RELAY_PUBLISH_TIMEOUT + RELAY_BACKOFF_MAX) = {:?}",
-                config.relay_lease_ttl,
+                self.lease_ttl,
                 slowest_round * 3 / 2
             )));
         }
-        Ok(Self {
-            publisher: PublisherOptions {
-                brokers: config.shared.kafka_brokers.clone(),
-                security,
-                topic: config.shared.kafka_topic.clone(),
-                partitions: config.shared.kafka_partitions,
-                timeout: config.relay_publish_timeout,
-                produce_bytes_max: config.relay_produce_bytes_max as usize,
-            },
-            batch_records_max: config.relay_batch_records_max,
-            linger: config.relay_linger,
-            idle_interval: config.relay_idle_interval.max(config.relay_linger),
-            lease_ttl: config.relay_lease_ttl,
-            backoff_max: config.relay_backoff_max,
-        })
+        Ok(self)
     }
 }
 
@@ -509,7 +494,6 @@ fn next_entry_id(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn a_failed_entry_and_everything_after_it_stay() {
@@ -526,13 +510,5 @@ mod tests {
         assert_eq!(next_entry_id("1700000000000-41"), "1700000000000-42");
         assert_eq!(next_entry_id(&format!("5-{}", u64::MAX)), "6-0");
         assert_eq!(next_entry_id("garbage"), "0-1");
-    }
-
-    #[test]
-    fn the_lease_must_outlive_the_slowest_round() {
-        let config = ApiConfig::parse_from(["api"]);
-        assert!(RelayOptions::from_config(&config, KafkaSecurity::plain()).is_ok());
-        let config = ApiConfig::parse_from(["api", "--relay-lease-ttl", "5s", "--relay-publish-timeout", "5s"]);
-        assert!(RelayOptions::from_config(&config, KafkaSecurity::plain()).is_err());
     }
 }

@@ -18,6 +18,11 @@ use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::validation::{FieldError, FieldErrors};
 
+/// The seat layout's Lua helpers (`seating/prelude.lua`): the seat keys by name, laying out
+/// a map, taking and freeing seats, finding seats by name. Every script that touches seats
+/// starts with it (the script loader concatenates it, `LuaScript::with_preludes`).
+pub const PRELUDE: &str = include_str!("seating/prelude.lua");
+
 /// Most rows in one seat map.
 pub const ROWS_MAX: usize = 1000;
 /// Most seats in one row.

@@ -6,6 +6,20 @@
 //! (`pending` until provisioning finishes, then `open`). A seated category's stock also
 //! has `seated = 1` and its seat keys (see [`crate::seating`]); its quota is its number
 //! of seats, and the counters move with the seats.
+//!
+//! # Who writes the stock hash
+//! Not only this module: Lua scripts of three modules write it, each keeping `available
+//! + held + sold == quota`:
+//! - `stock`: `create_stock.lua` (the hash, pending) and `open_stock.lua` (`state open`);
+//! - `reservation`: `reserve.lua` and `reserve_seats.lua` (available to held),
+//!   `finish_payment.lua` (held to sold), and the prelude's `release` run by `cancel.lua`,
+//!   `expire.lua` and `finish_payment.lua` (held back to available);
+//! - `worker` (reconcile `--repair`): `repair_stock.lua` (a missing stock rebuilt from
+//!   Postgres) and `restore_sale.lua` (a sale a failover took back).
+//!
+//! [`sampler`] reads it (with the outbox length) into the `stock_*` gauges.
+
+pub mod sampler;
 
 use crate::infrastructure::RedisConnection;
 use chrono::{DateTime, Utc};
@@ -17,10 +31,16 @@ use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::lua_script;
 use crate::milliseconds;
-use crate::seating::SeatMap;
+use crate::script::LuaScript;
+use crate::seating::{self, SeatMap};
 
-lua_script!(CREATE_STOCK, "create_stock", "stock/create_stock.lua");
+static CREATE_STOCK: std::sync::LazyLock<LuaScript> = std::sync::LazyLock::new(|| {
+    LuaScript::with_preludes("create_stock", &[seating::PRELUDE], include_str!("stock/create_stock.lua"))
+});
 lua_script!(OPEN_STOCK, "open_stock", "stock/open_stock.lua");
+
+/// Largest quota of one category: every stock counter stays far from overflow.
+pub const QUOTA_MAX: i64 = 10_000_000;
 
 /// Why a stock operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +74,22 @@ impl Levels {
 }
 
 /// A sale window: reservations are accepted from `starts_at` until `ends_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct SaleWindow {
     /// Opening time, or always open.
+    #[sqlx(rename = "sale_starts_at")]
     pub starts_at: Option<DateTime<Utc>>,
     /// Closing time, or never closing.
+    #[sqlx(rename = "sale_ends_at")]
     pub ends_at: Option<DateTime<Utc>>,
 }
 
-/// The terms a category's stock is created with.
-#[derive(Debug, Clone, PartialEq)]
+/// The terms a category's stock is created with (and rebuilt with: `worker reconcile
+/// --repair` reads them from Postgres, hence the row mapping).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StockTerms {
     /// The category.
+    #[sqlx(rename = "id", try_from = "i64")]
     pub category_id: CategoryId,
     /// Its event.
     pub event_id: i64,
@@ -78,9 +102,26 @@ pub struct StockTerms {
     /// Currency code.
     pub currency: String,
     /// When reservations are accepted.
+    #[sqlx(flatten)]
     pub sale_window: SaleWindow,
     /// The seat map of a seated category (its quota is the map's number of seats).
     pub seat_map: Option<SeatMap>,
+}
+
+impl StockTerms {
+    /// Adds the terms as the first arguments of a script that writes a whole stock
+    /// (`create_stock.lua`, and `repair_stock.lua` of `worker reconcile --repair`): event,
+    /// quota, per-user cap, price, currency, sale start and end.
+    pub fn add_arguments(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .arg(self.event_id)
+            .arg(self.quota)
+            .arg(self.max_per_user)
+            .arg(self.price)
+            .arg(&self.currency)
+            .arg(milliseconds::optional_text(self.sale_window.starts_at))
+            .arg(milliseconds::optional_text(self.sale_window.ends_at));
+    }
 }
 
 /// Category ids added to the registry per command by [`Stock::register`].
@@ -111,14 +152,7 @@ impl Stock {
                 invocation.key(key);
             }
         }
-        invocation
-            .arg(terms.event_id)
-            .arg(terms.quota)
-            .arg(terms.max_per_user)
-            .arg(terms.price)
-            .arg(&terms.currency)
-            .arg(milliseconds::optional_text(terms.sale_window.starts_at))
-            .arg(milliseconds::optional_text(terms.sale_window.ends_at));
+        terms.add_arguments(&mut invocation);
         if let Some(map) = &terms.seat_map {
             invocation.arg(map.sizes_u16());
             for row in map.rows() {

@@ -5,13 +5,12 @@
 //! Metrics go through the `metrics` facade into one Prometheus recorder per process;
 //! [`install_metrics`] returns the handle that [`render`] prints for `/metrics` (with the
 //! `process_*` series); [`descriptions`] holds every series' HELP text and the build info
-//! gauge; [`sampler`] sets the gauges whose truth lives in Redis.
+//! gauge; the stock sampler (`stock::sampler`, run by the api) sets the gauges whose truth lives in Redis.
 //! Traces go to an OTLP receiver when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`traces`]),
 //! and cross Redis and Kafka as W3C `traceparent` values ([`trace_context`]).
 
 pub mod descriptions;
 pub mod json_log;
-pub mod sampler;
 pub mod trace_context;
 pub mod traces;
 
@@ -123,4 +122,21 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// How often [`upkeep`] drains the recorder's histogram buffers.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs the recorder's upkeep every [`UPKEEP_INTERVAL`] until `shutdown` fires, for a
+/// process without a stock sampler (the worker; the api's stock sampler runs the upkeep itself): without it, histogram samples pile up in
+/// memory between scrapes, without bound when nobody scrapes.
+pub async fn upkeep(metrics: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
+    let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => metrics.run_upkeep(),
+        }
+    }
 }

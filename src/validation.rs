@@ -12,6 +12,10 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Longest `limit` of a list page: the bound a list request is validated against, and the
+/// clamp every paged read applies.
+pub const PAGE_LIMIT_MAX: i64 = 100;
+
 /// Most field errors a 422 lists; its `detail` says how many more there were, so a request
 /// of thousands of bad fields cannot make a response of megabytes.
 pub const ERRORS_LISTED_MAX: usize = 20;

@@ -58,7 +58,7 @@ const RETRY_AFTER_SOLD_OUT_SECONDS: u64 = 5;
 const OPENING_JITTER_SECONDS: u64 = 3;
 
 fn prelude_script(name: &'static str, body: &str) -> LuaScript {
-    LuaScript::new(name, &format!("{}\n{body}", include_str!("waiting_room/prelude.lua")))
+    LuaScript::with_preludes(name, &[include_str!("waiting_room/prelude.lua")], body)
 }
 
 static JOIN_QUEUE: std::sync::LazyLock<LuaScript> =

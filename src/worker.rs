@@ -117,7 +117,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let metrics_addr =
         listener.local_addr().map_err(|source| WorkerError::MetricsBind { addr: config.metrics_addr, source })?;
     println!("metrics on http://{metrics_addr}/metrics");
-    tokio::spawn(crate::telemetry::sampler::upkeep(handle.clone(), shutdown.clone()));
+    tokio::spawn(crate::telemetry::upkeep(handle.clone(), shutdown.clone()));
     tokio::spawn(metrics_endpoint::serve(listener, handle, shutdown.clone()));
     let security = kafka::KafkaSecurity::from_config(&config.shared)?;
     let Some(database) = connect_database(&config, &shutdown).await? else { return Ok(()) };

@@ -4,13 +4,57 @@
 //! top-level module, collects the `crate::<module>` references (in `use` lines,
 //! grouped `use crate::{a, b}`, inline paths, doc links, and `crate::<macro>!` calls,
 //! which count for the module that defines the macro), and asserts that the graph has
-//! no cycle and that docs/architecture.md lists it as it is.
+//! no cycle, that every dependency points down the layer order of [`LAYERS`] (or stays
+//! within a layer), and that docs/architecture.md lists it as it is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The layers, top first: a module may use modules of its own layer or of any layer
+/// below, never one above. Every top-level module is in exactly one layer. Modules that
+/// do not exist yet (`grpc`, `service`) hold their place, so the order is settled before
+/// they arrive.
+///
+/// The event pipeline runs relay -> Kafka -> worker -> Postgres as data; as code, `relay`
+/// and `worker` sit with the processes and use the stores below (`kafka`, `persistence`).
+/// `worker` is a process (the `worker` binary's library: consumer, partition leases,
+/// migrate and reconcile), and reconcile's repair restores holds with the reservation
+/// record layout, so it sits above the domain.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("processes", &["api", "worker", "relay"]),
+    ("fronts", &["http", "grpc"]),
+    ("service", &["service"]),
+    ("domain", &["reservation", "catalog", "waiting_room", "availability"]),
+    ("stores", &["stock", "outbox", "script", "rate_limit", "payment", "seating", "persistence", "kafka"]),
+    ("infrastructure", &["infrastructure", "config", "telemetry", "auth", "server"]),
+    ("leaves", &["ids", "contract", "milliseconds", "validation", "retry", "shutdown", "client_address", "keyspace"]),
+];
+
+/// The layer index of `module` (0 is the top), if [`LAYERS`] lists it.
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|(_, modules)| modules.contains(&module))
+}
+
+/// Every dependency that points up the layer order, as `from (layer) -> to (layer)`.
+fn upward_edges(graph: &Graph) -> Vec<String> {
+    let mut upward = Vec::new();
+    for (module, dependencies) in graph {
+        let Some(from) = layer_of(module) else { continue };
+        for dependency in dependencies {
+            match layer_of(dependency) {
+                Some(to) if to < from => upward.push(format!(
+                    "{module} ({}) -> {dependency} ({}): `{module}` must not use `{dependency}`, which is in a higher layer",
+                    LAYERS[from].0, LAYERS[to].0
+                )),
+                _ => {}
+            }
+        }
+    }
+    upward
+}
 
 const LISTING_START: &str = "<!-- module-graph:start -->";
 const LISTING_END: &str = "<!-- module-graph:end -->";
@@ -189,6 +233,16 @@ fn modules_have_no_dependency_cycle() {
 }
 
 #[test]
+fn dependencies_point_down_the_layers() {
+    // Goal: fronts use the service, the service uses the domain, the domain uses stores and stores use infrastructure, never the other way.
+    let graph = module_graph();
+    let unplaced: Vec<&String> = graph.keys().filter(|module| layer_of(module).is_none()).collect();
+    assert!(unplaced.is_empty(), "put these modules into a layer of LAYERS in tests/module_graph.rs: {unplaced:?}");
+    let upward = upward_edges(&graph);
+    assert!(upward.is_empty(), "dependencies that point up the layers:\n{}", upward.join("\n"));
+}
+
+#[test]
 fn architecture_lists_the_module_graph() {
     // Goal: docs/architecture.md shows the module dependencies as they are.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md");
@@ -224,4 +278,15 @@ fn references_in_groups_and_paths_are_found() {
         ("c".to_owned(), BTreeSet::from(["a".to_owned()])),
     ]);
     assert_eq!(find_cycle(&cyclic).expect("a cycle"), ["a", "b", "c", "a"]);
+    let upward = Graph::from([("stock".to_owned(), BTreeSet::from(["reservation".to_owned(), "ids".to_owned()]))]);
+    assert_eq!(
+        upward_edges(&upward),
+        ["stock (stores) -> reservation (domain): `stock` must not use `reservation`, which is in a higher layer"]
+    );
+    let mut listed = BTreeSet::new();
+    for (_, modules) in LAYERS {
+        for module in *modules {
+            assert!(listed.insert(*module), "{module} is in two layers");
+        }
+    }
 }

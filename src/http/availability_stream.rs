@@ -27,12 +27,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::event_id;
-use super::connection::HangUp;
 use super::error::ApiError;
 use super::{RequestContext, ResponseBody};
 use crate::availability::watcher::{Snapshot, Subscription, WatchError};
 use crate::client_address::{ClientSlot, ClientSlots};
 use crate::http::state::AppState;
+use crate::server::connection::HangUp;
 
 /// Shortest time between two messages of one stream.
 pub const MESSAGE_INTERVAL_MIN: Duration = Duration::from_millis(100);

@@ -10,9 +10,10 @@ use super::error::ApiError;
 use super::json::{self, RequestBody};
 use super::{HandlerResult, RequestContext, page_query};
 pub use crate::availability::{Availability, CategoryAvailability};
-use crate::catalog::{CatalogError, Category, CategoryFields, Event, NewCategory, NewEvent};
+use crate::catalog::{Catalog, CatalogError, Category, CategoryFields, Event, NewCategory, NewEvent};
 use crate::http::state::AppState;
 use crate::ids::{CategoryId, EventId};
+use crate::reservation::ReservationError;
 use crate::seating::{self, LiveSeats};
 use crate::stock::{SaleWindow, StockError};
 use crate::validation::FieldErrors;
@@ -309,4 +310,17 @@ pub async fn category_seats(state: &AppState, request: RequestContext) -> Handle
         .map_err(|error| ApiError::unavailable(format!("redis: {error}")))?
         .ok_or_else(|| ApiError::unavailable(format!("seats of category {} are missing from redis", id.get())))?;
     Ok(json::response(StatusCode::OK, &live))
+}
+
+/// Tells the two causes of a reserve's missing stock apart: a category that never existed
+/// becomes [`ReservationError::UnknownCategory`]; a real one stays
+/// [`ReservationError::StockMissing`]. Only this failure path reads Postgres (a 503 when it
+/// fails); every other error passes through unchanged.
+pub async fn explain_missing_stock(error: ReservationError, catalog: &Catalog) -> Result<ReservationError, ApiError> {
+    let ReservationError::StockMissing(category) = error else { return Ok(error) };
+    match catalog.category_exists(category).await {
+        Ok(true) => Ok(error),
+        Ok(false) => Ok(ReservationError::UnknownCategory(category)),
+        Err(cause) => Err(ApiError::unavailable(format!("postgres: {cause:?}"))),
+    }
 }

@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::rate_limit::RateLimitError;
+use crate::reservation::Refusal;
+use crate::reservation::error::RefusalAnswer;
 use crate::validation::FieldError;
 
 /// Every error a client can receive. Statuses are chosen only in [`ApiError::status`].
@@ -36,24 +38,13 @@ pub enum ApiError {
     /// Known path, wrong method; carries the `Allow` value.
     #[error("method not allowed")]
     MethodNotAllowed(String),
-    /// Fewer tickets left than asked for.
-    #[error("not enough tickets left")]
-    SoldOut,
+    /// A reserve refused with its own contract code ([`RefusalAnswer::Conflict`] in
+    /// [`REFUSALS`](crate::reservation::error::REFUSALS)); build it with [`ApiError::refused`].
+    #[error("{}", .0.terms().detail)]
+    Refused(Refusal),
     /// Named seats are held or sold; nothing was held.
     #[error("seats taken: {}", .0.join(", "))]
     SeatTaken(Vec<String>),
-    /// No row has that many adjacent free seats, though that many are free in all.
-    #[error("no row has that many adjacent free seats")]
-    NoAdjacentSeats,
-    /// The user's held + confirmed tickets would pass `max_per_user`.
-    #[error("this would pass the per-user limit of the category")]
-    LimitExceeded,
-    /// Before the sale window.
-    #[error("the sale has not opened yet")]
-    SaleNotOpen,
-    /// After the sale window.
-    #[error("the sale has closed")]
-    SaleClosed,
     /// Duplicate name.
     #[error("{0}")]
     AlreadyExists(&'static str),
@@ -111,7 +102,9 @@ pub enum ApiError {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"type": "urn:stampede:problem:sold_out", "title": "Sold out", "status": 409,
+// (The example is replaced in the served document by `ApiError::SoldOut`'s real problem; this one
+// matches it, title included: the title is the status's reason phrase.)
+#[schema(example = json!({"type": "urn:stampede:problem:sold_out", "title": "Conflict", "status": 409,
     "code": "sold_out", "detail": "not enough tickets left"}))]
 pub struct Problem {
     /// A URI naming the problem type (`urn:stampede:problem:<code>`).
@@ -140,6 +133,18 @@ impl ApiError {
         Self::Unavailable { retry_after_seconds: 1, reason: reason.to_string() }
     }
 
+    /// The answer to a refused reserve, from [`REFUSALS`](crate::reservation::error::REFUSALS):
+    /// its own code, or a 422 naming the field.
+    pub fn refused(refusal: Refusal) -> Self {
+        let terms = refusal.terms();
+        match terms.answer {
+            RefusalAnswer::Conflict => Self::Refused(refusal),
+            RefusalAnswer::Field { field } => {
+                Self::Validation(vec![FieldError { field: field.to_owned(), message: terms.detail.to_owned() }])
+            }
+        }
+    }
+
     /// A 500 whose cause is logged, never shown.
     pub fn internal(cause: impl std::fmt::Debug) -> Self {
         Self::Internal(format!("{cause:?}"))
@@ -154,15 +159,13 @@ impl ApiError {
             Self::Forbidden | Self::QueuePassRequired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::SoldOut
-            | Self::SeatTaken(_)
-            | Self::NoAdjacentSeats
-            | Self::LimitExceeded
-            | Self::SaleNotOpen
-            | Self::SaleClosed
-            | Self::AlreadyExists(_)
-            | Self::ReservationNotHeld(_)
-            | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::Refused(refusal) => match refusal.terms().answer {
+                RefusalAnswer::Conflict => StatusCode::CONFLICT,
+                RefusalAnswer::Field { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            Self::SeatTaken(_) | Self::AlreadyExists(_) | Self::ReservationNotHeld(_) | Self::IdempotencyInProgress => {
+                StatusCode::CONFLICT
+            }
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ReservationExpired => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -184,12 +187,11 @@ impl ApiError {
             Self::QueuePassRequired => "queue_pass_required",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::SoldOut => "sold_out",
+            Self::Refused(refusal) => match refusal.terms().answer {
+                RefusalAnswer::Conflict => refusal.code(),
+                RefusalAnswer::Field { .. } => "validation_failed",
+            },
             Self::SeatTaken(_) => "seat_taken",
-            Self::NoAdjacentSeats => "no_adjacent_seats",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::SaleNotOpen => "sale_not_open",
-            Self::SaleClosed => "sale_closed",
             Self::AlreadyExists(_) => "already_exists",
             Self::ReservationNotHeld(_) => "reservation_not_held",
             Self::IdempotencyInProgress => "idempotency_in_progress",

@@ -26,6 +26,8 @@ use crate::http::{
     availability_stream, catalog, documentation, metrics, operations, reservation, reservation_list, waiting_room,
     web_app,
 };
+use crate::reservation::Refusal;
+use crate::reservation::error::{REFUSALS, RefusalAnswer};
 use crate::validation::FieldError;
 
 /// Name of the security scheme that handlers list in `security(...)`.
@@ -33,6 +35,22 @@ pub const BEARER_SCHEME: &str = "bearer_auth";
 
 /// Media type of every error response.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// In [`OPERATION_ERRORS`]: every refusal with its own code, from the one list
+/// ([`REFUSALS`]), so no operation repeats them.
+pub const REFUSED: &str = "<refusals>";
+
+/// An operation's codes from [`OPERATION_ERRORS`], with [`REFUSED`] spelled out.
+pub fn operation_codes(codes: &[&'static str]) -> Vec<&'static str> {
+    let mut all = Vec::with_capacity(codes.len() + REFUSALS.len());
+    for &code in codes {
+        match code {
+            REFUSED => all.extend(conflict_refusals().map(Refusal::code)),
+            code => all.push(code),
+        }
+    }
+    all
+}
 
 /// The error codes each operation can answer with, by operation id (the handler's
 /// name). Errors that any path can produce before a handler runs (404 for an unknown
@@ -79,12 +97,8 @@ pub const OPERATION_ERRORS: &[(&str, &[&str])] = &[
             "unauthorized",
             "queue_pass_required",
             "not_found",
-            "sold_out",
+            REFUSED,
             "seat_taken",
-            "no_adjacent_seats",
-            "limit_exceeded",
-            "sale_not_open",
-            "sale_closed",
             "idempotency_in_progress",
             "payload_too_large",
             "unsupported_media_type",
@@ -219,7 +233,7 @@ impl Modify for BearerScheme {
 
 /// One example of every [`ApiError`] variant, in the contract's order.
 pub fn error_examples() -> Vec<ApiError> {
-    vec![
+    let mut examples = vec![
         ApiError::InvalidJson("the body is not valid JSON: expected value at line 1 column 1".to_owned()),
         ApiError::Unauthorized,
         ApiError::PaymentDeclined,
@@ -227,12 +241,7 @@ pub fn error_examples() -> Vec<ApiError> {
         ApiError::QueuePassRequired,
         ApiError::NotFound("no such resource"),
         ApiError::MethodNotAllowed("GET, POST".to_owned()),
-        ApiError::SoldOut,
         ApiError::SeatTaken(vec!["A-3".to_owned(), "A-4".to_owned()]),
-        ApiError::NoAdjacentSeats,
-        ApiError::LimitExceeded,
-        ApiError::SaleNotOpen,
-        ApiError::SaleClosed,
         ApiError::AlreadyExists("the event already has a category with this name"),
         ApiError::ReservationNotHeld("the reservation is confirmed"),
         ApiError::IdempotencyInProgress,
@@ -248,7 +257,16 @@ pub fn error_examples() -> Vec<ApiError> {
         ApiError::RateLimited { retry_after_seconds: 1 },
         ApiError::unavailable("example"),
         ApiError::internal("example"),
-    ]
+    ];
+    // The refusals with their own code, from the one list, after `method_not_allowed`.
+    let at = examples.iter().position(|error| matches!(error, ApiError::MethodNotAllowed(_))).map_or(0, |at| at + 1);
+    examples.splice(at..at, conflict_refusals().map(ApiError::Refused));
+    examples
+}
+
+/// The refusals a reserve answers with their own code, in [`REFUSALS`] order.
+fn conflict_refusals() -> impl Iterator<Item = Refusal> {
+    REFUSALS.iter().filter(|terms| terms.answer == RefusalAnswer::Conflict).map(|terms| terms.refusal)
 }
 
 /// When a client receives `error`: the contract's wording. The match is exhaustive, so
@@ -264,14 +282,8 @@ pub fn when(error: &ApiError) -> &'static str {
         }
         ApiError::NotFound(_) => "Unknown route or resource; also a reservation owned by someone else.",
         ApiError::MethodNotAllowed(_) => "Known path, wrong method; the `Allow` header lists the right ones.",
-        ApiError::SoldOut => "Fewer tickets are left than were asked for.",
+        ApiError::Refused(refusal) => refusal.terms().when,
         ApiError::SeatTaken(_) => "A requested seat is held or sold; `seats` lists the taken ones and nothing is held.",
-        ApiError::NoAdjacentSeats => {
-            "No row has that many adjacent free seats, though at least that many are free in all."
-        }
-        ApiError::LimitExceeded => "The user's held and confirmed tickets in the category would pass `max_per_user`.",
-        ApiError::SaleNotOpen => "The event's sale has not opened yet.",
-        ApiError::SaleClosed => "The event's sale has closed.",
         ApiError::AlreadyExists(_) => "The event already has a category with this name.",
         ApiError::ReservationNotHeld(_) => {
             "The reservation is not held: confirm of a cancelled one, cancel of a confirmed one."
@@ -314,8 +326,8 @@ impl Modify for ProblemResponses {
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 let id = operation.operation_id.clone().unwrap_or_default();
-                let codes = table.get(id.as_str()).copied().unwrap_or_default();
-                add_problem_responses(&mut operation.responses.responses, codes);
+                let codes = operation_codes(table.get(id.as_str()).copied().unwrap_or_default());
+                add_problem_responses(&mut operation.responses.responses, &codes);
             }
         }
         let description = openapi.info.description.take().unwrap_or_default();
@@ -333,7 +345,8 @@ fn describe_problem_schema(problem: &mut Object) {
     if let Some(RefOr::T(Schema::Object(code))) = problem.properties.get_mut("code") {
         code.enum_values = Some(codes);
     }
-    problem.example = Some(serde_json::to_value(ApiError::SoldOut.problem()).expect("problems serialize"));
+    problem.example =
+        Some(serde_json::to_value(ApiError::Refused(Refusal::SoldOut).problem()).expect("problems serialize"));
 }
 
 /// Adds one response per status of `codes` (keeping a handler's own description).
@@ -493,8 +506,8 @@ mod tests {
     fn every_listed_code_is_a_real_error_code() {
         let known: Vec<&str> = error_examples().iter().map(ApiError::code).collect();
         for (operation, codes) in OPERATION_ERRORS {
-            for code in *codes {
-                assert!(known.contains(code), "{operation} lists unknown code {code}");
+            for code in operation_codes(codes) {
+                assert!(known.contains(&code), "{operation} lists unknown code {code}");
             }
         }
     }

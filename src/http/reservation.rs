@@ -80,10 +80,10 @@ impl RequestBody for ConfirmRequest {
     const FIELDS: &'static [&'static str] = &["reservation_id", "payment.token"];
 }
 
-fn shed(refusal: admission::Refusal) -> ApiError {
+fn shed(refusal: admission::Shedding) -> ApiError {
     match refusal {
-        admission::Refusal::Overloaded => ApiError::Shed { retry_after_seconds: 1, reason: refusal.reason() },
-        admission::Refusal::RateLimited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
+        admission::Shedding::Overloaded => ApiError::Shed { retry_after_seconds: 1, reason: refusal.reason() },
+        admission::Shedding::RateLimited { retry_after_seconds } => ApiError::RateLimited { retry_after_seconds },
     }
 }
 
@@ -141,7 +141,6 @@ fn reservation_error(error: ReservationError) -> ApiError {
         ReservationError::PaymentFailed(reason) => ApiError::unavailable(format!("payment failed: {reason}")),
         // The relay logs why the outbox is not draining; per-request logs would flood.
         ReservationError::OutboxBacklog(_) => ApiError::Shed { retry_after_seconds: 1, reason: "outbox_backlog" },
-        ReservationError::Catalog(cause) => ApiError::unavailable(format!("postgres: {cause:?}")),
         ReservationError::StockMissing(_) | ReservationError::StockNotOpen(_) | ReservationError::Redis(_) => {
             ApiError::unavailable(&error)
         }
@@ -150,20 +149,7 @@ fn reservation_error(error: ReservationError) -> ApiError {
 }
 
 fn refusal_error(refusal: Refusal) -> ApiError {
-    match refusal {
-        Refusal::SoldOut => ApiError::SoldOut,
-        Refusal::LimitExceeded => ApiError::LimitExceeded,
-        Refusal::SaleNotOpen => ApiError::SaleNotOpen,
-        Refusal::SaleClosed => ApiError::SaleClosed,
-        Refusal::EventMismatch => field_error("event_id", "is not the event of this ticket category"),
-        Refusal::AmountTooLarge => field_error("quantity", "price * quantity is too large"),
-        Refusal::NoAdjacentSeats => ApiError::NoAdjacentSeats,
-        Refusal::NotSeated => field_error("seats", "the category has no seats: leave out seats and adjacent"),
-        Refusal::TooManySeats => field_error(
-            "seats",
-            "names more seats than the category's max_per_user, or asks for more than 1000 seats at once",
-        ),
-    }
+    ApiError::refused(refusal)
 }
 
 fn created(reservation: &Reservation) -> HandlerResult {
@@ -236,7 +222,7 @@ pub async fn reserve(state: &AppState, request: RequestContext) -> HandlerResult
     record_outcome("reserve", &result, "held");
     match result {
         Ok(reservation) => created(&reservation),
-        Err(error) => Err(reservation_error(error.explain_missing_stock(&state.catalog).await)),
+        Err(error) => Err(reservation_error(super::catalog::explain_missing_stock(error, &state.catalog).await?)),
     }
 }
 

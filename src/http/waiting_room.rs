@@ -14,6 +14,7 @@ use crate::http::state::AppState;
 use crate::ids::CategoryId;
 use crate::ids::EventId;
 use crate::ids::UserId;
+use crate::reservation::Refusal;
 use crate::stock::SaleWindow;
 use crate::waiting_room::{Joined, QueueStatus, Room, RoomChange, WaitingRoomError};
 
@@ -41,7 +42,7 @@ impl RequestBody for WaitingRoomRequest {
 fn waiting_room_error(error: WaitingRoomError) -> ApiError {
     match error {
         WaitingRoomError::NotJoined => ApiError::NotFound("you have not joined this queue"),
-        WaitingRoomError::SaleClosed => ApiError::SaleClosed,
+        WaitingRoomError::SaleClosed => ApiError::Refused(Refusal::SaleClosed),
         WaitingRoomError::Redis(error) => ApiError::unavailable(format!("redis: {error}")),
         WaitingRoomError::Database(error) => ApiError::unavailable(format!("postgres: {error}")),
         WaitingRoomError::UnexpectedReply { .. } => ApiError::internal(&error),

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::catalog::PAGE_LIMIT_MAX;
 use crate::contract::{Reservation, ReservationStatus};
 use crate::ids::{CategoryId, UserId};
+use crate::validation::PAGE_LIMIT_MAX;
 
 #[derive(sqlx::FromRow)]
 struct ReservationRow {

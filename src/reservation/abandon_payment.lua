@@ -8,22 +8,21 @@
 -- (the deadline is absolute: that confirm answers 410, and a decline is not stored for
 -- replay), or {'lost', status} when the hold had moved on.
 if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[3], ARGV[2])
+  queue_void(KEYS[3], ARGV[2])
 end
 upgrade_record(KEYS[1])
-local current = redis.call('HMGET', KEYS[1], FIELD.status, FIELD.attempt, FIELD.expires_at_ms)
-local late = now_ms() >= tonumber(current[3] or 0)
+local status, attempt, expires_at = unpack(redis.call('HMGET', KEYS[1], FIELD.status, FIELD.attempt,
+  FIELD.expires_at_ms))
+local late = now_ms() >= tonumber(expires_at or 0)
 if KEYS[4] and ARGV[3] == 'declined' and not late then
   -- A 402 is a final answer for this key: replayed, never charged again.
   redis.call('HSET', KEYS[4], 'fingerprint', ARGV[5], 'outcome', 'declined')
   redis.call('EXPIRE', KEYS[4], ARGV[6])
 end
-if current[1] ~= 'paying' or current[2] ~= ARGV[2] then
-  return {'lost', current[1] or ''}
+if status ~= 'paying' or attempt ~= ARGV[2] then
+  return {'lost', status or ''}
 end
-redis.call('HSET', KEYS[1], FIELD.status, 'held')
-redis.call('HDEL', KEYS[1], FIELD.paying_until_ms, FIELD.payment_key)
-redis.call('ZADD', KEYS[2], current[3], ARGV[1])
+return_to_held(KEYS[1], KEYS[2], ARGV[1], expires_at)
 if late then
   return {'returned', 'late'}
 end

@@ -18,9 +18,9 @@ use crate::client_address::limit_key;
 /// bounded and the limit never fails open.
 const TRACKED_ADDRESSES_MAX: usize = 100_000;
 
-/// Why a request is not admitted.
+/// Why a request is shed (load shedding, never a business refusal: those are [`super::Refusal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Shedding {
     /// Too many requests in flight in this process.
     Overloaded,
     /// This address sent more than its rate.
@@ -30,7 +30,7 @@ pub enum Refusal {
     },
 }
 
-impl Refusal {
+impl Shedding {
     /// The `reason` label of `requests_shed_total`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -131,18 +131,18 @@ impl Admission {
     }
 
     /// Applies the per-IP rate limit, if configured.
-    pub fn check_rate(&self, address: IpAddr) -> Result<(), Refusal> {
+    pub fn check_rate(&self, address: IpAddr) -> Result<(), Shedding> {
         match &self.rate_limiter {
             None => Ok(()),
             Some(limiter) => {
-                limiter.check(address).map_err(|retry_after_seconds| Refusal::RateLimited { retry_after_seconds })
+                limiter.check(address).map_err(|retry_after_seconds| Shedding::RateLimited { retry_after_seconds })
             }
         }
     }
 
     /// Admits one request while fewer than `in_flight_max` run; drop the permit when done.
-    pub fn enter(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        self.in_flight.clone().try_acquire_owned().map_err(|_| Refusal::Overloaded)
+    pub fn enter(&self) -> Result<OwnedSemaphorePermit, Shedding> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| Shedding::Overloaded)
     }
 }
 
@@ -168,7 +168,7 @@ mod tests {
         let admission = Admission::new(2, 0);
         let first = admission.enter().unwrap();
         let _second = admission.enter().unwrap();
-        assert_eq!(admission.enter().unwrap_err(), Refusal::Overloaded);
+        assert_eq!(admission.enter().unwrap_err(), Shedding::Overloaded);
         drop(first);
         assert!(admission.enter().is_ok());
     }
@@ -181,7 +181,7 @@ mod tests {
         assert!((0..1000).all(|_| unlimited.check_rate(address).is_ok()));
         let limited = Admission::new(10, 3);
         assert!((0..3).all(|_| limited.check_rate(address).is_ok()));
-        assert_eq!(limited.check_rate(address), Err(Refusal::RateLimited { retry_after_seconds: 1 }));
+        assert_eq!(limited.check_rate(address), Err(Shedding::RateLimited { retry_after_seconds: 1 }));
         assert!(limited.check_rate(other).is_ok());
     }
 

@@ -19,24 +19,12 @@ if KEYS[4] then
     return {stored[2]}
   end
 end
-upgrade_record(KEYS[2])
-local record = read_record(KEYS[2])
-local status = record[1]
-if not status or record[2] ~= ARGV[2] then
-  return {'not_found'}
+local record, now = live_record(KEYS[2], ARGV[2], 'confirmed')
+if not record then
+  return now
 end
-if status == 'confirmed' then
-  return {'confirmed', unpack(record)}
-end
-if status == 'cancelled' or status == 'expired' then
-  return {status}
-end
-local now = now_ms()
-local expires_at = tonumber(record[9])
-if now >= expires_at then
-  return {'expired'}
-end
-if status == 'paying' then
+local expires_at = tonumber(record[RECORD.expires_at_ms])
+if record[RECORD.status] == 'paying' then
   local running = redis.call('HMGET', KEYS[2], FIELD.attempt, FIELD.payment_key)
   if running[1] == ARGV[3] then
     return {'pay', unpack(record)}

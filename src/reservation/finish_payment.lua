@@ -3,29 +3,29 @@
 -- stand: the attempt is queued for voiding in the same script, and a hold still paying
 -- at or after its deadline is released as expired here, as the reaper would (the
 -- deadline is absolute). A missing stock (lost key) confirms nothing and writes nothing.
--- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 outbox, 5 voids, 6 holders
+-- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 outbox, 5 voids, 6 holders, 7..11 seat keys (seat_keys)
 -- ARGV: 1 reservation id, 2 attempt id, 3 payment id, 4 final record ttl ms, 5 id of the
 --       `confirmed` outbox event, 6 id of the `expired` outbox event, 7 traceparent of the request or ''
 -- Returns {'confirmed', record...} (also when this attempt already confirmed it: a
 -- retried call), {'lost', status} or {'stock_missing'}.
 upgrade_record(KEYS[2])
-local current = redis.call('HMGET', KEYS[2], FIELD.status, FIELD.attempt, FIELD.quantity, FIELD.expires_at_ms,
-  FIELD.user_id)
-if current[2] == ARGV[2] and current[1] == 'confirmed' then
+local status, attempt, quantity, expires_at, user = unpack(redis.call('HMGET', KEYS[2], FIELD.status, FIELD.attempt,
+  FIELD.quantity, FIELD.expires_at_ms, FIELD.user_id))
+if attempt == ARGV[2] and status == 'confirmed' then
   return {'confirmed', unpack(read_record(KEYS[2]))}
 end
-if current[1] ~= 'paying' or current[2] ~= ARGV[2] then
-  redis.call('SADD', KEYS[5], ARGV[2])
-  return {'lost', current[1] or ''}
+if status ~= 'paying' or attempt ~= ARGV[2] then
+  queue_void(KEYS[5], ARGV[2])
+  return {'lost', status or ''}
 end
 if stock_missing(KEYS[1]) then
   return {'stock_missing'}
 end
 local now = now_ms()
-local quantity = tonumber(current[3])
-if now >= tonumber(current[4]) then
-  redis.call('SADD', KEYS[5], ARGV[2])
-  release(KEYS[1], KEYS[6], KEYS[3], KEYS[2], ARGV[1], current[5], quantity, 'expired', ARGV[4])
+quantity = tonumber(quantity)
+if now >= tonumber(expires_at) then
+  queue_void(KEYS[5], ARGV[2])
+  release(KEYS[1], seat_keys(7), KEYS[6], KEYS[3], KEYS[2], ARGV[1], user, quantity, 'expired', ARGV[4])
   append_event(KEYS[4], KEYS[2], ARGV[1], ARGV[6], 'expired', now, ARGV[7])
   return {'lost', 'expired'}
 end

@@ -31,19 +31,26 @@ use tokio::sync::oneshot;
 use super::NewReservation;
 use super::engine::EngineOptions;
 use super::idempotency::{IDEMPOTENCY_TTL_SECONDS, Idempotency, IdempotentOperation, outcome_key};
+use super::reserve_reply::ReserveReply;
 use super::sold_out::SoldOutVerdicts;
 use crate::ids::{CategoryId, ReservationId, UserId};
 use crate::infrastructure::RedisConnection;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
 use crate::outbox::{self, EventType};
+use crate::script::LuaScript;
 use crate::telemetry::trace_context::{self, TraceParent};
 
 /// Items of `reserve.lua`'s reply per request (its `REPLY_ITEMS`).
 pub const REPLY_ITEMS: usize = 9;
 
 // The hot path runs without the prelude, whose top level Redis would run on every call.
-crate::lua_script!(RESERVE, "reserve", "reserve.lua");
+/// What `reserve.lua` and `reserve_seats.lua` share: the stock read, the sale checks, the
+/// idempotency record of a reserve and the `reserved` outbox entry.
+pub(crate) const RESERVE_PRELUDE: &str = include_str!("reserve_prelude.lua");
+
+static RESERVE: std::sync::LazyLock<LuaScript> =
+    std::sync::LazyLock::new(|| LuaScript::with_preludes("reserve", &[RESERVE_PRELUDE], include_str!("reserve.lua")));
 
 /// One counted reserve, ready for `reserve.lua`.
 #[derive(Debug, Clone)]
@@ -59,9 +66,6 @@ pub struct ReserveCall {
     /// The request's trace, when it is traced: its outbox entry carries it.
     pub traceparent: Option<TraceParent>,
 }
-
-/// One request's reply: [`REPLY_ITEMS`] items (fewer only when the script misbehaved).
-pub type ReserveReply = Vec<Option<String>>;
 
 /// What a waiting request gets: its reply, or the error of its whole call.
 type Answer = redis::RedisResult<ReserveReply>;
@@ -130,8 +134,8 @@ impl<Item> Combiner<Item> {
 
 /// Splits `reserve.lua`'s flat reply into `requests` replies of [`REPLY_ITEMS`] items; a
 /// request the reply has no items for gets an empty reply (an unexpected reply).
-pub fn split_replies(flat: Vec<Option<String>>, requests: usize) -> Vec<ReserveReply> {
-    let mut replies: Vec<ReserveReply> = Vec::with_capacity(requests);
+pub fn split_replies(flat: Vec<Option<String>>, requests: usize) -> Vec<Vec<Option<String>>> {
+    let mut replies: Vec<Vec<Option<String>>> = Vec::with_capacity(requests);
     let mut items = flat.into_iter();
     for _ in 0..requests {
         replies.push(items.by_ref().take(REPLY_ITEMS).collect());
@@ -196,7 +200,10 @@ impl GroupCommit {
     /// process, else together with the others that queued meanwhile.
     pub async fn reserve(self: &Arc<Self>, call: Arc<ReserveCall>) -> Answer {
         if self.combiner.batch_max() == 1 {
-            return self.run(&[call]).await.map(|mut replies| replies.pop().unwrap_or_default());
+            return self
+                .run(&[call])
+                .await
+                .map(|mut replies| replies.pop().unwrap_or_else(|| ReserveReply::parse(&[])));
         }
         let category = call.request.category;
         let (answer, answered) = oneshot::channel();
@@ -278,7 +285,8 @@ impl GroupCommit {
         let sent_at = Instant::now();
         let span = RESERVE.batch_span(calls.len(), calls.iter().filter_map(|call| call.traceparent.as_ref()));
         let flat: Vec<Option<String>> = RESERVE.run_acknowledged_in(&invocation, &mut self.redis.clone(), span).await?;
-        let replies = split_replies(flat, calls.len());
+        let replies: Vec<ReserveReply> =
+            split_replies(flat, calls.len()).iter().map(|reply| ReserveReply::parse(reply)).collect();
         for (call, reply) in calls.iter().zip(&replies) {
             self.sold_out.learn_from_reply(&call.request, sent_at, reply);
         }

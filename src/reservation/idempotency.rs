@@ -68,9 +68,9 @@ impl IdempotencyKey {
 /// SHA-256 (hex) of a request's canonical, validated form: the same request gives the
 /// same fingerprint however its JSON was spelled (order, spaces, `"event_id": null`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(String);
+pub struct RequestFingerprint(String);
 
-impl Fingerprint {
+impl RequestFingerprint {
     fn of(canonical: &str) -> Self {
         let digest = Sha256::digest(canonical.as_bytes());
         let mut hex = String::with_capacity(64);
@@ -118,7 +118,7 @@ pub struct Idempotency {
     /// The client's key.
     pub key: IdempotencyKey,
     /// The request's fingerprint.
-    pub fingerprint: Fingerprint,
+    pub fingerprint: RequestFingerprint,
 }
 
 fn user_hex(user: &UserId) -> String {
@@ -164,16 +164,16 @@ mod tests {
         let same = NewReservation::parse(Some(1), Some(2), None).unwrap();
         let other = NewReservation::parse(Some(1), Some(3), None).unwrap();
         let with_event = NewReservation::parse(Some(1), Some(2), Some(9)).unwrap();
-        assert_eq!(Fingerprint::of_reserve(&request), Fingerprint::of_reserve(&same));
-        assert_ne!(Fingerprint::of_reserve(&request), Fingerprint::of_reserve(&other));
-        assert_ne!(Fingerprint::of_reserve(&request), Fingerprint::of_reserve(&with_event));
-        assert_eq!(Fingerprint::of_reserve(&request).as_str().len(), 64);
+        assert_eq!(RequestFingerprint::of_reserve(&request), RequestFingerprint::of_reserve(&same));
+        assert_ne!(RequestFingerprint::of_reserve(&request), RequestFingerprint::of_reserve(&other));
+        assert_ne!(RequestFingerprint::of_reserve(&request), RequestFingerprint::of_reserve(&with_event));
+        assert_eq!(RequestFingerprint::of_reserve(&request).as_str().len(), 64);
 
         let id = Uuid::new_v4();
         let confirm = |token: &str| Confirmation { reservation_id: id, token: PaymentToken::parse(token).unwrap() };
-        assert_eq!(Fingerprint::of_confirm(&confirm("a")), Fingerprint::of_confirm(&confirm("a")));
-        assert_ne!(Fingerprint::of_confirm(&confirm("a")), Fingerprint::of_confirm(&confirm("b")));
-        assert!(!Fingerprint::of_confirm(&confirm("secret_token")).as_str().contains("secret"));
+        assert_eq!(RequestFingerprint::of_confirm(&confirm("a")), RequestFingerprint::of_confirm(&confirm("a")));
+        assert_ne!(RequestFingerprint::of_confirm(&confirm("a")), RequestFingerprint::of_confirm(&confirm("b")));
+        assert!(!RequestFingerprint::of_confirm(&confirm("secret_token")).as_str().contains("secret"));
     }
 
     #[test]

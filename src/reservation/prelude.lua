@@ -1,7 +1,8 @@
 -- prelude: helpers shared by the reservation scripts; concatenated before each one
--- that uses them at compile time, so a script stays one EVALSHA. Redis runs this top
--- level on every call, so it only defines what is cheap to build; `reserve`, the hot
--- path, does without it.
+-- that uses them at compile time (after the common prelude, src/script/prelude.lua, and
+-- the seating one, src/seating/prelude.lua), so a script stays one EVALSHA. Redis runs
+-- this top level on every call, so it only defines what is cheap to build; `reserve`,
+-- the hot path, does without it (it takes the common prelude and reserve_prelude.lua).
 --
 -- A hold record (P:{c:C}:hold:R) has the fields of RECORD_FIELDS, plus `attempt`,
 -- `paying_until_ms` and `payment_key` (the idempotency record of the payment, or '')
@@ -9,21 +10,10 @@
 -- A record has no TTL while it is held or paying, so it exists as long as its deadline
 -- entry whatever the reaper outage; it gets one only when it reaches a final status.
 -- Fields are stored under one- or two-letter names (issue #15): scripts name them as
--- FIELD.<meaning>, e.g. FIELD.status. RECORD_FIELDS and FIELD are not defined here: the
--- Rust side prepends them, built from `reservation::record_field`, when it loads a
--- script (engine::with_prelude), so the layout has one definition.
-
--- Redis server time in ms: the only clock any expiry decision uses.
-local function now_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
--- Integers as decimal text: Lua's own number formatting switches to exponents past
--- 14 digits.
-local function int(number)
-  return string.format('%d', number)
-end
+-- FIELD.<meaning>, e.g. FIELD.status, and a record read in RECORD_FIELDS order by
+-- position as record[RECORD.<meaning>]. RECORD_FIELDS, FIELD and RECORD are not defined
+-- here: the Rust side prepends them, built from `reservation::record_field`, when it
+-- loads a script (engine::with_prelude), so the layout has one definition.
 
 -- Whether a category's stock is gone (or only a partial hash without `state` is left).
 -- Scripts that move tickets refuse then and write nothing: counters written into a
@@ -60,103 +50,93 @@ local function upgrade_record(hold)
   end
 end
 
--- Sets the bits of `seats` ({index = row index, bit = bit in the bitmap}) to `value`
--- (1 taken, 0 free) in one BITFIELD, and moves each row's 16-bit free count the other
--- way in another (see src/seating.rs for the layout). Freeing seats can join runs, so
--- then each row's bound of its longest free run (`runs`) goes back to "unknown" (65535);
--- taking seats only shortens runs, so the bounds stay true.
-local function set_seats(bitmap, free, runs, seats, value)
-  local bits, per_row, rows = {}, {}, {}
-  for _, seat in ipairs(seats) do
-    bits[#bits + 1] = 'SET'
-    bits[#bits + 1] = 'u1'
-    bits[#bits + 1] = seat.bit
-    bits[#bits + 1] = value
-    if not per_row[seat.index] then
-      per_row[seat.index] = 0
-      rows[#rows + 1] = seat.index
-    end
-    per_row[seat.index] = per_row[seat.index] + 1
-  end
-  redis.call('BITFIELD', bitmap, unpack(bits))
-  local counts = {}
-  local sign = value == 1 and -1 or 1
-  for _, index in ipairs(rows) do
-    counts[#counts + 1] = 'INCRBY'
-    counts[#counts + 1] = 'u16'
-    counts[#counts + 1] = '#' .. index
-    counts[#counts + 1] = sign * per_row[index]
-  end
-  redis.call('BITFIELD', free, unpack(counts))
-  if value == 0 then
-    local unknown = {}
-    for _, index in ipairs(rows) do
-      unknown[#unknown + 1] = 'SET'
-      unknown[#unknown + 1] = 'u16'
-      unknown[#unknown + 1] = '#' .. index
-      unknown[#unknown + 1] = 65535
-    end
-    redis.call('BITFIELD', runs, unpack(unknown))
-  end
-end
-
 -- Frees the seats of a hold record (`seats`: comma-separated `ROW-N` names; nothing for
--- a counted category). The seat keys share the stock key's prefix `P:{c:C}:`, so they
--- are in the category's slot.
-local function free_seats(stock, hold)
+-- a counted category). `seats` are the category's seat keys (seat_keys), passed in KEYS.
+local function free_seats(seats, hold)
   local names = redis.call('HGET', hold, FIELD.seats)
   if not names or names == '' then
     return
   end
-  local prefix = string.sub(stock, 1, -6)
-  local rows, numbers = {}, {}
-  for row, number in string.gmatch(names, '([^,]+)%-(%d+)') do
-    rows[#rows + 1] = row
-    numbers[#numbers + 1] = tonumber(number)
+  local found = find_seats(seats, seat_names(names))
+  for _, seat in ipairs(found) do
+    assert(seat, 'a hold names a seat the map does not have')
   end
-  local layout = redis.call('HMGET', prefix .. 'seat-rows', unpack(rows))
-  local seats = {}
-  for position, entry in ipairs(layout) do
-    local index, byte_offset = string.match(entry, '^(%d+):(%d+):')
-    seats[position] = {index = tonumber(index), bit = tonumber(byte_offset) * 8 + numbers[position] - 1}
-  end
-  set_seats(prefix .. 'seats', prefix .. 'seat-free', prefix .. 'seat-runs', seats, 0)
+  set_seats(seats, found, 0)
 end
 
--- Tracing (src/telemetry/trace_context.rs): the outbox entry's optional `traceparent`
--- field, the W3C trace context of the request that caused the change. An untraced request
--- passes '' and its entry gets no field at all (no table is built for it either).
-local NO_TRACE_FIELDS = {}
-local function trace_fields(traceparent)
-  if traceparent and traceparent ~= '' then
-    return {'traceparent', traceparent}
-  end
-  return NO_TRACE_FIELDS
-end
+-- The record fields an outbox entry's `event` carries after the reservation id, in order
+-- (the entry format of src/outbox.rs).
+local EVENT_FIELDS = {'status', 'event_id', 'category_id', 'quantity', 'amount', 'currency', 'created_at_ms',
+  'expires_at_ms', 'confirmed_at_ms'}
 
 -- Appends the event of a state change that this script has just written, with the
--- reservation as the hold now holds it (the entry format of src/outbox.rs; reserve.lua
--- writes the same entry inline). Same script, so the change and its event exist
--- together or not at all. `event_id` is outbox::event_id of the reservation and
+-- reservation as the hold now holds it (the entry format of src/outbox.rs; the reserve
+-- scripts write theirs with append_reserved). Same script, so the change and its event
+-- exist together or not at all. `event_id` is outbox::event_id of the reservation and
 -- `kind`, computed by the caller in Rust and passed in ARGV; `traceparent` is the
--- request's ('' or nil: none, as for the reaper's expiry). Returns the record, in
+-- request's ('' or nil: none, as for the reaper's expiries). Returns the record, in
 -- RECORD_FIELDS order.
 local function append_event(outbox, hold, reservation_id, event_id, kind, now, traceparent)
   local record = read_record(hold)
-  redis.call('XADD', outbox, '*',
-    'event', event_id .. '|' .. kind .. '|' .. int(now) .. '|' .. reservation_id .. '|' .. record[1] .. '|' ..
-      record[3] .. '|' .. record[4] .. '|' .. record[5] .. '|' .. record[6] .. '|' .. record[7] .. '|' ..
-      record[8] .. '|' .. record[9] .. '|' .. (record[10] or ''),
-    'user_id', record[2], 'payment_id', record[11] or '', 'seats', record[12] or '', unpack(trace_fields(traceparent)))
+  local values = {event_id, kind, int(now), reservation_id}
+  for _, name in ipairs(EVENT_FIELDS) do
+    values[#values + 1] = record[RECORD[name]] or ''
+  end
+  local entry = table.concat(values, '|')
+  redis.call('XADD', outbox, '*', 'event', entry, 'user_id', record[RECORD.user_id],
+    'payment_id', record[RECORD.payment_id] or '', 'seats', record[RECORD.seats] or '',
+    unpack(trace_fields(traceparent)))
   return record
+end
+
+-- The owner's record of a hold that is still live (held or paying, before its deadline),
+-- after upgrading it, and Redis time; else nil and the script's reply: {`done`, record...}
+-- when the hold already reached `done` (the status this script moves it towards: a
+-- repeated call), {status} for another final status, {'not_found'} when the record is
+-- absent or someone else's, {'expired'} at or after its deadline.
+local function live_record(hold, user, done)
+  upgrade_record(hold)
+  local record = read_record(hold)
+  local status = record[RECORD.status]
+  if not status or record[RECORD.user_id] ~= user then
+    return nil, {'not_found'}
+  end
+  if status == done then
+    return nil, {done, unpack(record)}
+  end
+  if status == 'confirmed' or status == 'cancelled' or status == 'expired' then
+    return nil, {status}
+  end
+  local now = now_ms()
+  if now >= tonumber(record[RECORD.expires_at_ms]) then
+    return nil, {'expired'}
+  end
+  return record, now
+end
+
+-- Queues a payment attempt for voiding at the gateway (the reaper voids the `voids` set);
+-- `queued`, when given, lists the attempts this call queued.
+local function queue_void(voids, attempt, queued)
+  redis.call('SADD', voids, attempt)
+  if queued then
+    queued[#queued + 1] = attempt
+  end
+end
+
+-- Returns a paying hold to `held` under its own deadline `expires_at` (ms, as text), which
+-- is its entry in the deadlines again.
+local function return_to_held(hold, deadlines, reservation_id, expires_at)
+  redis.call('HSET', hold, FIELD.status, 'held')
+  redis.call('HDEL', hold, FIELD.paying_until_ms, FIELD.payment_key)
+  redis.call('ZADD', deadlines, expires_at, reservation_id)
 end
 
 -- Returns a hold's tickets to `available` and ends it with `status` (cancelled or
 -- expired). Confirmed tickets never come through here, so the user's count only
--- drops by what the hold still held. Its seats, if any, are free again. The caller has
--- checked `stock_missing` first.
-local function release(stock, holders, deadlines, hold, reservation_id, user, quantity, status, final_ttl_ms)
-  free_seats(stock, hold)
+-- drops by what the hold still held. Its seats, if any, are free again (`seats`: the
+-- category's seat keys, seat_keys). The caller has checked `stock_missing` first.
+local function release(stock, seats, holders, deadlines, hold, reservation_id, user, quantity, status, final_ttl_ms)
+  free_seats(seats, hold)
   redis.call('HINCRBY', stock, 'available', quantity)
   redis.call('HINCRBY', stock, 'held', -quantity)
   if redis.call('HINCRBY', holders, user, -quantity) <= 0 then
@@ -167,4 +147,3 @@ local function release(stock, holders, deadlines, hold, reservation_id, user, qu
   redis.call('PEXPIRE', hold, final_ttl_ms)
   redis.call('ZREM', deadlines, reservation_id)
 end
-

@@ -23,7 +23,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::engine::{ReservationEngine, ReservationError, with_prelude};
+use super::engine::ReservationEngine;
+use super::error::ReservationError;
+use super::record::with_prelude;
 use crate::ids::CategoryId;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
@@ -233,7 +235,8 @@ impl Reaper {
             .key(self.keys.deadlines(category))
             .key(self.keys.holders(category))
             .key(self.keys.outbox(category))
-            .key(self.keys.voids(category));
+            .key(self.keys.voids(category))
+            .key(&self.keys.seat_keys(category));
         // Every hold key is named here (same hash tag), so the script only touches declared keys.
         let hold_prefix = self.keys.hold_prefix(category);
         for id in due {

@@ -6,8 +6,9 @@
 -- before any other write (Redis scripts do not roll back; the cap check's increment is
 -- undone on refusal), then writes the hold, its `reserved` event and the idempotency
 -- record together.
--- The hot path: it runs without the prelude (whose top level Redis would run on every
--- call) and keeps its redis.call count and garbage low: the stock is read once per call,
+-- The hot path: it runs without the reservation prelude (whose top level Redis would run
+-- on every call), with the common prelude and reserve_prelude.lua only (functions: cheap to
+-- define), and keeps its redis.call count and garbage low: the stock is read once per call,
 -- its levels are tracked in locals and written once at the end, as are the deadlines;
 -- the outbox length is read once and counted up with each event written.
 -- KEYS: 1 stock, 2 deadlines, 3 holders, 4 outbox, then per request: its hold record, and
@@ -25,8 +26,6 @@
 -- which are 503s and are never stored, so a retry runs again; or `id_taken` (never stored).
 -- A resent call for a hold that exists answers it as a replay.
 local REQUEST_ARGUMENTS = 7
--- No outbox field for an untraced request (the prelude's NO_TRACE_FIELDS).
-local NO_TRACE_FIELDS = {}
 local REPLY_ITEMS = 9
 local replies = {}
 
@@ -45,66 +44,34 @@ local function answer(outcome, replayed, id, event, amount, currency, created, e
   replies[at + 9] = seats or false
 end
 
-local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',
-  'sale_starts_at_ms', 'sale_ends_at_ms', 'held', 'seated')
-local closed
-if not stock[1] then
-  closed = 'stock_missing'
-elseif stock[1] ~= 'open' then
-  closed = 'stock_pending'
-elseif stock[10] then
+local stock = read_stock(KEYS[1])
+local closed = stock_closed(stock)
+if not closed and stock.seated then
   closed = 'seated'
 end
-local available = tonumber(stock[3])
-local held = tonumber(stock[9]) or 0
-local now
-if not closed then
-  -- Redis server time in ms: the only clock any expiry decision uses.
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
--- string.format('%d'): Lua's own number formatting switches to exponents past 14 digits.
-local created = now and string.format('%d', now)
-local expires = now and string.format('%d', now + tonumber(ARGV[2]))
+local available = tonumber(stock.available)
+local held = tonumber(stock.held) or 0
+local now = not closed and now_ms()
+local created = now and int(now)
+local expires = now and int(now + tonumber(ARGV[2]))
 local category = ARGV[1]
 local backlog_max = tonumber(ARGV[3])
 local idempotency_ttl = ARGV[4]
 local outbox_length
 local deadlines = {}
 
--- Stores a refusal as the answer to an idempotent request.
-local function refuse(idempotency, fingerprint, refusal)
-  if idempotency then
-    redis.call('HSET', idempotency, 'fingerprint', fingerprint, 'outcome', refusal)
-    redis.call('EXPIRE', idempotency, idempotency_ttl)
-  end
-  answer(refusal, '0')
-end
-
--- The event and sale window checks of one request: its refusal, or nil.
-local function window_refusal(event)
-  if event ~= '' and event ~= stock[2] then
-    return 'event_mismatch'
-  elseif stock[7] ~= '' and now < tonumber(stock[7]) then
-    return 'sale_not_open'
-  elseif stock[8] ~= '' and now >= tonumber(stock[8]) then
-    return 'sale_closed'
-  end
-end
-
 -- The stock and cap checks of one request: its refusal, or nil when it may be held.
 local function stock_refusal(user, quantity, amount)
   if available < quantity then
     return 'sold_out'
-  elseif amount > 9007199254740991 then
-    -- Beyond 2^53 a Lua number no longer holds the exact amount.
+  elseif amount > AMOUNT_MAX then
     return 'amount_too_large'
   end
   -- The cap check is the one write before a refusal: the increment tells the user's new
   -- total in one call (a separate read cost as much again on the hot path), and a
   -- refusal takes it back in this same atomic script, so no one sees it.
   local holding = redis.call('HINCRBY', KEYS[3], user, quantity)
-  if holding > tonumber(stock[4]) then
+  if holding > tonumber(stock.max_per_user) then
     if holding == quantity then
       redis.call('HDEL', KEYS[3], user)
     else
@@ -117,30 +84,23 @@ end
 -- Writes the hold, its `reserved` event and the idempotency record of one request.
 local function hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, event_id,
     traceparent)
-  local amount_text = string.format('%d', amount)
+  local amount_text = int(amount)
   -- The record's stored field names (reservation::record_field): status, user_id, event_id,
   -- category_id, quantity, amount, currency, created_at_ms, expires_at_ms.
-  redis.call('HSET', hold_key, 's', 'held', 'u', user, 'e', stock[2], 'c', category, 'q', quantity_text,
-    'a', amount_text, 'm', stock[6], 'tc', created, 'tx', expires)
+  redis.call('HSET', hold_key, 's', 'held', 'u', user, 'e', stock.event_id, 'c', category, 'q', quantity_text,
+    'a', amount_text, 'm', stock.currency, 'tc', created, 'tx', expires)
   -- No TTL while the hold lives: the record exists as long as its deadline entry, however
   -- long no reaper runs. It gets one when it reaches a final status.
   deadlines[#deadlines + 1] = expires
   deadlines[#deadlines + 1] = reservation_id
-  -- The outbox entry of src/outbox.rs, as the prelude's append_event writes it, with the
-  -- optional `traceparent` of a traced request (the prelude's trace_fields).
-  redis.call('XADD', KEYS[4], '*',
-    'event', event_id .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
-      category .. '|' .. quantity_text .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires ..
-      '|',
-    'user_id', user, 'payment_id', '', unpack(traceparent == '' and NO_TRACE_FIELDS or {'traceparent', traceparent}))
+  append_reserved(KEYS[4], event_id, reservation_id, user, stock.event_id, category, quantity_text, amount_text,
+    stock.currency, created, expires, nil, traceparent)
   outbox_length = outbox_length + 1
   if idempotency then
-    redis.call('HSET', idempotency, 'fingerprint', fingerprint, 'outcome', 'held', 'reservation_id', reservation_id,
-      'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
-      'expires_at_ms', expires)
-    redis.call('EXPIRE', idempotency, idempotency_ttl)
+    store_answer(idempotency, fingerprint, idempotency_ttl, 'held', nil, reservation_id, stock.event_id, amount_text,
+      stock.currency, created, expires)
   end
-  answer('held', '0', reservation_id, stock[2], amount_text, stock[6], created, expires)
+  answer('held', '0', reservation_id, stock.event_id, amount_text, stock.currency, created, expires)
 end
 
 -- Decides one request: the argument at `at` is its first; its keys are `hold_key` and
@@ -149,8 +109,7 @@ local function reserve(at, hold_key, idempotency)
   local reservation_id, user, quantity_text, event = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local fingerprint = ARGV[at + 4]
   if idempotency then
-    local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
-      'amount', 'currency', 'created_at_ms', 'expires_at_ms', 'seats')
+    local stored = stored_reserve(idempotency)
     if stored[1] then
       if stored[1] ~= fingerprint then
         return answer('key_reused', '0')
@@ -174,7 +133,7 @@ local function reserve(at, hold_key, idempotency)
   if closed then
     return answer(closed, '0')
   end
-  local refusal = window_refusal(event)
+  local refusal = window_refusal(stock, event, now)
   if not refusal then
     outbox_length = outbox_length or redis.call('XLEN', KEYS[4])
     if outbox_length >= backlog_max then
@@ -182,10 +141,13 @@ local function reserve(at, hold_key, idempotency)
     end
   end
   local quantity = tonumber(quantity_text)
-  local amount = tonumber(stock[5]) * quantity
+  local amount = tonumber(stock.price) * quantity
   refusal = refusal or stock_refusal(user, quantity, amount)
   if refusal then
-    return refuse(idempotency, fingerprint, refusal)
+    if idempotency then
+      store_answer(idempotency, fingerprint, idempotency_ttl, refusal)
+    end
+    return answer(refusal, '0')
   end
   available = available - quantity
   held = held + quantity
@@ -205,7 +167,7 @@ end
 if #deadlines > 0 then
   -- One HSET for both levels and one ZADD for every deadline: the script reads and
   -- writes them atomically.
-  redis.call('HSET', KEYS[1], 'available', string.format('%d', available), 'held', string.format('%d', held))
+  redis.call('HSET', KEYS[1], 'available', int(available), 'held', int(held))
   redis.call('ZADD', KEYS[2], unpack(deadlines))
 end
 return replies

@@ -12,98 +12,81 @@
 -- whole bitmap once), and writes each key once. A row read without a run long enough
 -- gets its exact longest run as its bound (a cache, also written on a refusal), so later
 -- reserves skip it until seats in it are freed.
--- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6 seat bitmap, 7 free counts,
---       8 row sizes, 9 rows hash, 10 bounds of the longest free runs, 11 idempotency record (optional)
+-- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5 outbox, 6..10 seat keys (seat_keys: bitmap,
+--       free counts, row sizes, rows hash, bounds of the longest free runs), 11 idempotency record (optional)
 -- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms,
 --       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
---       10 id of the `reserved` outbox event, 11 mode (`any`, `adjacent` or `named`), 12 traceparent of the
---       request or '', 13.. seat names (named)
+--       10 id of the `reserved` outbox event, 11 mode (`any`, `adjacent` or `named`),
+--       12 traceparent of the request or '', FIRST_SEAT_NAME.. seat names (named)
 -- Returns {'held', replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms, seats}; a refusal {code, replayed, seats} where seats lists the taken
 -- (`seat_taken`) or unknown (`unknown_seats`) ones, both stored for idempotent requests;
 -- `key_reused`; `id_taken` (see below); or `stock_missing`, `stock_pending`, `outbox_backlog`
 -- (503s, never stored).
--- The replay, stock read and sale checks mirror reserve.lua's opening on purpose:
--- reserve.lua is the prelude-free hot path and stays self-contained.
--- Where the named seats start in ARGV (after the request's traceparent, ARGV[12]).
-local FIRST_SEAT = 13
+-- The stock read, the sale checks, the idempotency record and the `reserved` entry are
+-- reserve.lua's (reserve_prelude.lua). SEATS_PER_REQUEST_MAX (seating::SEATS_PER_REQUEST_MAX)
+-- is prepended by the Rust side when it loads the script: it bounds the Lua stack of a
+-- BITFIELD call and the size of a hold record and its outbox entry.
+local FIRST_SEAT_NAME = 13
+local SEATS = seat_keys(6)
 local idempotency = KEYS[11]
-if idempotency then
-  local stored = redis.call('HMGET', idempotency, 'fingerprint', 'outcome', 'reservation_id', 'event_id',
-    'amount', 'currency', 'created_at_ms', 'expires_at_ms', 'seats')
-  if stored[1] then
-    if stored[1] ~= ARGV[8] then
-      return {'key_reused', '0'}
-    end
-    if stored[2] ~= 'held' then
-      return {stored[2], '1', stored[9]}
-    end
-    return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8], stored[9]}
-  end
-end
+local mode = ARGV[11]
+local quantity = tonumber(ARGV[4])
+local user = ARGV[2]
 
--- A call resent for the same reservation id (the cluster client resends a script whose
--- connection dropped, and during a failover it may have run) answers the hold it wrote.
--- A hold under this id that is not this request's (random ids collided: another user, a
--- quantity or named seats of another request, or a hold no longer held) is `id_taken`,
--- never stored: nothing is written and the engine draws another id.
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local held = redis.call('HMGET', KEYS[2], FIELD.event_id, FIELD.amount, FIELD.currency, FIELD.created_at_ms,
-    FIELD.expires_at_ms, FIELD.seats, FIELD.status, FIELD.user_id, FIELD.quantity)
-  local own = held[7] == 'held' and held[8] == ARGV[2] and held[9] == ARGV[4]
-  if own and ARGV[11] == 'named' then
+-- The answer to a request already decided: the stored answer of its idempotency key, or
+-- the hold of a call resent for the same reservation id (the cluster client resends a
+-- script whose connection dropped, and during a failover it may have run). A hold under
+-- this id that is not this request's (random ids collided: another user, a quantity or
+-- named seats of another request, or a hold no longer held) is `id_taken`, never
+-- stored: nothing is written and the engine draws another id. Nil for a new request.
+local function replay()
+  if idempotency then
+    local stored = stored_reserve(idempotency)
+    if stored[1] then
+      if stored[1] ~= ARGV[8] then
+        return {'key_reused', '0'}
+      end
+      if stored[2] ~= 'held' then
+        return {stored[2], '1', stored[9]}
+      end
+      return {stored[2], '1', stored[3], stored[4], stored[5], stored[6], stored[7], stored[8], stored[9]}
+    end
+  end
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    return nil
+  end
+  local held = read_record(KEYS[2])
+  local own = held[RECORD.status] == 'held' and held[RECORD.user_id] == user and held[RECORD.quantity] == ARGV[4]
+  if own and mode == 'named' then
     local names = {}
-    for name in string.gmatch(held[6] or '', '[^,]+') do
+    for _, name in ipairs(seat_names(held[RECORD.seats] or '')) do
       names[name] = true
     end
-    for position = FIRST_SEAT, #ARGV do
+    for position = FIRST_SEAT_NAME, #ARGV do
       own = own and names[ARGV[position]] == true
     end
   end
   if not own then
     return {'id_taken', '0'}
   end
-  return {'held', '1', ARGV[1], held[1], held[2], held[3], held[4], held[5], held[6]}
+  return {'held', '1', ARGV[1], held[RECORD.event_id], held[RECORD.amount], held[RECORD.currency],
+    held[RECORD.created_at_ms], held[RECORD.expires_at_ms], held[RECORD.seats]}
 end
 
-local stock = redis.call('HMGET', KEYS[1], 'state', 'event_id', 'available', 'max_per_user', 'price', 'currency',
-  'sale_starts_at_ms', 'sale_ends_at_ms', 'held', 'seated')
-if not stock[1] then
-  return {'stock_missing', '0'}
-end
-if stock[1] ~= 'open' then
-  return {'stock_pending', '0'}
-end
-
-local BITMAP, FREE, SIZES, ROWS, RUNS = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
--- Most seats in one reservation (seating::SEATS_PER_REQUEST_MAX): bounds the Lua stack of
--- a BITFIELD call and the size of a hold record and its outbox entry.
-local SEATS_PER_RESERVATION_MAX = 1000
-local mode = ARGV[11]
-local quantity = tonumber(ARGV[4])
-
--- The seats named in ARGV[FIRST_SEAT..], looked up in one HMGET: {index, bit, number, name} each,
--- or nil and the unknown names.
+-- The seats named in ARGV[FIRST_SEAT_NAME..], looked up in one HMGET: {index, bit,
+-- number, name} each, or nil and the unknown names.
 local function named_seats()
-  local rows, numbers = {}, {}
-  for position = FIRST_SEAT, #ARGV do
-    local row, number = string.match(ARGV[position], '^(.+)%-(%d+)$')
-    rows[#rows + 1] = row
-    numbers[#numbers + 1] = tonumber(number)
+  local names = {}
+  for position = FIRST_SEAT_NAME, #ARGV do
+    names[#names + 1] = ARGV[position]
   end
-  local layout = redis.call('HMGET', ROWS, unpack(rows))
   local seats, unknown = {}, {}
-  for position = 1, #rows do
-    local entry = layout[position]
-    local index, byte_offset, size
-    if entry then
-      index, byte_offset, size = string.match(entry, '^(%d+):(%d+):(%d+)$')
-    end
-    if not entry or numbers[position] > tonumber(size) then
-      unknown[#unknown + 1] = ARGV[position + FIRST_SEAT - 1]
+  for position, seat in ipairs(find_seats(SEATS, names)) do
+    if not seat or seat.number > seat.row_seats then
+      unknown[#unknown + 1] = names[position]
     else
-      seats[#seats + 1] = {index = tonumber(index), bit = tonumber(byte_offset) * 8 + numbers[position] - 1,
-        number = numbers[position], name = ARGV[position + FIRST_SEAT - 1]}
+      seats[#seats + 1] = seat
     end
   end
   if #unknown > 0 then
@@ -120,7 +103,7 @@ local function taken_of(seats)
     reads[#reads + 1] = 'u1'
     reads[#reads + 1] = seat.bit
   end
-  local bits = redis.call('BITFIELD', BITMAP, unpack(reads))
+  local bits = redis.call('BITFIELD', SEATS.bitmap, unpack(reads))
   local taken = {}
   for position, value in ipairs(bits) do
     if value == 1 then
@@ -128,10 +111,6 @@ local function taken_of(seats)
     end
   end
   return taken
-end
-
-local function u16(text, index)
-  return string.byte(text, 2 * index + 1) * 256 + string.byte(text, 2 * index + 2)
 end
 
 -- Whether seat `number` (from 1) of a row's bytes is taken.
@@ -199,13 +178,13 @@ local whole, ranges = nil, 0
 local function row_bytes(byte_offset, seats)
   local length = math.ceil(seats / 8)
   if not whole and ranges >= 4 then
-    whole = redis.call('GET', BITMAP)
+    whole = redis.call('GET', SEATS.bitmap)
   end
   if whole then
     return string.sub(whole, byte_offset + 1, byte_offset + length)
   end
   ranges = ranges + 1
-  return redis.call('GETRANGE', BITMAP, byte_offset, byte_offset + length - 1)
+  return redis.call('GETRANGE', SEATS.bitmap, byte_offset, byte_offset + length - 1)
 end
 
 -- Calls visit(index, byte offset, seats) for each row with at least `minimum` free
@@ -232,7 +211,7 @@ local function best_adjacent(free, sizes, runs, count)
     local start, longest = best_start(row_bytes(byte_offset, seats), seats, count)
     if not start then
       -- The row's exact longest run: later reserves skip it without reading it.
-      redis.call('BITFIELD', RUNS, 'SET', 'u16', '#' .. index, longest)
+      redis.call('BITFIELD', SEATS.runs, 'SET', 'u16', '#' .. index, longest)
       return nil
     end
     local chosen = {}
@@ -270,7 +249,7 @@ local function named_in_order(seats)
   for _, seat in ipairs(seats) do
     if not seat.name then
       if not row_names[seat.index] then
-        row_names[seat.index] = redis.call('HGET', ROWS, '#' .. seat.index)
+        row_names[seat.index] = redis.call('HGET', SEATS.rows, '#' .. seat.index)
       end
       seat.name = row_names[seat.index] .. '-' .. seat.number
     end
@@ -279,93 +258,104 @@ local function named_in_order(seats)
   return table.concat(names, ',')
 end
 
-local now = now_ms()
-local user = ARGV[2]
-local refusal, listed
-if not stock[10] then
-  refusal = 'not_seated'
-elseif ARGV[7] ~= '' and ARGV[7] ~= stock[2] then
-  refusal = 'event_mismatch'
-elseif stock[7] ~= '' and now < tonumber(stock[7]) then
-  refusal = 'sale_not_open'
-elseif stock[8] ~= '' and now >= tonumber(stock[8]) then
-  refusal = 'sale_closed'
-end
-local amount = tonumber(stock[5]) * quantity
-local available = tonumber(stock[3])
-local seats
-if not refusal then
-  if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[6]) then
-    return {'outbox_backlog', '0'}
+-- The checks of the number of seats and of the named ones (known, free): a refusal and
+-- the seats it lists, or nil, nil and the named seats.
+local function check_seats(stock)
+  if quantity > SEATS_PER_REQUEST_MAX or (mode == 'named' and quantity > tonumber(stock.max_per_user)) then
+    return 'too_many_seats'
   end
-  if quantity > SEATS_PER_RESERVATION_MAX or (mode == 'named' and quantity > tonumber(stock[4])) then
-    refusal = 'too_many_seats'
-  elseif mode == 'named' then
-    local unknown
-    seats, unknown = named_seats()
-    if not seats then
-      refusal = 'unknown_seats'
-      listed = table.concat(unknown, ',')
-    end
+  if mode ~= 'named' then
+    return nil
   end
-end
--- Named seats are checked before the count: when one of them is taken the caller learns
--- which (409 seat_taken) rather than `sold_out`; when all are free, `available` (the free
--- seats) is at least their number, so the count check cannot refuse them.
-if not refusal and mode == 'named' then
+  local seats, unknown = named_seats()
+  if not seats then
+    return 'unknown_seats', table.concat(unknown, ',')
+  end
+  -- Named seats are checked before the count: when one of them is taken the caller learns
+  -- which (409 seat_taken) rather than `sold_out`; when all are free, `available` (the free
+  -- seats) is at least their number, so the count check cannot refuse them.
   local taken = taken_of(seats)
   if #taken > 0 then
-    refusal = 'seat_taken'
-    listed = named_in_order(taken)
+    return 'seat_taken', named_in_order(taken)
   end
+  return nil, nil, seats
+end
+
+-- The stock and cap checks, then the seats of an `any` or `adjacent` request: a refusal,
+-- or nil and the seats.
+local function choose_seats(stock, amount, seats)
+  if tonumber(stock.available) < quantity then
+    return 'sold_out'
+  elseif amount > AMOUNT_MAX then
+    return 'amount_too_large'
+  elseif (tonumber(redis.call('HGET', KEYS[4], user)) or 0) + quantity > tonumber(stock.max_per_user) then
+    return 'limit_exceeded'
+  elseif mode == 'named' then
+    return nil, seats
+  end
+  local free, sizes = redis.call('GET', SEATS.free), redis.call('GET', SEATS.sizes)
+  seats = best_adjacent(free, sizes, redis.call('GET', SEATS.runs), quantity)
+  if not seats and mode == 'any' then
+    seats = first_free(free, sizes, quantity)
+  end
+  if not seats then
+    return 'no_adjacent_seats'
+  end
+  return nil, seats
+end
+
+-- Takes the seats and writes the levels, the hold, its deadline, its `reserved` event and
+-- the idempotency record. Returns the reply.
+local function hold(stock, seats, amount, now)
+  local names = named_in_order(seats)
+  set_seats(SEATS, seats, 1)
+  local reservation_id = ARGV[1]
+  local created = int(now)
+  local expires = int(now + tonumber(ARGV[5]))
+  local amount_text = int(amount)
+  redis.call('HSET', KEYS[1], 'available', int(tonumber(stock.available) - quantity),
+    'held', int((tonumber(stock.held) or 0) + quantity))
+  redis.call('HINCRBY', KEYS[4], user, quantity)
+  redis.call('HSET', KEYS[2], FIELD.status, 'held', FIELD.user_id, user, FIELD.event_id, stock.event_id,
+    FIELD.category_id, ARGV[3], FIELD.quantity, ARGV[4], FIELD.amount, amount_text, FIELD.currency, stock.currency,
+    FIELD.created_at_ms, created, FIELD.expires_at_ms, expires, FIELD.seats, names)
+  -- No TTL while the hold lives (as in reserve.lua).
+  redis.call('ZADD', KEYS[3], expires, reservation_id)
+  append_reserved(KEYS[5], ARGV[10], reservation_id, user, stock.event_id, ARGV[3], ARGV[4], amount_text,
+    stock.currency, created, expires, names, ARGV[12])
+  if idempotency then
+    store_answer(idempotency, ARGV[8], ARGV[9], 'held', names, reservation_id, stock.event_id, amount_text,
+      stock.currency, created, expires)
+  end
+  return {'held', '0', reservation_id, stock.event_id, amount_text, stock.currency, created, expires, names}
+end
+
+local replayed = replay()
+if replayed then
+  return replayed
+end
+local stock = read_stock(KEYS[1])
+local closed = stock_closed(stock)
+if closed then
+  return {closed, '0'}
+end
+local now = now_ms()
+local refusal = not stock.seated and 'not_seated' or window_refusal(stock, ARGV[7], now)
+if not refusal and redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[6]) then
+  return {'outbox_backlog', '0'}
+end
+local amount = tonumber(stock.price) * quantity
+local listed, seats
+if not refusal then
+  refusal, listed, seats = check_seats(stock)
 end
 if not refusal then
-  if available < quantity then
-    refusal = 'sold_out'
-  elseif amount > 9007199254740991 then
-    refusal = 'amount_too_large'
-  elseif (tonumber(redis.call('HGET', KEYS[4], user)) or 0) + quantity > tonumber(stock[4]) then
-    refusal = 'limit_exceeded'
-  elseif mode ~= 'named' then
-    local free, sizes = redis.call('GET', FREE), redis.call('GET', SIZES)
-    seats = best_adjacent(free, sizes, redis.call('GET', RUNS), quantity)
-    if not seats and mode == 'any' then
-      seats = first_free(free, sizes, quantity)
-    end
-    if not seats then
-      refusal = 'no_adjacent_seats'
-    end
-  end
+  refusal, seats = choose_seats(stock, amount, seats)
 end
 if refusal then
   if idempotency then
-    redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', refusal, 'seats', listed or '')
-    redis.call('EXPIRE', idempotency, ARGV[9])
+    store_answer(idempotency, ARGV[8], ARGV[9], refusal, listed or '')
   end
   return {refusal, '0', listed or ''}
 end
-
-local names = named_in_order(seats)
-set_seats(BITMAP, FREE, RUNS, seats, 1)
-local reservation_id = ARGV[1]
-local created = int(now)
-local expires = int(now + tonumber(ARGV[5]))
-local amount_text = int(amount)
-redis.call('HSET', KEYS[1], 'available', int(available - quantity), 'held', int((tonumber(stock[9]) or 0) + quantity))
-redis.call('HINCRBY', KEYS[4], user, quantity)
-redis.call('HSET', KEYS[2], FIELD.status, 'held', FIELD.user_id, user, FIELD.event_id, stock[2],
-  FIELD.category_id, ARGV[3], FIELD.quantity, ARGV[4], FIELD.amount, amount_text, FIELD.currency, stock[6],
-  FIELD.created_at_ms, created, FIELD.expires_at_ms, expires, FIELD.seats, names)
--- No TTL while the hold lives (as in reserve.lua).
-redis.call('ZADD', KEYS[3], expires, reservation_id)
-redis.call('XADD', KEYS[5], '*',
-  'event', ARGV[10] .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. stock[2] .. '|' ..
-    ARGV[3] .. '|' .. ARGV[4] .. '|' .. amount_text .. '|' .. stock[6] .. '|' .. created .. '|' .. expires .. '|',
-  'user_id', user, 'payment_id', '', 'seats', names, unpack(trace_fields(ARGV[12])))
-if idempotency then
-  redis.call('HSET', idempotency, 'fingerprint', ARGV[8], 'outcome', 'held', 'reservation_id', reservation_id,
-    'event_id', stock[2], 'amount', amount_text, 'currency', stock[6], 'created_at_ms', created,
-    'expires_at_ms', expires, 'seats', names)
-  redis.call('EXPIRE', idempotency, ARGV[9])
-end
-return {'held', '0', reservation_id, stock[2], amount_text, stock[6], created, expires, names}
+return hold(stock, seats, amount, now)

@@ -25,6 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::NewReservation;
+use super::error::Refusal;
+use super::reserve_reply::{ReserveOutcome, ReserveReply};
 use crate::ids::{CategoryId, EventId};
 
 /// The longest a return of stock may go unseen by a process: the contract's bound, and
@@ -81,14 +83,14 @@ impl SoldOutVerdicts {
 
     /// Learns from a fresh (not replayed) reserve script `outcome` to `request`, which
     /// was sent at `sent_at`.
-    pub fn learn(&self, request: &NewReservation, sent_at: Instant, outcome: &str) {
+    pub fn learn(&self, request: &NewReservation, sent_at: Instant, outcome: &ReserveOutcome) {
         if self.ttl.is_zero() {
             return;
         }
         match outcome {
-            "sold_out" => self.sold_out(request, sent_at),
+            ReserveOutcome::Refused(Refusal::SoldOut) => self.sold_out(request, sent_at),
             // Stock was there after `sent_at`: an older verdict may be wrong now.
-            "held" => {
+            ReserveOutcome::Held(_) => {
                 let mut verdicts = self.verdicts.lock().expect("not poisoned");
                 if verdicts.get(&request.category).is_some_and(|verdict| verdict.sent_at <= sent_at) {
                     verdicts.remove(&request.category);
@@ -98,13 +100,11 @@ impl SoldOutVerdicts {
         }
     }
 
-    /// Learns from a reserve script's `reply` to `request` (`{outcome, replayed, ...}`),
-    /// sent at `sent_at`; a replayed answer teaches nothing.
-    pub fn learn_from_reply(&self, request: &NewReservation, sent_at: Instant, reply: &[Option<String>]) {
-        if let [Some(outcome), Some(replayed), ..] = reply
-            && replayed == "0"
-        {
-            self.learn(request, sent_at, outcome);
+    /// Learns from a reserve script's `reply` to `request`, sent at `sent_at`; a replayed
+    /// answer teaches nothing.
+    pub fn learn_from_reply(&self, request: &NewReservation, sent_at: Instant, reply: &ReserveReply) {
+        if !reply.replayed {
+            self.learn(request, sent_at, &reply.outcome);
         }
     }
 
@@ -136,6 +136,24 @@ impl SoldOutVerdicts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reservation::reserve_reply::Hold;
+
+    fn sold_out() -> ReserveOutcome {
+        ReserveOutcome::Refused(Refusal::SoldOut)
+    }
+
+    fn held() -> ReserveOutcome {
+        let hold = Hold {
+            id: uuid::Uuid::nil(),
+            event_id: 1,
+            amount: 1000,
+            currency: "USD".to_owned(),
+            created_at_ms: 0,
+            expires_at_ms: 1,
+            seats: None,
+        };
+        ReserveOutcome::Held(hold)
+    }
 
     fn request(category: i64, quantity: i64, event: Option<i64>) -> NewReservation {
         NewReservation::parse(Some(category), Some(quantity), event).unwrap()
@@ -147,7 +165,7 @@ mod tests {
         let verdicts = SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX);
         let sent_at = Instant::now();
         assert!(!verdicts.answers(&request(1, 1, None), sent_at));
-        verdicts.learn(&request(1, 1, None), sent_at, "sold_out");
+        verdicts.learn(&request(1, 1, None), sent_at, &sold_out());
         assert!(verdicts.answers(&request(1, 1, None), sent_at + Duration::from_millis(99)));
         assert!(!verdicts.answers(&request(1, 1, None), sent_at + SOLD_OUT_VERDICT_TTL_MAX));
         assert!(!verdicts.answers(&request(2, 1, None), sent_at), "another category has its own verdict");
@@ -158,7 +176,7 @@ mod tests {
         // Goal: "fewer than 3 left" says nothing about a request for 2.
         let verdicts = SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX);
         let sent_at = Instant::now();
-        verdicts.learn(&request(1, 3, None), sent_at, "sold_out");
+        verdicts.learn(&request(1, 3, None), sent_at, &sold_out());
         assert!(verdicts.answers(&request(1, 3, None), sent_at));
         assert!(verdicts.answers(&request(1, 4, None), sent_at));
         assert!(!verdicts.answers(&request(1, 2, None), sent_at));
@@ -169,9 +187,9 @@ mod tests {
         // Goal: an event mismatch is never hidden behind sold_out.
         let verdicts = SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX);
         let sent_at = Instant::now();
-        verdicts.learn(&request(1, 1, None), sent_at, "sold_out");
+        verdicts.learn(&request(1, 1, None), sent_at, &sold_out());
         assert!(!verdicts.answers(&request(1, 1, Some(7)), sent_at));
-        verdicts.learn(&request(1, 1, Some(7)), sent_at, "sold_out");
+        verdicts.learn(&request(1, 1, Some(7)), sent_at, &sold_out());
         assert!(verdicts.answers(&request(1, 1, Some(7)), sent_at));
         assert!(!verdicts.answers(&request(1, 1, Some(8)), sent_at));
         assert!(verdicts.answers(&request(1, 1, None), sent_at));
@@ -182,12 +200,12 @@ mod tests {
         // Goal: news of stock is taken at once, unless it is older than the verdict.
         let verdicts = SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX);
         let sent_at = Instant::now();
-        verdicts.learn(&request(1, 1, None), sent_at, "sold_out");
-        verdicts.learn(&request(1, 1, None), sent_at - Duration::from_millis(5), "held");
+        verdicts.learn(&request(1, 1, None), sent_at, &sold_out());
+        verdicts.learn(&request(1, 1, None), sent_at - Duration::from_millis(5), &held());
         assert!(verdicts.answers(&request(1, 1, None), sent_at));
-        verdicts.learn(&request(1, 1, None), sent_at + Duration::from_millis(1), "held");
+        verdicts.learn(&request(1, 1, None), sent_at + Duration::from_millis(1), &held());
         assert!(!verdicts.answers(&request(1, 1, None), sent_at));
-        verdicts.learn(&request(1, 1, None), sent_at, "sold_out");
+        verdicts.learn(&request(1, 1, None), sent_at, &sold_out());
         verdicts.forget(CategoryId::new(1).unwrap());
         assert!(!verdicts.answers(&request(1, 1, None), sent_at));
     }
@@ -197,8 +215,8 @@ mod tests {
         // Goal: out-of-order answers never push a verdict's date back or forth wrongly.
         let verdicts = SoldOutVerdicts::new(SOLD_OUT_VERDICT_TTL_MAX);
         let sent_at = Instant::now();
-        verdicts.learn(&request(1, 1, None), sent_at, "sold_out");
-        verdicts.learn(&request(1, 5, None), sent_at - Duration::from_millis(50), "sold_out");
+        verdicts.learn(&request(1, 1, None), sent_at, &sold_out());
+        verdicts.learn(&request(1, 5, None), sent_at - Duration::from_millis(50), &sold_out());
         assert!(verdicts.answers(&request(1, 1, None), sent_at + Duration::from_millis(60)));
     }
 
@@ -207,7 +225,7 @@ mod tests {
         // Goal: `SOLD_OUT_VERDICT_TTL=0ms` disables it; nothing exceeds the contract's bound.
         let off = SoldOutVerdicts::new(Duration::ZERO);
         let sent_at = Instant::now();
-        off.learn(&request(1, 1, None), sent_at, "sold_out");
+        off.learn(&request(1, 1, None), sent_at, &sold_out());
         assert!(!off.answers(&request(1, 1, None), sent_at));
         assert_eq!(SoldOutVerdicts::new(Duration::from_secs(5)).ttl(), SOLD_OUT_VERDICT_TTL_MAX);
     }
@@ -219,11 +237,11 @@ mod tests {
         let sent_at = Instant::now();
         let count = i64::try_from(SOLD_OUT_CATEGORIES_MAX).unwrap() + 10;
         for category in 1..=count {
-            verdicts.learn(&request(category, 1, None), sent_at, "sold_out");
+            verdicts.learn(&request(category, 1, None), sent_at, &sold_out());
         }
         assert_eq!(verdicts.verdicts.lock().unwrap().len(), SOLD_OUT_CATEGORIES_MAX);
         let later = sent_at + SOLD_OUT_VERDICT_TTL_MAX;
-        verdicts.learn(&request(count + 1, 1, None), later, "sold_out");
+        verdicts.learn(&request(count + 1, 1, None), later, &sold_out());
         assert!(verdicts.answers(&request(count + 1, 1, None), later), "stale verdicts make room");
         assert_eq!(verdicts.verdicts.lock().unwrap().len(), 1);
     }

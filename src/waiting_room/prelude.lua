@@ -1,5 +1,6 @@
--- prelude: helpers shared by the waiting-room scripts; concatenated before each one, so a
--- script stays one EVALSHA.
+-- prelude: helpers shared by the waiting-room scripts; concatenated before each one
+-- (after the common prelude, src/script/prelude.lua: now_ms, int), so a script stays one
+-- EVALSHA.
 --
 -- Keys of event E (hash tag {e:E}), the same four in every script:
 -- KEYS[1] room: hash of the settings and the admission state (see ROOM_FIELDS);
@@ -24,15 +25,6 @@
 local FIFO_BASE = 4503599627370496 -- 2^52
 local ROOM_FIELDS = {'enabled', 'rate', 'pass_ttl', 'opens_ms', 'ends_ms', 'tokens', 'last_ms', 'boundary',
   'admitted', 'seq', 'epoch'}
-
-local function now_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
-local function int(number)
-  return string.format('%d', number)
-end
 
 local function load_room()
   local f = redis.call('HMGET', KEYS[1], unpack(ROOM_FIELDS))

@@ -98,7 +98,7 @@ pub struct Position {
     pub next_offset: i64,
     /// Offset of the first record of the last applied batch; `None` when unknown.
     pub check_offset: Option<i64>,
-    /// Its [`fingerprint`].
+    /// Its [`record_fingerprint`].
     pub check_fingerprint: Option<i64>,
 }
 
@@ -111,7 +111,7 @@ impl Position {
 
 /// A fingerprint of a record value (64-bit FNV-1a), to recognise the same record
 /// at the same offset after a reconnect.
-pub fn fingerprint(value: &[u8]) -> i64 {
+pub fn record_fingerprint(value: &[u8]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in value {
         hash ^= u64::from(*byte);
@@ -514,8 +514,8 @@ mod tests {
 
     #[test]
     fn fingerprints_tell_records_apart() {
-        assert_eq!(fingerprint(b"abc"), fingerprint(b"abc"));
-        assert_ne!(fingerprint(b"abc"), fingerprint(b"abd"));
+        assert_eq!(record_fingerprint(b"abc"), record_fingerprint(b"abc"));
+        assert_ne!(record_fingerprint(b"abc"), record_fingerprint(b"abd"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rskafka::record::RecordAndOffset;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{self, Applied, Batch, ConsumedEvent, DeadLetter, Position, fingerprint};
+use super::apply::{self, Applied, Batch, ConsumedEvent, DeadLetter, Position, record_fingerprint};
 use super::lease::Fence;
 use super::spans::{self, BatchSpans};
 use crate::kafka::{self, KafkaError};
@@ -222,7 +222,7 @@ impl PartitionConsumer {
             return Ok(Continuity::Same);
         };
         let mut found = self.fingerprint_at(check_offset, 1..2).await?;
-        if let Fingerprint::Missing { high_watermark } = found
+        if let RecordAtOffset::Missing { high_watermark } = found
             && high_watermark > check_offset
         {
             // The record should be there: ask again allowing a whole fetch, in case the
@@ -230,8 +230,8 @@ impl PartitionConsumer {
             found = self.fingerprint_at(check_offset, 1..self.options.fetch_bytes_max).await?;
         }
         let found = match found {
-            Fingerprint::Found(found) => Some(found),
-            Fingerprint::Missing { .. } => None,
+            RecordAtOffset::Found(found) => Some(found),
+            RecordAtOffset::Missing { .. } => None,
         };
         if found == Some(expected) {
             return Ok(Continuity::Same);
@@ -244,15 +244,17 @@ impl PartitionConsumer {
     }
 
     /// The fingerprint of the record at `offset`, reading `bytes` from there.
-    async fn fingerprint_at(&self, offset: i64, bytes: std::ops::Range<i32>) -> Result<Fingerprint, KafkaError> {
+    async fn fingerprint_at(&self, offset: i64, bytes: std::ops::Range<i32>) -> Result<RecordAtOffset, KafkaError> {
         let fetch = self.client.fetch_records(offset, bytes, 0);
         match kafka::within(self.options.kafka_timeout, fetch).await {
             Ok((records, high_watermark)) => Ok(records
                 .into_iter()
                 .find(|record| record.offset == offset)
-                .map(|record| Fingerprint::Found(fingerprint(record.record.value.as_deref().unwrap_or_default())))
-                .unwrap_or(Fingerprint::Missing { high_watermark })),
-            Err(error) if error.is_offset_out_of_range() => Ok(Fingerprint::Missing { high_watermark: -1 }),
+                .map(|record| {
+                    RecordAtOffset::Found(record_fingerprint(record.record.value.as_deref().unwrap_or_default()))
+                })
+                .unwrap_or(RecordAtOffset::Missing { high_watermark })),
+            Err(error) if error.is_offset_out_of_range() => Ok(RecordAtOffset::Missing { high_watermark: -1 }),
             Err(error) => Err(error),
         }
     }
@@ -274,7 +276,7 @@ impl PartitionConsumer {
         let next = Position {
             next_offset: last.offset + 1,
             check_offset: Some(first.offset),
-            check_fingerprint: Some(fingerprint(first.record.value.as_deref().unwrap_or_default())),
+            check_fingerprint: Some(record_fingerprint(first.record.value.as_deref().unwrap_or_default())),
         };
         let (mut events, mut rejected) = (Vec::with_capacity(records.len()), Vec::new());
         for record in records {
@@ -466,7 +468,7 @@ struct FetchedBatch {
 
 /// What the log holds at an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fingerprint {
+enum RecordAtOffset {
     /// A record with this fingerprint.
     Found(i64),
     /// No record; the partition's high watermark (-1 when the offset was out of range).

@@ -1,5 +1,5 @@
 //! The worker's tiny HTTP server: `GET /metrics` (Prometheus text) and `GET /health`, on
-//! the API's accept loop ([`crate::http::accept_loop`]) with its connection deadlines.
+//! the API's accept loop ([`crate::server::accept_loop`]) with its connection deadlines.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::connection::ClockedBody;
-use crate::http::{ServerOptions, accept_loop};
+use crate::server::connection::ClockedBody;
+use crate::server::{ServerOptions, accept_loop};
 
 /// Scrapers and probes served at once (more wait in the backlog), the time a client has
 /// to send its request, and the time a scrape in flight gets on shutdown.

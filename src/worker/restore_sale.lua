@@ -8,7 +8,7 @@
 -- is answered (that sale has two buyers: an operator decides). The record is marked
 -- confirmed here, so running it again changes nothing; reconcile then writes the whole
 -- record from Postgres.
--- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders
+-- KEYS: 1 stock, 2 hold record, 3 deadlines, 4 holders, 5..9 seat keys (seat_keys)
 -- ARGV: 1 reservation id, 2 user id, 3 quantity, 4 seats ('' or comma-separated names),
 --       5 '1' when a missing record means a lost sale (confirmed recently, so the record
 --       cannot have expired by its TTL), 6 final record ttl ms
@@ -26,6 +26,23 @@ if stock_missing(KEYS[1]) then
   return {'stock_missing'}
 end
 local quantity = tonumber(ARGV[3])
+
+-- Marks the reservation's seats (comma-separated names) taken again, unless one is
+-- unknown or taken: then nothing is written and the conflict is answered.
+local function take_seats(keys, list)
+  local names = seat_names(list)
+  local seats = find_seats(keys, names)
+  for position, seat in ipairs(seats) do
+    if not seat then
+      return 'unknown seat ' .. (string.match(names[position], '^(.+)%-%d+$') or names[position])
+    end
+    if redis.call('GETBIT', keys.bitmap, seat.bit) == 1 then
+      return 'seat ' .. seat.name .. ' sold again'
+    end
+  end
+  set_seats(keys, seats, 1)
+end
+
 local function confirm_record()
   redis.call('HSET', KEYS[2], FIELD.status, 'confirmed', FIELD.user_id, ARGV[2], FIELD.quantity, quantity)
   redis.call('HDEL', KEYS[2], FIELD.paying_until_ms, FIELD.payment_key)
@@ -43,27 +60,11 @@ local available = tonumber(redis.call('HGET', KEYS[1], 'available'))
 if available < quantity then
   return {'conflict', 'tickets sold again'}
 end
-local seats = {}
 if ARGV[4] ~= '' then
-  local prefix = string.sub(KEYS[1], 1, -6)
-  local rows, numbers = {}, {}
-  for row, number in string.gmatch(ARGV[4], '([^,]+)%-(%d+)') do
-    rows[#rows + 1] = row
-    numbers[#numbers + 1] = tonumber(number)
+  local conflict = take_seats(seat_keys(5), ARGV[4])
+  if conflict then
+    return {'conflict', conflict}
   end
-  local layout = redis.call('HMGET', prefix .. 'seat-rows', unpack(rows))
-  for position, entry in ipairs(layout) do
-    local index, byte_offset = string.match(entry or '', '^(%d+):(%d+):')
-    if not index then
-      return {'conflict', 'unknown seat ' .. rows[position]}
-    end
-    local bit = tonumber(byte_offset) * 8 + numbers[position] - 1
-    if redis.call('GETBIT', prefix .. 'seats', bit) == 1 then
-      return {'conflict', 'seat ' .. rows[position] .. '-' .. numbers[position] .. ' sold again'}
-    end
-    seats[position] = {index = tonumber(index), bit = bit}
-  end
-  set_seats(prefix .. 'seats', prefix .. 'seat-free', prefix .. 'seat-runs', seats, 1)
 end
 redis.call('HINCRBY', KEYS[1], 'available', -quantity)
 redis.call('HINCRBY', KEYS[1], 'sold', quantity)

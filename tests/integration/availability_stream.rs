@@ -8,8 +8,8 @@ use futures::future::join_all;
 use reqwest::Response;
 use serde_json::{Value, json};
 
-use crate::harness::{Isolation, TestApp, assert_problem};
-use crate::reservation_support::{hold, reserve_as, sale};
+use crate::support::harness::{Isolation, TestApp, assert_problem};
+use crate::support::reservation::{hold, reserve_as, sale};
 
 /// Hang guard for reads that must come; never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -4,7 +4,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use stampede::ids::CategoryId;
 
-use crate::harness::{TestApp, admin_token, assert_problem, user_token};
+use crate::support::harness::{TestApp, admin_token, assert_problem, user_token};
 
 fn event_body() -> Value {
     json!({"name": "Stampede Live", "venue": "Main Arena", "starts_at": "2030-01-10T19:00:00Z",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::{Client, Response};
 
-use crate::harness::{TestApp, assert_problem, wait_until};
+use crate::support::harness::{TestApp, assert_problem, wait_until};
 
 /// The proxy the app trusts, and a peer it does not.
 const PROXY: &str = "127.0.0.1";

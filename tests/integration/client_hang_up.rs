@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{TestApp, metric_value, user_token};
-use crate::operations::{read_address, spawn_api};
-use crate::reservation_support::{levels, sale};
+use crate::support::api_process::{read_address, spawn_api};
+use crate::support::harness::{TestApp, metric_value, user_token};
+use crate::support::reservation::{levels, sale};
 
 const HELD_METRIC: &str = r#"reservation_outcomes_total{operation="reserve",outcome="held"}"#;
 

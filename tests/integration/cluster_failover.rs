@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Client;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, redis_cluster, redis_url, user_token, wait_until};
+use crate::support::harness::{TestApp, redis_cluster, redis_url, user_token, wait_until};
 
 /// Tickets per category: more than the sale sells, so every category stays on sale
 /// until the failover is over.

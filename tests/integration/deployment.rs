@@ -9,6 +9,10 @@ use clap::CommandFactory;
 use serde_json::Value;
 use stampede::config::{ApiConfig, WorkerConfig};
 
+use crate::support::deployment_files::{
+    accepted_env, compose, environment, healthcheck, read, root, scalar, service, yaml,
+};
+
 /// Environment variables the binaries read outside their clap structs:
 /// `RUST_LOG` is read by `telemetry::init` (tracing's `EnvFilter`).
 const PROCESS_ENV: &[&str] = &["RUST_LOG"];
@@ -16,75 +20,6 @@ const PROCESS_ENV: &[&str] = &["RUST_LOG"];
 /// Services the stack must run: the API, its gateway, the worker and every dependency.
 const REQUIRED_SERVICES: &[&str] =
     &["api", "gateway", "worker", "redis", "kafka", "postgres", "prometheus", "grafana", "otel-collector", "tempo"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub(crate) fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|error| panic!("read {path}: {error}"))
-}
-
-/// A YAML file as JSON, with `<<` merge keys applied.
-pub(crate) fn yaml(path: &str) -> Value {
-    let mut value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|error| panic!("parse {path}: {error}"));
-    value.apply_merge().expect("merge keys apply");
-    serde_json::to_value(value).expect("YAML maps to JSON")
-}
-
-pub(crate) fn compose() -> Value {
-    yaml("docker-compose.yml")
-}
-
-pub(crate) fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    compose["services"].get(name).unwrap_or_else(|| panic!("docker-compose.yml has no service `{name}`"))
-}
-
-/// A service's environment as a map, from either the map or the `KEY=VALUE` list form.
-pub(crate) fn environment(service: &Value) -> BTreeMap<String, String> {
-    match &service["environment"] {
-        Value::Object(map) => map.iter().map(|(key, value)| (key.clone(), scalar(value))).collect(),
-        Value::Array(list) => list
-            .iter()
-            .map(|item| {
-                let text = scalar(item);
-                let (key, value) = text.split_once('=').unwrap_or((&text, ""));
-                (key.to_owned(), value.to_owned())
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-pub(crate) fn scalar(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// A healthcheck's command as one string.
-pub(crate) fn healthcheck(service: &Value) -> String {
-    match &service["healthcheck"]["test"] {
-        Value::Array(parts) => parts.iter().map(scalar).collect::<Vec<_>>().join(" "),
-        other => scalar(other),
-    }
-}
-
-/// Every environment variable a clap command (and its subcommands) accepts.
-pub(crate) fn accepted_env(command: &clap::Command) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = command
-        .get_arguments()
-        .filter_map(|argument| argument.get_env())
-        .map(|name| name.to_string_lossy().into_owned())
-        .collect();
-    for subcommand in command.get_subcommands() {
-        names.extend(accepted_env(subcommand));
-    }
-    names
-}
 
 /// The port of an address such as `0.0.0.0:8080`, `kafka:9092` or a URL.
 fn port_of(address: &str) -> u16 {

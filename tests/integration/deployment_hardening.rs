@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::deployment::{compose, environment, healthcheck, read, scalar, service, yaml};
+use crate::support::deployment_files::{compose, environment, healthcheck, read, scalar, service, yaml};
 
 fn cluster() -> Value {
     yaml("docker-compose.cluster.yml")

@@ -13,7 +13,7 @@ use stampede::keyspace::Keyspace;
 use stampede::stock::{Stock, StockTerms};
 use stampede::telemetry;
 
-use crate::harness::{TestApp, connect_redis, unique_name};
+use crate::support::harness::{TestApp, connect_redis, unique_name};
 
 /// Every error code of the contract (docs/api-contract.md, "Errors").
 const CONTRACT_ERROR_CODES: &[&str] = &[
@@ -190,18 +190,21 @@ async fn swagger_ui_is_served_offline_and_loads_the_document() {
     assert!(initializer.contains("\"persistAuthorization\": true"), "a pasted token survives reloads");
 
     let missing = client.get(app.url("/swagger-ui/no-such-file.js")).send().await.unwrap();
-    crate::harness::assert_problem(missing, 404, "not_found").await;
+    crate::support::harness::assert_problem(missing, 404, "not_found").await;
     app.stop().await;
 }
 
-/// Waits until `/metrics` contains every one of `needles`, at most `within`.
+/// Waits until `/metrics` contains every one of `needles` and returns the page; panics
+/// naming the missing ones (and showing the last page) after `within`.
 async fn metrics_containing(app: &TestApp, needles: &[String], within: Duration) -> String {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let text = app.get("/metrics", None).await.text().await.unwrap();
-        if needles.iter().all(|needle| text.contains(needle.as_str())) || tokio::time::Instant::now() > deadline {
+        let missing: Vec<&String> = needles.iter().filter(|needle| !text.contains(needle.as_str())).collect();
+        if missing.is_empty() {
             return text;
         }
+        assert!(tokio::time::Instant::now() < deadline, "after {within:?}, /metrics still lacks {missing:?}:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -226,10 +229,7 @@ async fn metrics_endpoint_serves_http_and_stock_metrics() {
         format!(r#"outbox_backlog_entries{{category="{category}"}}"#),
     ];
     // The stock gauges are sampled every 2 s.
-    let text = metrics_containing(&app, &needles, Duration::from_secs(10)).await;
-    for needle in &needles {
-        assert!(text.contains(needle.as_str()), "missing {needle} in:\n{text}");
-    }
+    metrics_containing(&app, &needles, Duration::from_secs(30)).await;
     app.stop().await;
 }
 
@@ -275,7 +275,7 @@ async fn sampler_sets_stock_and_outbox_gauges_from_redis() {
             .await
             .unwrap();
     }
-    let sampled = telemetry::sampler::sample(&mut redis, &keys).await.unwrap();
+    let sampled = stampede::stock::sampler::sample(&mut redis, &keys).await.unwrap();
     assert_eq!(sampled, 1);
     let text = handle.render();
     let label = format!("category=\"{id}\"");
@@ -313,8 +313,8 @@ fn docs_cover_every_setting_route_and_error_code() {
     // Goal: docs/operations.md documents every environment variable of every binary (read from clap), and
     // docs/api.md shows every route and an answer with every contract error code (the rules stay in the contract), so the docs cannot silently fall behind.
     let operations = read_doc("docs/operations.md");
-    let mut settings = crate::deployment::accepted_env(&ApiConfig::command());
-    settings.extend(crate::deployment::accepted_env(&WorkerConfig::command()));
+    let mut settings = crate::support::deployment_files::accepted_env(&ApiConfig::command());
+    settings.extend(crate::support::deployment_files::accepted_env(&WorkerConfig::command()));
     settings.extend(help_env(env!("CARGO_BIN_EXE_token")));
     assert!(settings.contains("TOKEN_TTL") && settings.contains("METRICS_ADDR"));
     for setting in &settings {
@@ -333,4 +333,97 @@ fn docs_cover_every_setting_route_and_error_code() {
     for code in CONTRACT_ERROR_CODES {
         assert!(api.contains(&format!("\"code\":\"{code}\"")), "docs/api.md has no example answer with {code}");
     }
+}
+
+/// The configuration table rows of docs/operations.md under the heading `### `section``:
+/// `(flag, default cell)` of each row that names one flag (`| `NAME` | `--flag` | default | … |`
+/// or `| — | `--flag` | … |`); rows that sum up several settings (`--kafka-tls`, …) are skipped.
+fn documented_defaults(operations: &str, section: &str) -> Vec<(String, String)> {
+    let heading = format!("### `{section}`\n");
+    let start = operations.find(&heading).unwrap_or_else(|| panic!("docs/operations.md has no {heading}"));
+    let table = &operations[start + heading.len()..];
+    let end = table.find("\n#").unwrap_or(table.len());
+    table[..end]
+        .lines()
+        .filter(|line| line.starts_with("| ") && line.contains("| `--"))
+        .filter_map(|row| {
+            let cells: Vec<&str> = row.split(" | ").map(str::trim).collect();
+            let flag = cells[1].strip_prefix("`--")?.strip_suffix('`')?;
+            Some((flag.to_owned(), cells[2].to_owned()))
+        })
+        .collect()
+}
+
+/// What a documented default cell says: the `code` span it opens with (`10m`), the empty
+/// string for `empty`, or `None` when it names no value (`none`, `unset`, `unset: the
+/// system's roots`, `off`).
+fn documented_value(cell: &str) -> Option<String> {
+    if cell.starts_with("empty") {
+        return Some(String::new());
+    }
+    let value = cell.strip_prefix('`')?;
+    Some(value.split('`').next().unwrap().to_owned())
+}
+
+/// The default clap applies to `flag` of `command` (joined with `,`); a bare switch that is
+/// off by default reads `None`, as the docs write it (`off`).
+fn clap_default(command: &clap::Command, flag: &str) -> Option<String> {
+    let argument = command
+        .get_arguments()
+        .find(|argument| argument.get_long() == Some(flag))
+        .unwrap_or_else(|| panic!("docs/operations.md documents --{flag}, which `{}` lacks", command.get_name()));
+    let values: Vec<String> =
+        argument.get_default_values().iter().map(|value| value.to_string_lossy().into_owned()).collect();
+    let switch_off = !argument.get_action().takes_values() && values == ["false"];
+    (!values.is_empty() && !switch_off).then(|| values.join(","))
+}
+
+/// `[default: X]` of `--flag` in a binary's `--help`, if it shows one: the option's block
+/// runs from its line to the next option's (`--name` or `-n, --name`; a `- value:` list item is not one).
+fn help_default(help: &str, flag: &str) -> Option<String> {
+    let opens = |line: &str| {
+        let line = line.trim_start().as_bytes();
+        line.len() > 1 && line[0] == b'-' && (line[1] == b'-' || line[1].is_ascii_alphabetic())
+    };
+    let names = |line: &str| line.trim_start().split([' ', ',']).any(|word| word == format!("--{flag}"));
+    let mut lines = help.lines().skip_while(|line| !(opens(line) && names(line)));
+    let first = lines.next().unwrap_or_else(|| panic!("--help lacks --{flag}"));
+    let block: Vec<&str> = std::iter::once(first).chain(lines.take_while(|line| !opens(line))).collect();
+    let block = block.join(" ");
+    let (_, rest) = block.split_once("[default: ")?;
+    Some(rest[..rest.find(']').unwrap()].to_owned())
+}
+
+#[test]
+fn documented_defaults_are_the_ones_clap_applies() {
+    // Goal: the default of every setting in docs/operations.md's configuration tables is the one clap applies
+    // (api and worker read from their clap structs, `token` from its --help), and a setting without one is documented without a value.
+    let operations = read_doc("docs/operations.md");
+    let mut api = ApiConfig::command();
+    api.build();
+    let mut worker = WorkerConfig::command();
+    worker.build();
+    let reconcile = worker.find_subcommand("reconcile").expect("worker reconcile").clone();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (section, command) in [("api", &api), ("worker", &worker), ("worker reconcile", &reconcile)] {
+        for (flag, cell) in documented_defaults(&operations, section) {
+            let (documented, applied) = (documented_value(&cell), clap_default(command, &flag));
+            if documented != applied {
+                wrong.push(format!("{section} --{flag}: documented {cell:?}, clap applies {applied:?}"));
+            }
+            checked += 1;
+        }
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_token")).arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, cell) in documented_defaults(&operations, "token") {
+        let (documented, applied) = (documented_value(&cell), help_default(&help, &flag));
+        if documented != applied {
+            wrong.push(format!("token --{flag}: documented {cell:?}, --help shows {applied:?}"));
+        }
+        checked += 1;
+    }
+    assert!(checked > 60, "only {checked} documented settings found");
+    assert!(wrong.is_empty(), "docs/operations.md's defaults disagree with clap:\n{}", wrong.join("\n"));
 }

@@ -21,9 +21,9 @@ use stampede::keyspace::Keyspace;
 use stampede::payment::SimulatedGateway;
 use stampede::stock::{Levels, Stock};
 
-use crate::harness::{Isolation, TestApp, assert_problem, unique_name, wait_until};
-use crate::pipeline_support::{database, free_port, reconcile, relay_flags, shared_brokers, spawn_worker};
-use crate::reservation_support::{cancel_as, confirm_as, hold, id_of, reserve_as, sale};
+use crate::support::harness::{Isolation, TestApp, assert_problem, unique_name, wait_until};
+use crate::support::pipeline::{Pipeline, database, free_port, reconcile, relay_flags, shared_brokers};
+use crate::support::reservation::{cancel_as, confirm_as, hold, id_of, reserve_as, sale};
 
 /// Longest wait for a replica to sync, a relay round or the pipeline to drain.
 const WAIT_MAX: Duration = Duration::from_secs(60);
@@ -272,9 +272,7 @@ async fn the_relay_publishes_nothing_a_replica_does_not_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_repair_restores_sales_redis_lost_from_postgres() {
     // Goal: when Redis is behind Postgres after a failover (a confirmed reservation back to held, another released with its record gone), `worker reconcile` reports both as behind and `--repair` restores them as sold, the stock conserved and the released tickets not sellable twice.
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let Pipeline { isolation, app, worker } = Pipeline::start(&[], &[]).await;
     let (_, category) = sale(&app, 5, 5).await;
     let id = CategoryId::new(category).unwrap();
     let keys = app.keys();
@@ -333,7 +331,7 @@ async fn reconcile_repair_restores_sales_redis_lost_from_postgres() {
 
 /// `host:port` of the replica that serves `key`'s master now (`CLUSTER NODES`), if any.
 async fn replica_of_master_of(key: &str) -> Option<String> {
-    let seed = crate::harness::redis_url().split(',').next()?.trim().to_owned();
+    let seed = crate::support::harness::redis_url().split(',').next()?.trim().to_owned();
     let mut node = redis::Client::open(seed).ok()?.get_multiplexed_async_connection().await.ok()?;
     let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut node).await.ok()?;
     let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut node).await.ok()?;
@@ -352,7 +350,7 @@ async fn replica_of_master_of(key: &str) -> Option<String> {
 
 /// Replicas that `CLUSTER SLOTS` lists for the master of `key`'s slot.
 async fn slot_replicas(key: &str) -> usize {
-    let seed = crate::harness::redis_url().split(',').next().unwrap().trim().to_owned();
+    let seed = crate::support::harness::redis_url().split(',').next().unwrap().trim().to_owned();
     let mut node = redis::Client::open(seed).unwrap().get_multiplexed_async_connection().await.unwrap();
     let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut node).await.unwrap();
     let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut node).await.unwrap();
@@ -390,7 +388,7 @@ impl Drop for PausedNode {
 #[ignore = "pauses a node of the shared cluster: scripts/test's cluster pass runs it last, alone"]
 async fn on_the_cluster_a_paused_replica_makes_its_masters_writes_answer_503_until_it_is_back() {
     // Goal: on a Redis Cluster, with the replica of a category's master paused, a reserve of that category answers 503 unavailable with Retry-After, and the same request with the same key answers the hold once the replica is back; the stock is conserved.
-    if !crate::harness::redis_cluster() {
+    if !crate::support::harness::redis_cluster() {
         eprintln!("not a cluster run (TEST_REDIS_CLUSTER is not true): nothing to pause");
         return;
     }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, admin_token, assert_problem};
+use crate::support::harness::{TestApp, admin_token, assert_problem};
 
 #[tokio::test]
 async fn availability_of_an_event_without_categories_is_an_empty_list() {

@@ -18,7 +18,7 @@ use stampede::config::Secret;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::harness::{Isolation, SECRET, TestApp, wait_until};
+use crate::support::harness::{Isolation, SECRET, TestApp, wait_until};
 
 const ISSUER: &str = "https://idp.test/realms/stampede";
 const AUDIENCE: &str = "stampede-api";

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use stampede::config::{ApiConfig, WorkerConfig};
 
-use crate::deployment::accepted_env;
+use crate::support::deployment_files::accepted_env;
 
 /// The kustomizations an operator may apply.
 const KUSTOMIZATIONS: &[&str] = &["base", "overlays/redis-cluster", "overlays/grpc"];

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod harness;
+mod support;
 
 mod alerts;
 mod availability_stream;
@@ -25,7 +25,6 @@ mod partition_leases;
 mod pipeline;
 mod pipeline_bench;
 mod pipeline_hardening;
-mod pipeline_support;
 mod reservation;
 mod reservation_expiry;
 mod reservation_group_commit;
@@ -33,7 +32,6 @@ mod reservation_idempotency;
 mod reservation_ids;
 mod reservation_random;
 mod reservation_recovery;
-mod reservation_support;
 mod seating;
 mod secrets;
 mod security;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Isolation, TestApp, admin_token, wait_until};
-use crate::operations::read_address;
+use crate::support::api_process::read_address;
+use crate::support::harness::{Isolation, TestApp, admin_token, wait_until};
 
 /// Starts the `api` binary on `isolation` with extra environment variables.
 fn spawn_api_with_env(isolation: &Isolation, env: &[(&str, &str)]) -> Child {

@@ -1,12 +1,13 @@
 //! Health, readiness, the token CLI, start-up rules and graceful shutdown of the real binaries.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Isolation, SECRET, TestApp, admin_token, wait_until};
-use crate::pipeline_support::free_port;
+use crate::support::api_process::{read_address, spawn_api};
+use crate::support::harness::{Isolation, SECRET, TestApp, admin_token, wait_until};
+use crate::support::pipeline::free_port;
 
 #[tokio::test]
 async fn health_and_ready_answer_200() {
@@ -24,10 +25,11 @@ async fn ready_is_503_when_postgres_is_gone() {
     // Goal: readiness reports 503 unavailable when a dependency stops answering.
     let app = TestApp::spawn_with(&[]).await;
     let database = app.isolation.database_url.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::harness::postgres_server_url())).await.unwrap();
+    let admin =
+        sqlx::PgPool::connect(&format!("{}/postgres", crate::support::harness::postgres_server_url())).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database} WITH (FORCE)"))).execute(&admin).await.unwrap();
     let response = app.get("/ready", None).await;
-    crate::harness::assert_problem(response, 503, "unavailable").await;
+    crate::support::harness::assert_problem(response, 503, "unavailable").await;
     app.stop().await;
 }
 
@@ -58,28 +60,6 @@ async fn token_cli_mints_tokens_the_api_accepts() {
     let no_secret = token_cli(&["--role", "user", "--sub", "ops"], None);
     assert!(!no_secret.status.success());
     assert!(String::from_utf8_lossy(&no_secret.stderr).contains("secret"));
-}
-
-/// Starts the `api` binary on `isolation`, with or without `JWT_SECRET`.
-pub fn spawn_api(isolation: &Isolation, jwt_secret: bool, extra: &[&str]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
-    command.args(extra).env_remove("JWT_SECRET").env("RUST_LOG", "warn");
-    for (name, value) in isolation.api_env() {
-        if name != "JWT_SECRET" || jwt_secret {
-            command.env(name, value);
-        }
-    }
-    command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("api spawns")
-}
-
-/// Reads the address line and then `extra_lines` more lines of the child's stdout.
-pub fn read_address(child: &mut Child, extra_lines: usize) -> (String, Vec<String>) {
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("api prints its address").unwrap();
-    let address = first.strip_prefix("listening on http://").expect("address line").to_owned();
-    let rest = lines.take(extra_lines).map_while(Result::ok).collect();
-    (address, rest)
 }
 
 #[tokio::test]

@@ -10,9 +10,10 @@ use sqlx::PgPool;
 use stampede::worker::apply::{self, Applied, Batch, Position};
 use stampede::worker::lease::Fence;
 
-use crate::harness::{Isolation, TestApp, user_token, wait_until};
-use crate::pipeline_support::{
-    ChildProcess, database, event_rows, reconcile, shared_brokers, spawn_worker, wait_for_event_rows,
+use crate::support::harness::{Isolation, TestApp, user_token, wait_until};
+use crate::support::pipeline::{
+    ChildProcess, database, event_rows, reconcile, relay_flags_with_partitions, shared_brokers, spawn_worker,
+    wait_for_event_rows,
 };
 
 const PARTITIONS: &str = "8";
@@ -58,18 +59,7 @@ async fn reserve_holds(app: &TestApp, categories: &[i64], label: &str, count: us
 async fn workers_share_partitions_take_over_a_dead_ones_and_rebalance() {
     // Goal: 3 workers without WORKER_PARTITIONS own each of 8 partitions once; a SIGKILLed worker's partitions are taken over within 10 s with nothing lost or applied twice; a 4th worker gets its share; a SIGSTOPped worker past its lease resumes without committing, and reconcile finds no drift.
     let isolation = Isolation::new().await;
-    let flags = [
-        "--relay-enabled",
-        "true",
-        "--kafka-partitions",
-        PARTITIONS,
-        "--relay-lease-ttl",
-        "3s",
-        "--relay-publish-timeout",
-        "1s",
-        "--relay-backoff-max",
-        "500ms",
-    ];
+    let flags = relay_flags_with_partitions(PARTITIONS);
     let app = TestApp::spawn_in(isolation.clone(), &flags).await;
     let topic = isolation.kafka_topic.clone();
     let database = database(&isolation).await;

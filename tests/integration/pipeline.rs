@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use stampede::outbox::EventType;
 use uuid::Uuid;
 
-use crate::harness::{Isolation, TestApp, assert_problem, connect_redis, metric_value, user_token};
-use crate::pipeline_support::*;
+use crate::support::harness::{Isolation, TestApp, assert_problem, connect_redis, metric_value, user_token};
+use crate::support::pipeline::*;
 
 /// How long any drain may take in these tests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -108,16 +108,16 @@ async fn assert_listing(app: &TestApp, reservations: &[Synthetic]) {
 async fn a_worker_killed_at_random_moments_loses_and_repeats_nothing() {
     // Goal: SIGKILL of the worker at random moments (5 times) during a sale of > 1,000 events (reserves, confirms,
     // cancels through the API) loses no event and applies none twice, because each batch commits with its offset.
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
+    let small_batches = [("WORKER_FETCH_BYTES_MAX", "1024")];
+    let Pipeline { isolation, app, mut worker } = Pipeline::start(&[], &small_batches).await;
     let event = app.create_event().await;
     let category = app.create_category(event, 2_000, 10).await;
-    let small_batches = [("WORKER_FETCH_BYTES_MAX", "1024")];
-    let mut worker = spawn_worker(&isolation, &shared_brokers(), &small_batches);
     let mut reported = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(crate::support::harness::seed("PIPELINE_SEED"));
     for round in 0..10 {
         let sale = sale_round(&app, category, round);
-        let kill = tokio::time::sleep(Duration::from_millis(fastrand::u64(20..250)));
+        // Why: the kill's moment is the test's subject (random, from the printed seed), not a wait.
+        let kill = tokio::time::sleep(Duration::from_millis(rng.u64(20..250)));
         let (sold, ()) = tokio::join!(sale, kill);
         reported.extend(sold);
         if round % 2 == 1 {
@@ -307,11 +307,9 @@ async fn assert_order_per_reservation(brokers: &str, topic: &str) {
 async fn the_worker_catches_up_after_postgres_was_unavailable() {
     // Goal: while the worker's database refuses connections the relay keeps publishing and the worker retries
     // with backoff; once the database is back it applies everything exactly once.
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
+    let Pipeline { isolation, app, worker } = Pipeline::start(&[], &[]).await;
     let keys = app.keys();
     register_category(&app.redis, &keys, 51).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
     let first = Synthetic::batch(51, 100);
     append_lifecycles(&app.redis, &keys, &first).await;
     let pool = database(&isolation).await;
@@ -320,7 +318,8 @@ async fn the_worker_catches_up_after_postgres_was_unavailable() {
     pool.close().await;
 
     let name = isolation.database_url.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::harness::postgres_server_url())).await.unwrap();
+    let admin =
+        sqlx::PgPool::connect(&format!("{}/postgres", crate::support::harness::postgres_server_url())).await.unwrap();
     let set_connections = |allow: bool| format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}");
     sqlx::query(sqlx::AssertSqlSafe(set_connections(false))).execute(&admin).await.unwrap();
     sqlx::query(
@@ -418,19 +417,16 @@ async fn a_sale_ends_with_postgres_agreeing_with_the_api_and_no_drift() {
     // Goal: after a sale with reserves, confirms, declined payments, cancels and expiries, every reservation the
     // API reported exists once in Postgres with the API's status and quantity, the sums per category match Redis,
     // and `worker reconcile` reports zero drift.
-    let isolation = Isolation::new().await;
-    let mut flags = relay_flags();
-    flags.extend(["--hold-ttl", "2s"]);
-    let app = TestApp::spawn_in(isolation.clone(), &flags).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    // Each hold is confirmed or cancelled right after its reserve, so only one request's time
+    // (not the whole sale's, which grows on a loaded machine) runs against the hold's TTL.
+    let Pipeline { isolation, app, worker } = Pipeline::start(&["--hold-ttl", "5s"], &[]).await;
     let event = app.create_event().await;
     let categories = [app.create_category(event, 300, 10).await, app.create_category(event, 200, 10).await];
     let mut reported = Vec::new();
     for index in 0..80 {
         let user = format!("buyer-{}", index % 20);
-        reported.push(reserve_reported(&app, &user, categories[(index / 2) % 2], 1 + (index % 3) as i64).await);
-    }
-    for (index, reservation) in reported.iter_mut().enumerate() {
+        let mut made = reserve_reported(&app, &user, categories[(index / 2) % 2], 1 + (index % 3) as i64).await;
+        let reservation = &mut made;
         match index % 4 {
             0 => {
                 assert_eq!(confirm(&app, reservation, "tok_ok").await.status(), StatusCode::OK);
@@ -443,10 +439,11 @@ async fn a_sale_ends_with_postgres_agreeing_with_the_api_and_no_drift() {
             2 => assert_eq!(confirm(&app, reservation, "tok_decline").await.status(), StatusCode::PAYMENT_REQUIRED),
             _ => {}
         }
+        reported.push(made);
     }
     for reservation in reported.iter_mut().filter(|reservation| reservation.status == "held") {
         let path = format!("/reservations/{}", reservation.id);
-        wait_until(Duration::from_secs(10), "the hold expires", || async {
+        wait_until(Duration::from_secs(30), "the hold expires", || async {
             let body: Value = app.get(&path, Some(&reservation.token)).await.json().await.unwrap();
             body["status"] == "expired"
         })
@@ -474,9 +471,7 @@ async fn repair_rebuilds_a_flushed_category_without_overselling() {
     // Goal: after every Redis key of a category is flushed mid-sale, `worker reconcile --repair` rebuilds its stock
     // from Postgres (sold = confirmed, held = active holds, available = the rest), restored holds can still be
     // confirmed, confirmed ones replay, and selling out afterwards never passes the quota.
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let Pipeline { isolation, app, worker } = Pipeline::start(&[], &[]).await;
     let event = app.create_event().await;
     let category = app.create_category(event, 30, 4).await;
     let mut reported = Vec::new();
@@ -529,12 +524,6 @@ async fn repair_rebuilds_a_flushed_category_without_overselling() {
     assert_eq!(code, 0, "{output}");
     worker.terminate().await;
     app.stop().await;
-}
-
-/// Deletes every Redis key of a category (stock, holds, deadlines, holders, outbox...).
-pub async fn flush_category(app: &TestApp, category: i64) {
-    let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
-    crate::harness::delete_keys(&pattern).await.unwrap();
 }
 
 /// 40 single-ticket holds, alternately through `first` and `second`, over `categories`.

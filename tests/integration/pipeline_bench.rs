@@ -26,8 +26,8 @@ use stampede::outbox::{EventType, ReservationEvent, event_id};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::harness::{Isolation, admin_token, user_token};
-use crate::pipeline_support::*;
+use crate::support::harness::{Isolation, admin_token, user_token};
+use crate::support::pipeline::*;
 
 /// When each reservation row was first seen.
 type Sightings = Arc<Mutex<Vec<(Uuid, DateTime<Utc>)>>>;

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use stampede::outbox::EventType;
 use uuid::Uuid;
 
-use crate::harness::{Isolation, SECRET, TestApp, assert_problem, connect_redis, user_token};
-use crate::pipeline_support::*;
+use crate::support::harness::{Isolation, SECRET, TestApp, assert_problem, connect_redis, user_token};
+use crate::support::pipeline::*;
 
 /// How long any drain may take in these tests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);

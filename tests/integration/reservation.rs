@@ -1,6 +1,6 @@
 //! Reserve, confirm, cancel and read: the flash sale, ownership, payments, the per-user
 //! cap, the sale window and bad input. Every test ends with the consistency check of
-//! `reservation_support` (conservation, one event per state change, in order).
+//! `support::reservation` (conservation, one event per state change, in order).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,8 +8,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
-use crate::reservation_support::{
+use crate::support::engine::outbox_events;
+use crate::support::harness::{TestApp, admin_token, assert_problem, user_token, wait_until};
+use crate::support::reservation::{
     PRICE, assert_consistent, cancel_as, confirm_as, engine, final_counts, gateway, hold, id_of, levels, read,
     reserve_as, sale, sale_in_window, standing_charges, to_legacy_layout, user, wait_until_paying,
 };
@@ -394,10 +395,10 @@ async fn hold_records_have_the_layout_rust_defines() {
     // that list, and the records reserve.lua and finish_payment.lua write have exactly those fields.
     use redis::AsyncCommands;
     use stampede::ids::CategoryId;
-    use stampede::reservation::{RECORD_FIELDS, engine, record_field as field};
+    use stampede::reservation::{RECORD_FIELDS, record_field as field, record_layout};
     let app = TestApp::spawn().await;
     let mut redis = app.redis.clone();
-    assert_eq!(engine::record_layout(&mut redis).await.unwrap(), RECORD_FIELDS);
+    assert_eq!(record_layout(&mut redis).await.unwrap(), RECORD_FIELDS);
     let (_, category) = sale(&app, 5, 2).await;
     let id = id_of(&hold(&app, "layout", category, 1).await);
     let key = app.keys().hold(CategoryId::new(category).unwrap(), uuid::Uuid::parse_str(&id).unwrap());
@@ -451,7 +452,7 @@ async fn records_an_earlier_version_wrote_still_work() {
     let history = assert_consistent(&app, category).await;
     assert_eq!(final_counts(&history), HashMap::from([("confirmed", 1), ("cancelled", 1), ("expired", 1)]));
     let category_id = CategoryId::new(category).unwrap();
-    let events = engine(&app, Duration::from_secs(1)).outbox_events(category_id).await.unwrap();
+    let events = outbox_events(&engine(&app, Duration::from_secs(1)), category_id).await;
     // What no transition changes: every event of a hold carries it as reserve answered it.
     let unchanged = |json: &Value| {
         ["event_id", "category_id", "user_id", "quantity", "amount", "currency", "created_at", "expires_at"]

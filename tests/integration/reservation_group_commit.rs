@@ -15,9 +15,10 @@ use stampede::reservation::idempotency::IdempotencyKey;
 use stampede::reservation::{EngineOptions, NewReservation, ReservationEngine, ReservationError};
 use uuid::Uuid;
 
-use crate::harness::{TestApp, metric_value, user_token};
-use crate::operations::{read_address, spawn_api};
-use crate::reservation_support::{engine, gateway, levels, sale};
+use crate::support::api_process::{read_address, spawn_api};
+use crate::support::engine::outbox_events;
+use crate::support::harness::{TestApp, metric_value, user_token};
+use crate::support::reservation::{engine, gateway, levels, sale};
 
 const QUOTA: i64 = 40;
 const MAX_PER_USER: i64 = 4;
@@ -96,10 +97,8 @@ async fn end_state(app: &TestApp, engine: &ReservationEngine, category: i64) -> 
     let holders: HashMap<String, i64> = app.redis.clone().hgetall(app.keys().holders(id)).await.unwrap();
     let mut holders: Vec<(String, i64)> = holders.into_iter().collect();
     holders.sort();
-    let events: Vec<String> = engine
-        .outbox_events(id)
+    let events: Vec<String> = outbox_events(engine, id)
         .await
-        .unwrap()
         .iter()
         .map(|event| {
             let hold = &event.reservation;
@@ -126,9 +125,7 @@ fn engine_with_backlog(app: &TestApp, outbox_backlog_max: u64) -> ReservationEng
 #[tokio::test]
 async fn a_batch_decides_every_request_as_one_by_one_calls_do() {
     // Goal: random request mixes decided in batches of random sizes give the same outcomes, levels, per-user counts and outbox events as the same mix decided one call per request.
-    let seed =
-        std::env::var("RESERVATION_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
-    println!("RESERVATION_SEED={seed}");
+    let seed = crate::support::harness::seed("RESERVATION_SEED");
     let app = TestApp::spawn().await;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut largest_batch = 0;

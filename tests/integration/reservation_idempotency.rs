@@ -5,8 +5,8 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, assert_problem};
-use crate::reservation_support::{
+use crate::support::harness::{TestApp, assert_problem};
+use crate::support::reservation::{
     assert_consistent, cancel_as, confirm_as, final_counts, gateway, hold, id_of, levels, reserve_as, sale,
     standing_charges, wait_until_paying,
 };
@@ -32,7 +32,7 @@ async fn a_replayed_reserve_returns_the_first_response_byte_for_byte() {
     let response = app
         .client
         .post(app.url("/reserve"))
-        .bearer_auth(crate::harness::user_token("retrier"))
+        .bearer_auth(crate::support::harness::user_token("retrier"))
         .header("content-type", "application/json")
         .header("Idempotency-Key", "order-1")
         .body(respelled)
@@ -158,7 +158,7 @@ async fn keyed_confirms_replay_and_run_once() {
 
 #[tokio::test]
 async fn a_second_confirm_without_a_key_during_a_payment_is_not_held() {
-    // Goal: two overlapping confirms of one hold without an Idempotency-Key (PAYMENT_LATENCY=1s): one 200, the other 409 reservation_not_held (not idempotency_in_progress), and one charge stands; with another key the answer is the same.
+    // Goal: two overlapping confirms of one hold without an Idempotency-Key (PAYMENT_LATENCY=1s), the later ones sent once the first is paying: one 200, the other 409 reservation_not_held (not idempotency_in_progress), and one charge stands; with another key the answer is the same.
     let app = TestApp::spawn_with(&["--payment-latency", "1s"]).await;
     let (_, category) = sale(&app, 10, 5).await;
     let id = id_of(&hold(&app, "double-clicker", category, 2).await);
@@ -166,7 +166,8 @@ async fn a_second_confirm_without_a_key_during_a_payment_is_not_held() {
         let id = id.clone();
         let app = &app;
         async move {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            // The first confirm's payment is under way (the hold reads `paying`), whatever its head start.
+            wait_until_paying(app, &id).await;
             confirm_as(app, "double-clicker", &id, "tok_ok", key).await
         }
     };

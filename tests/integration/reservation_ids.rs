@@ -9,8 +9,8 @@ use stampede::ids::{CategoryId, ReservationId, UserId};
 use stampede::reservation::engine::FINAL_RECORD_TTL;
 use stampede::reservation::{EngineOptions, NewReservation, ReservationEngine, SeatFields};
 
-use crate::harness::{TestApp, admin_token, unique_name};
-use crate::reservation_support::{assert_consistent, gateway, levels, sale};
+use crate::support::harness::{TestApp, admin_token, unique_name};
+use crate::support::reservation::{assert_consistent, gateway, levels, sale};
 
 /// The engine on the app's keyspace, handing out the ids queued in `pinned` first.
 fn engine_with_pinned_ids(app: &TestApp, pinned: Arc<Mutex<VecDeque<ReservationId>>>) -> ReservationEngine {

@@ -10,8 +10,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use stampede::ids::CategoryId;
 
-use crate::harness::{TestApp, user_token, wait_until};
-use crate::reservation_support::{
+use crate::support::harness::{TestApp, user_token, wait_until};
+use crate::support::reservation::{
     assert_consistent, cancel_as, confirm_as, final_counts, id_of, levels, read, reserve_as, sale,
 };
 
@@ -74,9 +74,7 @@ async fn one_user(app: &TestApp, category: i64, user: String, seed: u64) -> Vec<
 #[tokio::test]
 async fn random_reserve_confirm_cancel_and_wait_keep_every_invariant() {
     // Goal: under random concurrent reserve/confirm/cancel/wait sequences, conservation and the per-user cap hold throughout, and the end state matches the outbox.
-    let seed =
-        std::env::var("RESERVATION_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
-    println!("RESERVATION_SEED={seed}");
+    let seed = crate::support::harness::seed("RESERVATION_SEED");
     let app = TestApp::spawn_with(&["--hold-ttl", "1s", "--reaper-interval", "50ms"]).await;
     let (_, category) = sale(&app, QUOTA, MAX_PER_USER).await;
     let users =

@@ -11,9 +11,9 @@ use serde_json::Value;
 use stampede::ids::{CategoryId, ReservationId};
 use stampede::reservation::reaper::{Reaper, ReaperOptions};
 
-use crate::harness::{Isolation, TestApp, assert_problem, user_token};
-use crate::pipeline_support::{database, reconcile, relay_flags, shared_brokers, spawn_worker, wait_until};
-use crate::reservation_support::{
+use crate::support::harness::{TestApp, assert_problem, user_token};
+use crate::support::pipeline::{Pipeline, database, reconcile, shared_brokers, wait_until};
+use crate::support::reservation::{
     cancel_as, category_dump, confirm_as, engine, gateway, hold, id_of, read, sale, standing_charges, to_legacy_layout,
 };
 
@@ -63,9 +63,7 @@ async fn a_lost_stock_key_is_never_recreated_by_confirm_cancel_or_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_rebuilds_a_lost_or_partial_stock_key_from_postgres() {
     // Goal: when only the stock key is lost (and even when a partial stock without state or quota took its place), `worker reconcile --repair` rebuilds a consistent stock from Postgres and the holds still confirm and cancel.
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let Pipeline { isolation, app, worker } = Pipeline::start(&[], &[]).await;
     let (_, category) = sale(&app, 20, 5).await;
     let confirmed = id_of(&hold(&app, "mender", category, 2).await);
     let to_confirm = id_of(&hold(&app, "mender", category, 1).await);
@@ -107,11 +105,7 @@ async fn repair_rebuilds_a_lost_or_partial_stock_key_from_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_and_cancel_repeat_from_postgres_once_redis_forgot_them() {
     // Goal: once the Redis records are gone (test-only RECORD_TTL=1s stands in for 24 h), repeating a confirm or a cancel answers the same 200 from Postgres, the wrong transition still 409, and another user 404.
-    let isolation = Isolation::new().await;
-    let mut flags = relay_flags();
-    flags.extend(["--record-ttl", "1s"]);
-    let app = TestApp::spawn_in(isolation.clone(), &flags).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let Pipeline { isolation, app, worker } = Pipeline::start(&["--record-ttl", "1s"], &[]).await;
     let (_, category) = sale(&app, 10, 5).await;
     let confirmed = id_of(&hold(&app, "returner", category, 2).await);
     let cancelled = id_of(&hold(&app, "returner", category, 1).await);
@@ -163,9 +157,7 @@ async fn confirm_and_cancel_repeat_from_postgres_once_redis_forgot_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_reports_live_holds_and_user_counts_that_disagree_with_the_stock() {
     // Goal: `worker reconcile` finds no drift in a healthy sale (also with a record in the layout before issue #15), and drift when a user's count differs from their live held + confirmed tickets or when a live hold's record is gone (the stock's held no longer equals the sum of live holds).
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let Pipeline { isolation, app, worker } = Pipeline::start(&[], &[]).await;
     let (_, category) = sale(&app, 20, 5).await;
     let kept = id_of(&hold(&app, "counted", category, 2).await);
     let bought = id_of(&hold(&app, "buyer", category, 1).await);

@@ -8,9 +8,9 @@ use std::time::Duration;
 use reqwest::Response;
 use serde_json::{Value, json};
 
-use crate::harness::{Isolation, TestApp, admin_token, assert_problem, unique_name, user_token, wait_until};
-use crate::pipeline_support::{database, relay_flags, shared_brokers, spawn_worker, wait_for_event_rows};
-use crate::reservation_support::{
+use crate::support::harness::{Isolation, TestApp, admin_token, assert_problem, unique_name, user_token, wait_until};
+use crate::support::pipeline::{Pipeline, database, relay_flags, shared_brokers, spawn_worker, wait_for_event_rows};
+use crate::support::reservation::{
     assert_consistent, cancel_as, confirm_as, id_of, levels, reserve_as, to_legacy_layout, user,
 };
 
@@ -384,9 +384,7 @@ async fn repair_rebuilds_a_flushed_seated_category_and_never_hands_out_a_sold_se
     // Goal: after every Redis key of a seated category is lost, `worker reconcile --repair` rebuilds its seats
     // from Postgres: sold and held seats stay taken, a restored hold still confirms, and selling out afterwards
     // hands out exactly the other seats.
-    let isolation = Isolation::new().await;
-    let app = TestApp::spawn_in(isolation.clone(), &relay_flags()).await;
-    let worker = spawn_worker(&isolation, &shared_brokers(), &[]);
+    let Pipeline { isolation, app, worker } = Pipeline::start(&[], &[]).await;
     let category = seated(&app, &[("A", 4), ("B", 4)], 4).await;
     let (sold, _) =
         held_seats(reserve(&app, "sold", json!({"category_id": category, "seats": ["A-1", "A-2"]})).await).await;
@@ -398,8 +396,8 @@ async fn repair_rebuilds_a_flushed_seated_category_and_never_hands_out_a_sold_se
     let database = database(&isolation).await;
     wait_for_event_rows(&database, 5, Duration::from_secs(60)).await;
 
-    crate::pipeline::flush_category(&app, category).await;
-    let (code, output) = crate::pipeline_support::reconcile(&isolation, &shared_brokers(), true).await;
+    crate::support::pipeline::flush_category(&app, category).await;
+    let (code, output) = crate::support::pipeline::reconcile(&isolation, &shared_brokers(), true).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("repaired"), "{output}");
     let map = taken(&app, category).await;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use stampede::config::DEV_JWT_SECRET;
 
-use crate::harness::{Isolation, SECRET, TestApp};
-use crate::operations::spawn_api;
+use crate::support::api_process::spawn_api;
+use crate::support::harness::{Isolation, SECRET, TestApp};
 
 /// Runs the `api` binary on `isolation` with `JWT_SECRET=secret` and `extra` flags until it
 /// exits (within 30 s) and returns its output.
@@ -57,7 +57,7 @@ async fn dev_mode_prints_no_token_signed_with_a_given_secret() {
     let address = first.trim().strip_prefix("listening on http://").expect("address line").to_owned();
     let health = reqwest::get(format!("http://{address}/health")).await.unwrap();
     assert_eq!(health.status(), 200);
-    let admin = crate::harness::admin_token();
+    let admin = crate::support::harness::admin_token();
     let body = serde_json::json!({"name": "N", "venue": "V", "starts_at": "2030-01-01T00:00:00Z"});
     let created =
         reqwest::Client::new().post(format!("http://{address}/events")).bearer_auth(admin).json(&body).send().await;
@@ -78,7 +78,7 @@ fn token_command() -> Command {
 #[tokio::test]
 async fn the_token_cli_reads_its_secret_from_a_file_or_standard_input() {
     // Goal: `token --secret-file PATH` and `--secret-file -` mint tokens the api accepts, with no secret on the command line.
-    let directory = std::env::temp_dir().join(crate::harness::unique_name("token-secret"));
+    let directory = std::env::temp_dir().join(crate::support::harness::unique_name("token-secret"));
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("jwt-secret");
     std::fs::write(&path, format!("{SECRET}\n")).unwrap();

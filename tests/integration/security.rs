@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 
-use crate::harness::TestApp;
+use crate::support::harness::TestApp;
 
 #[tokio::test]
 async fn invented_http_methods_add_no_metric_series() {
@@ -35,7 +35,7 @@ async fn a_flood_of_bad_query_parameters_gets_a_short_422() {
     let query: Vec<String> = (0..6000).map(|index| format!("p{index}=1")).collect();
     let long_name = "n".repeat(5000);
     let response = app.get(&format!("/events?{long_name}=1&{}", query.join("&")), None).await;
-    let body = crate::harness::assert_problem(response, 422, "validation_failed").await;
+    let body = crate::support::harness::assert_problem(response, 422, "validation_failed").await;
     let errors = body["errors"].as_array().unwrap();
     assert_eq!(errors.len(), stampede::validation::ERRORS_LISTED_MAX);
     let first = errors[0]["field"].as_str().unwrap();

@@ -9,9 +9,9 @@ use std::time::Duration;
 use stampede::config::ApiConfig;
 use stampede::infrastructure::{RedisTarget, connect_redis_to};
 
-use crate::harness::{Isolation, TestApp, unique_name, wait_until};
-use crate::pipeline_support::free_port;
-use crate::reservation_support::{confirm_as, hold, sale};
+use crate::support::harness::{Isolation, TestApp, unique_name, wait_until};
+use crate::support::pipeline::free_port;
+use crate::support::reservation::{confirm_as, hold, sale};
 
 /// A CA made for one test, and a server certificate it signed for `localhost` and `127.0.0.1`.
 pub struct TestCa {
@@ -204,10 +204,10 @@ fn reconcile(isolation: &Isolation, database_url: &str) -> (Option<i32>, String)
     let output = Command::new(env!("CARGO_BIN_EXE_worker"))
         .arg("reconcile")
         .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", crate::harness::redis_url())
-        .env("REDIS_CLUSTER", crate::harness::redis_cluster_flag())
+        .env("REDIS_URL", crate::support::harness::redis_url())
+        .env("REDIS_CLUSTER", crate::support::harness::redis_cluster_flag())
         .env("REDIS_KEY_PREFIX", &isolation.redis_key_prefix)
-        .env("KAFKA_BROKERS", crate::harness::kafka_brokers())
+        .env("KAFKA_BROKERS", crate::support::harness::kafka_brokers())
         .env("KAFKA_TOPIC", &isolation.kafka_topic)
         .env("RECONCILE_DRAIN_TIMEOUT", "2s")
         .env("RUST_LOG", "warn")
@@ -226,7 +226,7 @@ async fn the_api_the_worker_and_reconcile_use_tls_with_sslmode_require() {
     config.shared.database_url = require.clone();
     let app = TestApp::spawn_config(isolation, config).await;
     sell(&app).await;
-    let server_url = crate::harness::postgres_server_url();
+    let server_url = crate::support::harness::postgres_server_url();
     let (encrypted, all) = tls_connections(&server_url, &database).await;
     assert!(all > 0 && encrypted == all, "{encrypted} of {all} api connections use TLS");
 
@@ -234,7 +234,7 @@ async fn the_api_the_worker_and_reconcile_use_tls_with_sslmode_require() {
     let worker_url = format!("{require}&application_name=worker-tls-test");
     let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
         .env("DATABASE_URL", &worker_url)
-        .env("KAFKA_BROKERS", crate::harness::kafka_brokers())
+        .env("KAFKA_BROKERS", crate::support::harness::kafka_brokers())
         .env("KAFKA_TOPIC", &app.isolation.kafka_topic)
         .env("METRICS_ADDR", &metrics)
         .env("RUST_LOG", "warn")

@@ -21,8 +21,8 @@ use prost::Message;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::harness::{Isolation, admin_token, unique_name, user_token};
-use crate::pipeline_support::{TEST_PARTITIONS, shared_brokers, spawn_api, spawn_worker, wait_until};
+use crate::support::harness::{Isolation, admin_token, unique_name, user_token};
+use crate::support::pipeline::{TEST_PARTITIONS, shared_brokers, spawn_api, spawn_worker, wait_until};
 
 /// How long the spans of a request may take to arrive (batch delay, relay, worker).
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);

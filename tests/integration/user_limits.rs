@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::harness::{Isolation, TestApp, assert_problem, connect_redis, keys_matching};
-use crate::reservation_support::{cancel_as, confirm_as, id_of, reserve_as, sale};
+use crate::support::harness::{Isolation, TestApp, assert_problem, connect_redis, keys_matching};
+use crate::support::reservation::{cancel_as, confirm_as, id_of, reserve_as, sale};
 
 /// A reservation id that names nothing.
 const NO_RESERVATION: &str = "00000000-0000-4000-8000-000000000000";

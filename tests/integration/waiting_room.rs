@@ -9,7 +9,7 @@ use reqwest::Response;
 use serde_json::{Value, json};
 use stampede::ids::EventId;
 
-use crate::harness::{Isolation, TestApp, admin_token, assert_problem, unique_name, user_token};
+use crate::support::harness::{Isolation, TestApp, admin_token, assert_problem, unique_name, user_token, wait_until};
 
 /// `PUT /events/{event}/waiting-room` as admin; returns the WaitingRoom.
 async fn put_room(app: &TestApp, event: i64, body: Value) -> Value {
@@ -367,7 +367,11 @@ async fn an_expired_pass_is_refused_and_its_user_rejoins_at_the_back() {
     let expired = poll_until(&app, "first", event, |answer| answer.status() == "expired").await;
     assert_eq!(expired.body["pass"], Value::Null);
     assert!(redis_now(&app).await >= expires_at);
-    tokio::time::sleep(Duration::from_millis(200)).await; // the API's clock may trail Redis's by a little
+    // The api checks a pass on its process clock, which is this process's (the app runs in it).
+    wait_until(Duration::from_secs(10), "the api's clock is past pass_expires_at", || async {
+        Utc::now() > expires_at
+    })
+    .await;
     assert_problem(reserve_with_pass(&app, "first", category, Some(&pass)).await, 403, "queue_pass_required").await;
     let rejoined = join(&app, "first", event).await;
     assert_eq!((rejoined.code, rejoined.status()), (201, "waiting"));

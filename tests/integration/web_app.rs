@@ -8,7 +8,7 @@ use reqwest::redirect::Policy;
 use reqwest::{Client, Response};
 use stampede::http::web_app;
 
-use crate::harness::{TestApp, assert_problem};
+use crate::support::harness::{TestApp, assert_problem};
 
 /// The one absolute URL the app may contain: the SVG namespace, which is a name, not a fetch.
 const SVG_NAMESPACE: &str = "http://www.w3.org/2000/svg";

@@ -4,7 +4,7 @@
 //! has no record at all. Postgres is the ledger of sales, so reconcile reports these
 //! (`behind`) and `--repair` restores each in Redis from Postgres (`restore_sale.lua`):
 //! confirmed, its tickets sold, the stock's counts, the user's count and the seats
-//! following, then the whole record written by [`super::restore_confirmed_records`].
+//! following, then the whole record written by [`super::repair::restore_confirmed_records`].
 //!
 //! A missing record is behind only when the reservation was confirmed less than
 //! [`LOST_RECORD_AGE_MAX`] ago: older confirmed records expire by their TTL
@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{CategoryTerms, ReconcileError, restore_confirmed_records};
+use super::ReconcileError;
+use super::repair::restore_confirmed_records;
 use crate::contract::{Reservation, ReservationStatus};
 use crate::infrastructure::RedisConnection;
 use crate::keyspace::Keyspace;
 use crate::milliseconds;
-use crate::reservation::engine::{FINAL_RECORD_TTL, with_prelude};
+use crate::reservation::FINAL_RECORD_TTL;
+use crate::reservation::record::with_prelude;
 use crate::reservation::{LEGACY_RECORD_FIELDS, record_field};
 use crate::script::LuaScript;
+use crate::stock::StockTerms;
 
 static RESTORE_SALE: std::sync::LazyLock<LuaScript> =
     std::sync::LazyLock::new(|| with_prelude("restore_sale", include_str!("../restore_sale.lua")));
@@ -87,10 +90,10 @@ pub async fn behind<'a>(
 pub async fn restore(
     redis: &RedisConnection,
     keys: &Keyspace,
-    terms: &CategoryTerms,
+    terms: &StockTerms,
     behind: &[&Reservation],
 ) -> Result<Restored, ReconcileError> {
-    let category = terms.id;
+    let category = terms.category_id;
     let mut redis = redis.clone();
     let mut outcome = Restored::default();
     let mut written = Vec::new();
@@ -101,6 +104,7 @@ pub async fn restore(
             .key(keys.hold(category, reservation.id))
             .key(keys.deadlines(category))
             .key(keys.holders(category))
+            .key(&keys.seat_keys(category))
             .arg(reservation.id.to_string())
             .arg(&reservation.user_id)
             .arg(reservation.quantity)

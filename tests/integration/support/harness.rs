@@ -339,6 +339,14 @@ impl TestApp {
     }
 }
 
+/// The seed of a randomised test: `variable`'s value when set (to replay a run), else a
+/// fresh one. Printed as `variable=<seed>`, so a failing run's output says how to replay it.
+pub fn seed(variable: &str) -> u64 {
+    let seed = std::env::var(variable).ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    println!("{variable}={seed}");
+    seed
+}
+
 /// Polls `check` every 50 ms until it is true; panics naming `what` after `timeout`.
 /// Use it instead of a fixed sleep wherever a test waits for something to happen.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)

@@ -52,20 +52,6 @@ pub async fn run(mut redis: RedisConnection, keys: Keyspace, metrics: Prometheus
     }
 }
 
-/// Runs the recorder's upkeep every [`SAMPLE_INTERVAL`] until `shutdown` fires, for a
-/// process without a sampler (the worker): without it, histogram samples pile up in
-/// memory between scrapes, without bound when nobody scrapes.
-pub async fn upkeep(metrics: PrometheusHandle, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => metrics.run_upkeep(),
-        }
-    }
-}
-
 /// One sampling round: sets the gauges of every listed category (at most
 /// [`CATEGORIES_MAX`]) and returns how many were set. Categories whose stock is missing
 /// are skipped, so a flushed category keeps its last values rather than reading as zero.

@@ -20,20 +20,25 @@ use stampede::outbox::{EventType, ReservationEvent, entry_fields, event_id};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub use crate::harness::wait_until;
-use crate::harness::{Isolation, TestApp, kafka_brokers, redis_cluster_flag, redis_url, unique_name};
+pub use crate::support::harness::wait_until;
+use crate::support::harness::{Isolation, TestApp, kafka_brokers, redis_cluster_flag, redis_url, unique_name};
 
 /// Partitions of every topic the pipeline tests create.
 pub const TEST_PARTITIONS: &str = "4";
 
 /// API flags that turn the relay on with short leases and timeouts (the broker is
-/// the isolation's, see [`crate::harness::kafka_brokers`]).
+/// the isolation's, see [`crate::support::harness::kafka_brokers`]).
 pub fn relay_flags() -> Vec<&'static str> {
+    relay_flags_with_partitions(TEST_PARTITIONS)
+}
+
+/// [`relay_flags`] for a topic of `partitions` partitions.
+pub fn relay_flags_with_partitions(partitions: &'static str) -> Vec<&'static str> {
     [
         "--relay-enabled",
         "true",
         "--kafka-partitions",
-        TEST_PARTITIONS,
+        partitions,
         "--relay-lease-ttl",
         "3s",
         "--relay-publish-timeout",
@@ -42,6 +47,30 @@ pub fn relay_flags() -> Vec<&'static str> {
         "500ms",
     ]
     .to_vec()
+}
+
+/// The set-up of most pipeline tests: an isolation, the in-process api on it with the
+/// relay on, and a worker reading the shared broker.
+pub struct Pipeline {
+    /// The test's database, key prefix and topic.
+    pub isolation: Isolation,
+    /// The api, with [`relay_flags`].
+    pub app: TestApp,
+    /// The `worker` child process.
+    pub worker: ChildProcess,
+}
+
+impl Pipeline {
+    /// Starts the api with [`relay_flags`] plus `api_flags`, and a worker on
+    /// [`shared_brokers`] with `worker_env` added to its environment.
+    pub async fn start(api_flags: &[&str], worker_env: &[(&str, &str)]) -> Self {
+        let isolation = Isolation::new().await;
+        let mut flags = relay_flags();
+        flags.extend_from_slice(api_flags);
+        let app = TestApp::spawn_in(isolation.clone(), &flags).await;
+        let worker = spawn_worker(&isolation, &shared_brokers(), worker_env);
+        Self { isolation, app, worker }
+    }
 }
 
 /// A child process that is killed when dropped; its output goes to a log file.
@@ -431,4 +460,10 @@ pub async fn dead_letter_rows(database: &PgPool) -> Vec<(i32, i64, String)> {
         .fetch_all(database)
         .await
         .unwrap_or_default()
+}
+
+/// Deletes every Redis key of a category (stock, holds, deadlines, holders, outbox...).
+pub async fn flush_category(app: &TestApp, category: i64) {
+    let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
+    crate::support::harness::delete_keys(&pattern).await.unwrap();
 }

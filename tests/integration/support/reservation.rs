@@ -22,7 +22,8 @@ use stampede::reservation::{
 use stampede::stock::Levels;
 use uuid::Uuid;
 
-use crate::harness::{TestApp, admin_token, unique_name, user_token, wait_until};
+use crate::support::engine::outbox_events;
+use crate::support::harness::{TestApp, admin_token, unique_name, user_token, wait_until};
 
 /// Price of every test category (`TestApp::create_category`).
 pub const PRICE: i64 = 1000;
@@ -140,7 +141,7 @@ struct Snapshot {
 async fn snapshot(app: &TestApp, category: i64) -> Snapshot {
     let engine = engine(app, Duration::from_secs(1));
     let category_id = CategoryId::new(category).unwrap();
-    let events = engine.outbox_events(category_id).await.unwrap();
+    let events = outbox_events(&engine, category_id).await;
     let mut statuses = HashMap::new();
     for id in events.iter().map(|event| event.reservation.id).collect::<HashSet<_>>() {
         let reservation = engine.get(ReservationId::from_uuid(id).unwrap()).await.unwrap().expect("record exists");
@@ -285,7 +286,7 @@ pub async fn paying_attempt(app: &TestApp, reservation: &str) -> String {
 pub async fn category_dump(app: &TestApp, category: i64) -> BTreeMap<String, Vec<u8>> {
     let pattern = format!("{}:{{c:{category}}}:*", app.isolation.redis_key_prefix);
     let mut redis = app.redis.clone();
-    let keys = crate::harness::keys_matching(&pattern).await.unwrap();
+    let keys = crate::support::harness::keys_matching(&pattern).await.unwrap();
     let mut dump = BTreeMap::new();
     for key in keys {
         let value: Vec<u8> = redis::cmd("DUMP").arg(&key).query_async(&mut redis).await.unwrap();
