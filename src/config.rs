@@ -232,7 +232,7 @@ pub struct TracesConfig {
     pub sampler: TracesSampler,
 
     /// The ratio of the `traceidratio` samplers, from 0 to 1.
-    #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", default_value = "1.0", value_parser = parse_ratio)]
     pub sampler_arg: f64,
 }
 
