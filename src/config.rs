@@ -196,6 +196,85 @@ pub struct SharedConfig {
     /// Log lines as human text (`text`) or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
+
+    /// OpenTelemetry trace export (the standard `OTEL_*` variables).
+    #[command(flatten)]
+    pub traces: TracesConfig,
+}
+
+/// OpenTelemetry trace export, under the standard variable names and with the meanings
+/// and defaults of the OpenTelemetry specification (exported by `telemetry::traces`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TracesConfig {
+    /// Base URL of the OTLP receiver (a collector), e.g. `http://otel-collector:4318` for
+    /// `http/protobuf` (spans go to `/v1/traces` under it) or `http://otel-collector:4317`
+    /// for `grpc`. Unset: no export, and no tracing work at all.
+    #[arg(long = "otel-exporter-otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// OTLP transport: `http/protobuf` or `grpc`.
+    #[arg(
+        long = "otel-exporter-otlp-protocol",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf",
+        value_enum
+    )]
+    pub protocol: OtlpProtocol,
+
+    /// The `service.name` of the spans (default: the binary's, `stampede-api` or `stampede-worker`).
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+
+    /// Which traces are recorded: `parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.01`
+    /// keeps 1 % of new traces and follows a client's `traceparent` decision.
+    #[arg(
+        long = "otel-traces-sampler",
+        env = "OTEL_TRACES_SAMPLER",
+        default_value = "parentbased_always_on",
+        value_enum
+    )]
+    pub sampler: TracesSampler,
+
+    /// The ratio of the `traceidratio` samplers, from 0 to 1.
+    #[arg(long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", default_value = "1.0", value_parser = parse_ratio)]
+    pub sampler_arg: f64,
+}
+
+/// OTLP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (port 4318 by convention).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (port 4317 by convention).
+    Grpc,
+}
+
+/// The specification's samplers (`OTEL_TRACES_SAMPLER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum TracesSampler {
+    /// Every trace.
+    AlwaysOn,
+    /// No trace.
+    AlwaysOff,
+    /// A ratio of traces, by trace id.
+    Traceidratio,
+    /// The parent's decision; every new trace.
+    ParentbasedAlwaysOn,
+    /// The parent's decision; no new trace.
+    ParentbasedAlwaysOff,
+    /// The parent's decision; a ratio of new traces.
+    ParentbasedTraceidratio,
+}
+
+/// A ratio from 0 to 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    let ratio: f64 = text.trim().parse().map_err(|_| "must be a number from 0 to 1".to_owned())?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err("must be from 0 to 1".to_owned());
+    }
+    Ok(ratio)
 }
 
 /// How log lines are written to stderr.

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod operations;
 pub mod request_id;
+pub mod request_span;
 pub mod reservation;
 pub mod reservation_list;
 pub mod router;
@@ -108,21 +109,21 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ClockedBody<ResponseBody>>, Infallible> {
     let request_id = RequestId::from_headers(request.headers());
-    // Every line logged while serving the request carries these fields (`request_id`).
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %request.method(),
-        route = tracing::field::Empty,
-    );
-    let mut response = serve_request(&state, &router, peer, clock.as_ref(), connection, request).instrument(span).await;
+    let routed = router.route(request.method(), request.uri().path());
+    let pattern = match &routed {
+        Ok(matched) => matched.pattern,
+        Err((_, pattern)) => pattern,
+    };
+    // Every line logged while serving the request carries its fields (`request_id`, `trace_id`).
+    let span = request_span::request_span(&request_id, request.method(), pattern, request.headers());
+    let mut response = serve_request(&state, routed, peer, clock.as_ref(), connection, request).instrument(span).await;
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id.header_value());
     Ok(response.map(|body| ClockedBody::new(body, clock)))
 }
 
 async fn serve_request(
     state: &AppState,
-    router: &Router,
+    routed: Result<Matched, (ApiError, &'static str)>,
     peer: SocketAddr,
     clock: &ConnectionClock,
     connection: ConnectionSlot,
@@ -131,16 +132,12 @@ async fn serve_request(
     let started = Instant::now();
     let body_deadline = clock.begin_request();
     let method = request.method().clone();
-    let (result, pattern) = match router.route(&method, request.uri().path()) {
+    let (result, pattern) = match routed {
         Ok(matched) => {
             let pattern = matched.pattern;
-            tracing::Span::current().record("route", pattern);
             (respond(state, matched, peer, body_deadline, connection, request).await, pattern)
         }
-        Err((error, pattern)) => {
-            tracing::Span::current().record("route", pattern);
-            (Err(error), pattern)
-        }
+        Err((error, pattern)) => (Err(error), pattern),
     };
     let response = result.unwrap_or_else(|error| {
         record_error(&error);
@@ -148,6 +145,7 @@ async fn serve_request(
     });
     let response = if method == Method::HEAD { strip_body(response) } else { response };
     let status = response.status().as_u16();
+    request_span::record_status(status);
     record_request(&method, pattern, status, started);
     tracing::debug!(
         target: ACCESS_LOG_TARGET,

@@ -33,7 +33,7 @@
 //! - [`service`]: the transport-neutral service layer both fronts call: admission, authentication, idempotency keys, queue passes, the confirm task, the archive fallback, outcome metrics, stream bounds, readiness, and one error enum.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`stock`]: live stock levels, the conservation check and the gauge sampler. The stock hash is written by Lua scripts of three modules: `stock` (create, open), `reservation` (reserve, confirm, release) and `worker` (reconcile's repair and restore).
-//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, and its upkeep.
+//! - [`telemetry`]: logging (text or JSON lines), the Prometheus recorder with every series described, its upkeep, and OpenTelemetry traces (OTLP export, W3C trace context through the outbox and Kafka).
 //! - [`validation`]: field errors for 422 responses.
 //! - [`waiting_room`]: per-event virtual waiting rooms: the fair queue in Redis and signed queue passes.
 //! - [`worker`]: the Kafka-to-Postgres consumer with exactly-once effect, partition leases shared by the workers, migrate and reconcile.

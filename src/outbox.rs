@@ -13,6 +13,9 @@
 //! - `user_id` and `payment_id` (empty when unset): free text, so fields of their own.
 //! - `seats`: the reservation's seats, comma-separated `ROW-N` names (empty or absent
 //!   in a counted category).
+//! - `traceparent` (optional): the W3C trace context of the request that caused the
+//!   change, when it was traced ([`traceparent`]); absent otherwise, and always for the
+//!   reaper's expiries. The relay puts it on the Kafka record as a header.
 //!
 //! [`entry_fields`] writes this entry in Rust (for tests and tools); the Lua scripts
 //! write the same (`prelude.lua` `append_event`, and `reserve_prelude.lua` `append_reserved`).
@@ -32,6 +35,7 @@ use uuid::Uuid;
 
 use crate::contract::{Reservation, ReservationStatus};
 use crate::milliseconds;
+use crate::telemetry::trace_context::{TRACEPARENT, TraceParent};
 
 /// Namespace of event ids (a fixed random UUID).
 pub const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2b7e_5d4a_4c3b_9a8f_1e2d_3c4b_5a69);
@@ -214,6 +218,12 @@ pub fn field_map(flat: Vec<String>) -> HashMap<String, String> {
     fields
 }
 
+/// The entry's `traceparent` field: the trace of the request that caused the change, when
+/// it was traced. A missing or malformed one is no trace (the event goes out all the same).
+pub fn traceparent(fields: &HashMap<String, String>) -> Option<TraceParent> {
+    fields.get(TRACEPARENT).and_then(|value| TraceParent::parse(value))
+}
+
 fn text<'a>(fields: &'a HashMap<String, String>, field: &'static str) -> Result<&'a str, MalformedEntry> {
     fields.get(field).map(String::as_str).ok_or(MalformedEntry { field })
 }
@@ -280,6 +290,18 @@ mod tests {
 
     fn entry() -> HashMap<String, String> {
         entry_fields(&event()).into_iter().map(|(field, value)| (field.to_owned(), value)).collect()
+    }
+
+    #[test]
+    fn the_traceparent_field_is_optional_and_checked() {
+        let mut fields = entry();
+        assert_eq!(traceparent(&fields), None, "an untraced entry has none");
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        fields.insert("traceparent".into(), sampled.into());
+        assert_eq!(traceparent(&fields).map(|trace| trace.to_string()), Some(sampled.to_owned()));
+        assert_eq!(ReservationEvent::from_fields(&fields), Ok(event()), "the event is the same");
+        fields.insert("traceparent".into(), "garbage".into());
+        assert_eq!(traceparent(&fields), None, "a malformed one is no trace");
     }
 
     #[test]

@@ -49,6 +49,9 @@ use crate::retry::{Backoff, sleep_unless_stopped};
 use lease::Lease;
 use publisher::{Broker, EncodedBatch, Origin, Outgoing, PublisherOptions};
 use rskafka::record::Record;
+use tracing::Instrument;
+
+use crate::telemetry::trace_context::TraceParent;
 
 /// How often the relay looks for categories whose outbox nobody relays.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -291,8 +294,9 @@ impl Relay {
         }
         let (batch, read_entries) = (prepared.batch, prepared.read_entries);
         metrics::histogram!("relay_batch_records").record(batch.len() as f64);
+        let span = publisher::publish_span(&self.options.publisher.topic, batch.len(), &prepared.traces);
         let started = Instant::now();
-        let outcomes = publisher.publish(batch).await;
+        let outcomes = publisher.publish(batch).instrument(span.clone()).await;
         metrics::histogram!("relay_publish_duration_seconds").record(started.elapsed().as_secs_f64());
         let mut first_failed: Vec<Option<usize>> = vec![None; read_entries.len()];
         let mut acknowledged = 0;
@@ -314,6 +318,7 @@ impl Relay {
             }
         }
         if failure.is_some() {
+            publisher::publish_failed(&span);
             self.broker.discard(&publisher).await;
         }
         self.trim(&read_entries, &first_failed).await?;
@@ -420,12 +425,13 @@ impl DeadEntry {
     }
 }
 
-/// A round's replies turned into records, with the ids read from each stream and the
-/// malformed entries.
+/// A round's replies turned into records, with the ids read from each stream, the
+/// malformed entries and the traces of the requests whose events the records carry.
 struct Prepared {
     batch: EncodedBatch,
     read_entries: Vec<StreamEntries>,
     malformed: Vec<DeadEntry>,
+    traces: Vec<TraceParent>,
 }
 
 /// Turns a round's replies into records for a topic of `partition_count` partitions.
@@ -433,12 +439,21 @@ fn prepare(replies: Vec<Vec<(String, Vec<String>)>>, partition_count: i32) -> Pr
     let mut batch = Vec::with_capacity(replies.iter().map(Vec::len).sum());
     let mut read_entries = Vec::with_capacity(replies.len());
     let mut malformed = Vec::new();
+    let mut traces = Vec::new();
     for (stream, entries) in replies.into_iter().enumerate() {
         let mut ids = Vec::with_capacity(entries.len());
         for (position, (entry_id, flat)) in entries.into_iter().enumerate() {
             let fields = outbox::field_map(flat);
             match ReservationEvent::from_fields(&fields) {
-                Ok(event) => batch.push(Outgoing { origin: Origin { stream, position }, event }),
+                Ok(event) => {
+                    let traceparent = outbox::traceparent(&fields);
+                    if let Some(traceparent) = &traceparent
+                        && traces.len() < publisher::PUBLISH_LINKS_MAX
+                    {
+                        traces.push(traceparent.clone());
+                    }
+                    batch.push(Outgoing { origin: Origin { stream, position }, event, traceparent });
+                }
                 Err(error) => malformed.push(DeadEntry {
                     stream,
                     entry_id: entry_id.clone(),
@@ -450,7 +465,7 @@ fn prepare(replies: Vec<Vec<(String, Vec<String>)>>, partition_count: i32) -> Pr
         }
         read_entries.push(StreamEntries { ids });
     }
-    Prepared { batch: EncodedBatch::encode(batch, partition_count), read_entries, malformed }
+    Prepared { batch: EncodedBatch::encode(batch, partition_count), read_entries, malformed, traces }
 }
 
 /// Where to trim a stream whose entries `ids` (oldest first) a round read: below its

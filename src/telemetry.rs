@@ -6,17 +6,24 @@
 //! [`install_metrics`] returns the handle that [`render`] prints for `/metrics` (with the
 //! `process_*` series); [`descriptions`] holds every series' HELP text and the build info
 //! gauge; the stock sampler (`stock::sampler`, run by the api) sets the gauges whose truth lives in Redis.
+//! Traces go to an OTLP receiver when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`traces`]),
+//! and cross Redis and Kafka as W3C `traceparent` values ([`trace_context`]).
 
 pub mod descriptions;
 pub mod json_log;
+pub mod trace_context;
+pub mod traces;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, SharedConfig};
+use traces::{Traces, TracesError};
 
 /// Latency buckets in seconds, dense below 10 ms where the p99 target sits.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] =
@@ -36,15 +43,23 @@ pub const BATCH_BUCKETS_RECORDS: &[f64] =
 /// The filter when `RUST_LOG` is unset: rskafka logs every connection at INFO.
 const DEFAULT_LOG_FILTER: &str = "info,rskafka=warn";
 
-/// Installs a `tracing` subscriber that writes to stderr in `format`, filtered by `RUST_LOG`
-/// (default `info`, rskafka at `warn`). Safe to call more than once; later calls do nothing.
-pub fn init(format: LogFormat) {
+/// Installs the process's `tracing` subscriber: log lines to stderr in `shared.log_format`,
+/// filtered by `RUST_LOG` (default `info`, rskafka at `warn`), and, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the span exporter of [`traces`] (service
+/// `default_service_name` unless `OTEL_SERVICE_NAME` says otherwise). Call it inside the
+/// tokio runtime, once; a later call installs nothing. Flush the returned [`Traces`] on exit.
+pub fn init(shared: &SharedConfig, default_service_name: &str) -> Result<Traces, TracesError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(json_log::JsonLines).try_init(),
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match shared.log_format {
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => {
+            lines.fmt_fields(JsonFields::new()).event_format(json_log::JsonLines).with_filter(filter).boxed()
+        }
     };
+    let (spans, traces) = traces::layer(&shared.traces, default_service_name)?;
+    let _ = tracing_subscriber::registry().with(lines).with(spans).try_init();
+    Ok(traces)
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle; later

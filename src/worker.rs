@@ -62,6 +62,7 @@ pub mod consumer;
 pub mod lease;
 pub mod metrics_endpoint;
 pub mod reconcile;
+pub mod spans;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

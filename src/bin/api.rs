@@ -11,13 +11,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = ApiConfig::parse();
-    stampede::telemetry::init(config.shared.log_format);
+    let traces = match stampede::telemetry::init(&config.shared, "stampede-api") {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("error: {}", stampede::telemetry::error_chain(&error));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let flush_deadline = config.shared.shutdown_timeout;
     let shutdown = stampede::shutdown::on_signal();
-    match stampede::api::run(config, shutdown).await {
+    let code = match stampede::api::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", stampede::telemetry::error_chain(&error));
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    traces.shutdown(flush_deadline).await;
+    code
 }

@@ -15,7 +15,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WorkerConfig::parse();
-    stampede::telemetry::init(config.shared.log_format);
+    let traces = match stampede::telemetry::init(&config.shared, "stampede-worker") {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("error: {}", stampede::telemetry::error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let flush_deadline = config.shared.shutdown_timeout;
+    let code = run(config).await;
+    traces.shutdown(flush_deadline).await;
+    code
+}
+
+/// Runs the command the configuration names.
+async fn run(config: WorkerConfig) -> ExitCode {
     match config.command.clone() {
         Some(WorkerCommand::Reconcile(args)) => match stampede::worker::reconcile::run(&config, &args).await {
             Ok(report) => {

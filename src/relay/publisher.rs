@@ -26,6 +26,41 @@ use tokio::task::JoinSet;
 
 use crate::kafka::{self, KafkaError, KafkaSecurity};
 use crate::outbox::ReservationEvent;
+use crate::telemetry::trace_context::{TRACEPARENT, TraceParent};
+use crate::telemetry::traces;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Most requests one publish span links to (the SDK's own bound on a span's links).
+pub const PUBLISH_LINKS_MAX: usize = 128;
+
+/// The span of one round's publish when traces are exported (a disabled span otherwise):
+/// `publish <topic>`, linked to the traced requests whose events it carries (the first
+/// [`PUBLISH_LINKS_MAX`]). A producer span has many causes, so they are links, not parents.
+pub fn publish_span(topic: &str, records: usize, requests: &[TraceParent]) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "relay publish",
+        otel.name = format!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = u64::try_from(records).unwrap_or(u64::MAX),
+    );
+    for request in requests.iter().take(PUBLISH_LINKS_MAX) {
+        span.add_link(request.span_context());
+    }
+    span
+}
+
+/// Marks a publish span failed (some partition's records were not acknowledged).
+pub fn publish_failed(span: &tracing::Span) {
+    if traces::enabled() {
+        span.set_status(opentelemetry::trace::Status::error("a produce failed"));
+    }
+}
 
 /// Where and how to publish.
 #[derive(Debug, Clone)]
@@ -67,6 +102,8 @@ pub struct Outgoing {
     pub origin: Origin,
     /// The event.
     pub event: ReservationEvent,
+    /// The trace of the request that caused it: the record's `traceparent` header.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// What happened to the records of one partition.
@@ -259,10 +296,14 @@ impl EncodedBatch {
         for outgoing in batch {
             let key = outgoing.event.reservation.id.to_string().into_bytes();
             let partition = kafka::partition_for_key(&key, partition_count);
+            let mut headers = BTreeMap::new();
+            if let Some(traceparent) = outgoing.traceparent {
+                headers.insert(TRACEPARENT.to_owned(), traceparent.as_str().as_bytes().to_vec());
+            }
             let record = Record {
                 key: Some(key),
                 value: Some(serde_json::to_vec(&outgoing.event).expect("events serialize")),
-                headers: BTreeMap::new(),
+                headers,
                 timestamp: outgoing.event.occurred_at,
             };
             let (origins, records) = by_partition.entry(partition).or_default();

@@ -42,6 +42,7 @@ use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::payment::{AttemptId, Charge, PaymentError, PaymentId, PaymentToken};
 use crate::script::LuaScript;
+use crate::telemetry::trace_context::{self, TraceParent};
 use std::sync::LazyLock;
 
 static BEGIN_PAYMENT: LazyLock<LuaScript> =
@@ -273,7 +274,8 @@ impl ReservationEngine {
             .arg(payment_id.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))
             .arg(outbox::event_id(id.uuid(), EventType::Confirmed).to_string())
-            .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string());
+            .arg(outbox::event_id(id.uuid(), EventType::Expired).to_string())
+            .arg(trace_context::script_argument(TraceParent::current().as_ref()));
         let reply = self.run_follow_up(&FINISH_PAYMENT, &invocation, Acknowledged::Yes).await?;
         match outcome(&reply) {
             Some("confirmed") => {

@@ -19,6 +19,7 @@ use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::payment::PaymentGateway;
 use crate::script::LuaScript;
+use crate::telemetry::trace_context::{self, TraceParent};
 
 static CANCEL: LazyLock<LuaScript> = LazyLock::new(|| with_prelude("cancel", include_str!("cancel.lua")));
 
@@ -194,7 +195,8 @@ impl ReservationEngine {
             .arg(id.to_string())
             .arg(user.as_str())
             .arg(milliseconds::of_duration(self.options.record_ttl))
-            .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string());
+            .arg(outbox::event_id(id.uuid(), EventType::Cancelled).to_string())
+            .arg(trace_context::script_argument(TraceParent::current().as_ref()));
         let reply: Vec<Option<String>> = CANCEL.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
         match outcome(&reply) {
             Some("cancelled") => {

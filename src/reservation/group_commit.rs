@@ -39,6 +39,7 @@ use crate::keyspace::Keyspace;
 use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::script::LuaScript;
+use crate::telemetry::trace_context::{self, TraceParent};
 
 /// Items of `reserve.lua`'s reply per request (its `REPLY_ITEMS`).
 pub const REPLY_ITEMS: usize = 9;
@@ -62,6 +63,8 @@ pub struct ReserveCall {
     pub id: ReservationId,
     /// The request's key and fingerprint, when it has an `Idempotency-Key`.
     pub idempotency: Option<Idempotency>,
+    /// The request's trace, when it is traced: its outbox entry carries it.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// What a waiting request gets: its reply, or the error of its whole call.
@@ -274,12 +277,14 @@ impl GroupCommit {
                 .arg(call.request.quantity.get())
                 .arg(call.request.event.map(|event| event.get().to_string()).unwrap_or_default())
                 .arg(call.idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
-                .arg(outbox::event_id(call.id.uuid(), EventType::Reserved).to_string());
+                .arg(outbox::event_id(call.id.uuid(), EventType::Reserved).to_string())
+                .arg(trace_context::script_argument(call.traceparent.as_ref()));
         }
         #[expect(clippy::cast_precision_loss, reason = "a batch is far below 2^52 requests")]
         metrics::histogram!("reserve_batch_requests").record(calls.len() as f64);
         let sent_at = Instant::now();
-        let flat: Vec<Option<String>> = RESERVE.run_acknowledged(&invocation, &mut self.redis.clone()).await?;
+        let span = RESERVE.batch_span(calls.len(), calls.iter().filter_map(|call| call.traceparent.as_ref()));
+        let flat: Vec<Option<String>> = RESERVE.run_acknowledged_in(&invocation, &mut self.redis.clone(), span).await?;
         let replies: Vec<ReserveReply> =
             split_replies(flat, calls.len()).iter().map(|reply| ReserveReply::parse(reply)).collect();
         for (call, reply) in calls.iter().zip(&replies) {
@@ -349,7 +354,7 @@ mod tests {
     fn the_script_and_the_engine_agree_on_the_layout() {
         let script = include_str!("reserve.lua");
         assert!(script.contains(&format!("local REPLY_ITEMS = {REPLY_ITEMS}\n")));
-        // `run` passes six arguments per request.
-        assert!(script.contains("local REQUEST_ARGUMENTS = 6\n"));
+        // `run` passes seven arguments per request.
+        assert!(script.contains("local REQUEST_ARGUMENTS = 7\n"));
     }
 }

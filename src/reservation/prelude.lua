@@ -73,9 +73,10 @@ local EVENT_FIELDS = {'status', 'event_id', 'category_id', 'quantity', 'amount',
 -- reservation as the hold now holds it (the entry format of src/outbox.rs; the reserve
 -- scripts write theirs with append_reserved). Same script, so the change and its event
 -- exist together or not at all. `event_id` is outbox::event_id of the reservation and
--- `kind`, computed by the caller in Rust and passed in ARGV. Returns the record, in
+-- `kind`, computed by the caller in Rust and passed in ARGV; `traceparent` is the
+-- request's ('' or nil: none, as for the reaper's expiries). Returns the record, in
 -- RECORD_FIELDS order.
-local function append_event(outbox, hold, reservation_id, event_id, kind, now)
+local function append_event(outbox, hold, reservation_id, event_id, kind, now, traceparent)
   local record = read_record(hold)
   local values = {event_id, kind, int(now), reservation_id}
   for _, name in ipairs(EVENT_FIELDS) do
@@ -83,7 +84,8 @@ local function append_event(outbox, hold, reservation_id, event_id, kind, now)
   end
   local entry = table.concat(values, '|')
   redis.call('XADD', outbox, '*', 'event', entry, 'user_id', record[RECORD.user_id],
-    'payment_id', record[RECORD.payment_id] or '', 'seats', record[RECORD.seats] or '')
+    'payment_id', record[RECORD.payment_id] or '', 'seats', record[RECORD.seats] or '',
+    unpack(trace_fields(traceparent)))
   return record
 end
 

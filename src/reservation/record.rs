@@ -298,11 +298,20 @@ mod tests {
         assert_eq!(reservation_from_record(id, &values), Some(reservation));
     }
 
-    /// The field names of a script's outbox XADD, in order.
+    /// The field names of a script's outbox XADD, in order, the optional `traceparent` last
+    /// (written as `unpack(trace_fields(...))`).
     fn outbox_fields(script: &str) -> Vec<String> {
         let call = script.split("redis.call('XADD',").nth(1).unwrap().split(")\n").next().unwrap();
-        let arguments: Vec<&str> = call.split(',').map(str::trim).skip(2).collect();
-        arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect()
+        let call = call.split_whitespace().collect::<Vec<_>>().join(" ");
+        let (fixed, traced) = match call.split_once(", unpack(trace_fields(") {
+            Some((fixed, _)) => (fixed, true),
+            None => (call.as_str(), false),
+        };
+        let arguments: Vec<&str> = fixed.split(',').map(str::trim).skip(2).collect();
+        let mut fields: Vec<String> =
+            arguments.iter().step_by(2).map(|field| field.trim_matches('\'').to_owned()).collect();
+        fields.extend(traced.then(|| "traceparent?".to_owned()));
+        fields
     }
 
     #[test]
@@ -323,13 +332,13 @@ mod tests {
 
     #[test]
     fn reserve_writes_the_outbox_entry_of_the_prelude() {
-        let expected = ["event", "user_id", "payment_id", "seats"];
+        let expected = ["event", "user_id", "payment_id", "seats", "traceparent?"];
         assert_eq!(outbox_fields(PRELUDE), expected);
         // The reserve prelude's entry: a seated hold's first, then a counted one's, which
         // has no seats and leaves the field out.
         let reserve_prelude = super::super::group_commit::RESERVE_PRELUDE;
         assert_eq!(outbox_fields(reserve_prelude), expected);
         let counted = &reserve_prelude[reserve_prelude.find("redis.call('XADD',").unwrap() + 1..];
-        assert_eq!(outbox_fields(counted), expected[..3]);
+        assert_eq!(outbox_fields(counted), ["event", "user_id", "payment_id", "traceparent?"]);
     }
 }

@@ -16,7 +16,7 @@
 -- ARGV: 1 category id, 2 hold ttl ms, 3 outbox backlog max, 4 idempotency ttl s, then per
 --       request REQUEST_ARGUMENTS items: reservation id, user id, quantity, event id or '',
 --       request fingerprint or '' (no idempotency record), id of its `reserved` outbox event
---       (outbox::event_id)
+--       (outbox::event_id), its traceparent or '' (untraced: the entry gets no such field)
 -- Returns a flat array of REPLY_ITEMS items per request, in request order: {outcome,
 -- replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms, seats}, absent items nil: outcome `held` (with the fields; seats only
@@ -25,7 +25,7 @@
 -- reserve_seats.lua decides); or `stock_missing`, `stock_pending`, `outbox_backlog`,
 -- which are 503s and are never stored, so a retry runs again; or `id_taken` (never stored).
 -- A resent call for a hold that exists answers it as a replay.
-local REQUEST_ARGUMENTS = 6
+local REQUEST_ARGUMENTS = 7
 local REPLY_ITEMS = 9
 local replies = {}
 
@@ -82,7 +82,8 @@ local function stock_refusal(user, quantity, amount)
 end
 
 -- Writes the hold, its `reserved` event and the idempotency record of one request.
-local function hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, event_id)
+local function hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, event_id,
+    traceparent)
   local amount_text = int(amount)
   -- The record's stored field names (reservation::record_field): status, user_id, event_id,
   -- category_id, quantity, amount, currency, created_at_ms, expires_at_ms.
@@ -93,7 +94,7 @@ local function hold(hold_key, idempotency, fingerprint, reservation_id, user, qu
   deadlines[#deadlines + 1] = expires
   deadlines[#deadlines + 1] = reservation_id
   append_reserved(KEYS[4], event_id, reservation_id, user, stock.event_id, category, quantity_text, amount_text,
-    stock.currency, created, expires)
+    stock.currency, created, expires, nil, traceparent)
   outbox_length = outbox_length + 1
   if idempotency then
     store_answer(idempotency, fingerprint, idempotency_ttl, 'held', nil, reservation_id, stock.event_id, amount_text,
@@ -150,7 +151,7 @@ local function reserve(at, hold_key, idempotency)
   end
   available = available - quantity
   held = held + quantity
-  hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, ARGV[at + 5])
+  hold(hold_key, idempotency, fingerprint, reservation_id, user, quantity_text, amount, ARGV[at + 5], ARGV[at + 6])
 end
 
 local key = 5

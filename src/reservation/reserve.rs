@@ -20,6 +20,7 @@ use crate::milliseconds;
 use crate::outbox::{self, EventType};
 use crate::script::LuaScript;
 use crate::seating::{SEATS_PER_REQUEST_MAX, SeatName, SeatSelection};
+use crate::telemetry::trace_context::{self, TraceParent};
 
 /// `reserve_seats.lua` after the reserve prelude and its limit, which has one definition:
 /// [`SEATS_PER_REQUEST_MAX`].
@@ -125,7 +126,8 @@ impl ReservationEngine {
             self.bind(IdempotentOperation::Reserve, user, idempotency).await?;
         }
         let id = (self.ids)(request.category);
-        Ok(ReserveCall { user: user.clone(), request: request.clone(), id, idempotency })
+        let traceparent = TraceParent::current();
+        Ok(ReserveCall { user: user.clone(), request: request.clone(), id, idempotency, traceparent })
     }
 
     /// The answer of a reserve from its script reply; a seated category's `seated` reply
@@ -159,7 +161,7 @@ impl ReservationEngine {
     /// One run of `reserve_seats.lua` (a seated category: its extra keys are the seat keys
     /// and its extra arguments the mode and the named seats).
     async fn run_reserve_seats(&self, call: &ReserveCall) -> Result<ReserveReply, ReservationError> {
-        let ReserveCall { user, request, id, idempotency } = call;
+        let ReserveCall { user, request, id, idempotency, traceparent } = call;
         let category = request.category;
         let mut invocation = RESERVE_SEATS.prepare();
         invocation
@@ -185,7 +187,8 @@ impl ReservationEngine {
             .arg(idempotency.as_ref().map_or("", |idempotency| idempotency.fingerprint.as_str()))
             .arg(IDEMPOTENCY_TTL_SECONDS)
             .arg(outbox::event_id(id.uuid(), EventType::Reserved).to_string())
-            .arg(request.seats.mode());
+            .arg(request.seats.mode())
+            .arg(trace_context::script_argument(traceparent.as_ref()));
         if let SeatSelection::Named(seats) = &request.seats {
             invocation.arg(seats.iter().map(SeatName::as_str).collect::<Vec<_>>());
         }

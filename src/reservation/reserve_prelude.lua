@@ -68,14 +68,17 @@ end
 
 -- Appends the `reserved` event of a new hold (the entry format of src/outbox.rs, as the
 -- reservation prelude's append_event writes the other events): no confirmation time and
--- no payment yet; `seats` only for a seated hold.
+-- no payment yet; `seats` only for a seated hold; the request's `traceparent` when it is
+-- traced ('' otherwise: no field).
 local function append_reserved(outbox, event_id, reservation_id, user, event, category, quantity, amount, currency,
-                               created, expires, seats)
+                               created, expires, seats, traceparent)
   local entry = event_id .. '|reserved|' .. created .. '|' .. reservation_id .. '|held|' .. event .. '|' ..
     category .. '|' .. quantity .. '|' .. amount .. '|' .. currency .. '|' .. created .. '|' .. expires .. '|'
   if seats then
-    redis.call('XADD', outbox, '*', 'event', entry, 'user_id', user, 'payment_id', '', 'seats', seats)
+    redis.call('XADD', outbox, '*', 'event', entry, 'user_id', user, 'payment_id', '', 'seats', seats,
+      unpack(trace_fields(traceparent)))
   else
-    redis.call('XADD', outbox, '*', 'event', entry, 'user_id', user, 'payment_id', '')
+    redis.call('XADD', outbox, '*', 'event', entry, 'user_id', user, 'payment_id', '',
+      unpack(trace_fields(traceparent)))
   end
 end

@@ -17,7 +17,7 @@
 -- ARGV: 1 reservation id, 2 user id, 3 category id, 4 quantity, 5 hold ttl ms,
 --       6 outbox backlog max, 7 event id or '', 8 request fingerprint or '', 9 idempotency ttl s,
 --       10 id of the `reserved` outbox event, 11 mode (`any`, `adjacent` or `named`),
---       FIRST_SEAT_NAME.. seat names (named)
+--       12 traceparent of the request or '', FIRST_SEAT_NAME.. seat names (named)
 -- Returns {'held', replayed ('0'|'1'), reservation id, event id, amount, currency, created_at_ms,
 -- expires_at_ms, seats}; a refusal {code, replayed, seats} where seats lists the taken
 -- (`seat_taken`) or unknown (`unknown_seats`) ones, both stored for idempotent requests;
@@ -27,7 +27,7 @@
 -- reserve.lua's (reserve_prelude.lua). SEATS_PER_REQUEST_MAX (seating::SEATS_PER_REQUEST_MAX)
 -- is prepended by the Rust side when it loads the script: it bounds the Lua stack of a
 -- BITFIELD call and the size of a hold record and its outbox entry.
-local FIRST_SEAT_NAME = 12
+local FIRST_SEAT_NAME = 13
 local SEATS = seat_keys(6)
 local idempotency = KEYS[11]
 local mode = ARGV[11]
@@ -322,7 +322,7 @@ local function hold(stock, seats, amount, now)
   -- No TTL while the hold lives (as in reserve.lua).
   redis.call('ZADD', KEYS[3], expires, reservation_id)
   append_reserved(KEYS[5], ARGV[10], reservation_id, user, stock.event_id, ARGV[3], ARGV[4], amount_text,
-    stock.currency, created, expires, names)
+    stock.currency, created, expires, names, ARGV[12])
   if idempotency then
     store_answer(idempotency, ARGV[8], ARGV[9], 'held', names, reservation_id, stock.event_id, amount_text,
       stock.currency, created, expires)

@@ -5,6 +5,8 @@
 //! in a task of its own: once a request reaches Redis it is decided and counted, even when
 //! its client hangs up or its deadline passes meanwhile.
 
+use tracing::Instrument;
+
 use crate::auth::Role;
 use crate::contract::{Reservation, ReservationStatus};
 use crate::ids::{ReservationId, UserId};
@@ -36,12 +38,16 @@ impl Service {
         let engine = self.reservations.clone();
         let permit = admitted.take_permit();
         let user = admitted.caller.user_id;
-        let reserve = tokio::spawn(async move {
-            let result = engine.reserve(&user, &new, key).await;
-            drop(permit);
-            record_outcome("reserve", &result, "held");
-            result
-        });
+        // The task stays in the request's span: its log lines and its trace are the request's.
+        let reserve = tokio::spawn(
+            async move {
+                let result = engine.reserve(&user, &new, key).await;
+                drop(permit);
+                record_outcome("reserve", &result, "held");
+                result
+            }
+            .in_current_span(),
+        );
         match reserve.await.map_err(ServiceError::internal)? {
             Ok(reservation) => Ok(reservation),
             Err(error) => Err(self.explain_missing_stock(error).await),
@@ -70,15 +76,19 @@ impl Service {
         let id = ReservationId::from_uuid(confirmation.reservation_id)
             .ok_or(ServiceError::NotFound("no such reservation"))?;
         // The payment runs in its own task: a client that hangs up must not cut it between
-        // the charge and recording it. The permit stays with it until it ends.
+        // the charge and recording it. The permit stays with it until it ends. It stays in the
+        // request's span: its log lines and its trace are the request's.
         let engine = self.reservations.clone();
         let permit = admitted.take_permit();
         let user = admitted.caller.user_id.clone();
-        let payment = tokio::spawn(async move {
-            let result = engine.confirm(&user, id, &confirmation, key).await;
-            drop(permit);
-            result
-        });
+        let payment = tokio::spawn(
+            async move {
+                let result = engine.confirm(&user, id, &confirmation, key).await;
+                drop(permit);
+                result
+            }
+            .in_current_span(),
+        );
         let result = payment.await.map_err(ServiceError::internal)?;
         let result = self.or_archived(&admitted.caller.user_id, id, ReservationStatus::Confirmed, result).await?;
         record_outcome("confirm", &result, "confirmed");

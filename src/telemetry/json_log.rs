@@ -1,6 +1,7 @@
 //! `LOG_FORMAT=json`: one JSON object per line, with `timestamp`, `level`, `target`,
 //! `message`, the event's own fields, and the fields of every span the event was written
-//! in (so a line written while serving a request carries its `request_id`).
+//! in (so a line written while serving a request carries its `request_id`, and its
+//! `trace_id` when it is traced).
 
 use std::fmt;
 
@@ -32,7 +33,8 @@ where
                 let extensions = span.extensions();
                 let Some(stored) = extensions.get::<FormattedFields<JsonFields>>() else { continue };
                 if let Ok(Value::Object(span_fields)) = serde_json::from_str::<Value>(stored.as_str()) {
-                    fields.extend(span_fields);
+                    // `otel.*` fields steer the exported span (its name, kind); they say nothing new here.
+                    fields.extend(span_fields.into_iter().filter(|(key, _)| !key.starts_with("otel.")));
                 }
             }
         }

@@ -27,6 +27,7 @@ use uuid::Uuid;
 use super::lease::Fence;
 use crate::contract::ReservationStatus;
 use crate::outbox::{EventType, ReservationEvent};
+use crate::telemetry::trace_context::TraceParent;
 
 /// An event read from the topic.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct ConsumedEvent {
     pub event: ReservationEvent,
     /// The record value as published (stored as the event's payload).
     pub payload: String,
+    /// The record's `traceparent` header: the trace of the request that caused the event.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// A record the worker will never apply, parked in `dead_letters` with why.
@@ -474,7 +477,7 @@ mod tests {
                 seats: None,
             },
         };
-        ConsumedEvent { offset, key: None, payload: serde_json::to_string(&event).unwrap(), event }
+        ConsumedEvent { offset, key: None, payload: serde_json::to_string(&event).unwrap(), event, traceparent: None }
     }
 
     #[test]

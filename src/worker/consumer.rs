@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Applied, Batch, ConsumedEvent, DeadLetter, Position, record_fingerprint};
 use super::lease::Fence;
+use super::spans::{self, BatchSpans};
 use crate::kafka::{self, KafkaError};
 use crate::outbox::ReservationEvent;
 use crate::retry::{Backoff, sleep_unless_stopped};
+use crate::telemetry::trace_context::{TRACEPARENT, TraceParent};
 
 /// Limits of a partition consumer.
 #[derive(Debug, Clone)]
@@ -63,6 +65,7 @@ impl PartitionConsumer {
         let mut backoff = Backoff::new(self.options.backoff_max);
         let mut gap = GapWatch::default();
         while !shutdown.is_cancelled() {
+            let fetch_started = spans::fetch_started();
             let batch = match self.next_batch(&mut position, &mut gap, &mut backoff, &shutdown).await {
                 Step::Apply(batch) => batch,
                 Step::Again => continue,
@@ -70,7 +73,12 @@ impl PartitionConsumer {
             };
             backoff.reset();
             let high_watermark = batch.high_watermark;
-            match self.apply(&batch.batch, &shutdown).await {
+            let spans = BatchSpans::start(&self.options.topic, fetch_started, &batch.batch);
+            let applied = self.apply(&batch.batch, &shutdown).await;
+            if let Some(spans) = spans {
+                spans.end(applied.is_some());
+            }
+            match applied {
                 Some(next) => position = next,
                 None => break,
             }
@@ -486,7 +494,14 @@ fn decode(record: RecordAndOffset) -> Result<ConsumedEvent, DeadLetter> {
             .map_err(|error| format!("the value is not an event: {error}")),
     };
     match decoded {
-        Ok((event, payload)) => Ok(ConsumedEvent { offset, key: record.key, event, payload }),
+        Ok((event, payload)) => {
+            let traceparent = record
+                .headers
+                .get(TRACEPARENT)
+                .and_then(|value| std::str::from_utf8(value).ok())
+                .and_then(TraceParent::parse);
+            Ok(ConsumedEvent { offset, key: record.key, event, payload, traceparent })
+        }
         Err(error) => Err(DeadLetter { offset, key: record.key, value: record.value, error }),
     }
 }

@@ -18,7 +18,8 @@ use crate::support::deployment_files::{
 const PROCESS_ENV: &[&str] = &["RUST_LOG"];
 
 /// Services the stack must run: the API, its gateway, the worker and every dependency.
-const REQUIRED_SERVICES: &[&str] = &["api", "gateway", "worker", "redis", "kafka", "postgres", "prometheus", "grafana"];
+const REQUIRED_SERVICES: &[&str] =
+    &["api", "gateway", "worker", "redis", "kafka", "postgres", "prometheus", "grafana", "otel-collector", "tempo"];
 
 /// The port of an address such as `0.0.0.0:8080`, `kafka:9092` or a URL.
 fn port_of(address: &str) -> u16 {
@@ -228,6 +229,57 @@ fn scrape_targets(prometheus: &Value) -> BTreeMap<String, u16> {
         }
     }
     scraped
+}
+
+/// The networks a compose service is on.
+fn networks(compose: &Value, name: &str) -> BTreeSet<String> {
+    service(compose, name)["networks"].as_array().into_iter().flatten().map(scalar).collect()
+}
+
+#[test]
+fn compose_traces_go_through_the_collector_to_tempo_and_grafana() {
+    // Goal: the api and the worker export OTLP to the collector on a port its receiver listens on, over a
+    // network they share; the collector exports to Tempo's OTLP receiver; Grafana's Tempo data source is
+    // Tempo's query port; every file parses.
+    let compose = compose();
+    let collector = yaml("otel-collector/config.yaml");
+    let receivers = &collector["receivers"]["otlp"]["protocols"];
+    for binary in ["api", "worker"] {
+        let environment = environment_of(&compose, binary);
+        let endpoint = &environment["OTEL_EXPORTER_OTLP_ENDPOINT"];
+        assert_eq!(host_of(endpoint), "otel-collector", "{binary} exports to the collector");
+        let protocol = match environment["OTEL_EXPORTER_OTLP_PROTOCOL"].as_str() {
+            "http/protobuf" => "http",
+            "grpc" => "grpc",
+            other => panic!("{binary}: unknown OTLP protocol {other}"),
+        };
+        let listening = port_of(&scalar(&receivers[protocol]["endpoint"]));
+        assert_eq!(port_of(endpoint), listening, "{binary} -> the collector's {protocol} receiver");
+        assert!(container_ports(service(&compose, "otel-collector")).contains(&listening));
+        assert!(!networks(&compose, binary).is_disjoint(&networks(&compose, "otel-collector")), "{binary} reaches it");
+        assert!(environment.contains_key("OTEL_TRACES_SAMPLER") && environment.contains_key("OTEL_TRACES_SAMPLER_ARG"));
+    }
+    let pipeline = &collector["service"]["pipelines"]["traces"];
+    assert!(pipeline["receivers"].as_array().unwrap().iter().any(|receiver| receiver == "otlp"));
+    let exporter = scalar(&pipeline["exporters"][0]);
+    let tempo_endpoint = scalar(&collector["exporters"][exporter.as_str()]["endpoint"]);
+    assert_eq!(host_of(&tempo_endpoint), "tempo");
+    let tempo = yaml("tempo/tempo.yaml");
+    let tempo_receiver = port_of(&scalar(&tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]));
+    assert_eq!(port_of(&tempo_endpoint), tempo_receiver, "the collector -> Tempo's OTLP receiver");
+    assert!(!networks(&compose, "otel-collector").is_disjoint(&networks(&compose, "tempo")));
+    for (file, path) in [("./otel-collector/config.yaml", "otel-collector"), ("./tempo/tempo.yaml", "tempo")] {
+        let mounts = service(&compose, path)["volumes"].to_string();
+        assert!(mounts.contains(file), "{path} mounts {file}");
+    }
+
+    let datasources = yaml("grafana/provisioning/datasources/tempo.yml");
+    let source = &datasources["datasources"][0];
+    assert_eq!(scalar(&source["type"]), "tempo");
+    let url = scalar(&source["url"]);
+    assert_eq!(host_of(&url), "tempo");
+    assert_eq!(u64::from(port_of(&url)), tempo["server"]["http_listen_port"].as_u64().unwrap(), "grafana -> Tempo");
+    assert!(!networks(&compose, "grafana").is_disjoint(&networks(&compose, "tempo")));
 }
 
 fn environment_of(compose: &Value, name: &str) -> BTreeMap<String, String> {

@@ -39,6 +39,7 @@ mod security;
 mod slow_clients;
 mod sold_out;
 mod tls;
+mod traces;
 mod user_limits;
 mod waiting_room;
 mod web_app;
