@@ -387,6 +387,10 @@ fn exported_metrics() -> BTreeSet<String> {
         .map(|suffix| suffix.expect("bucket matchers use literal suffixes"))
         .collect();
     assert!(!bucketed.is_empty());
+    let bucketed_names: Vec<String> = literals_after(&read("src/telemetry.rs"), "Matcher::Full(")
+        .into_iter()
+        .map(|name| name.expect("bucket matchers use literal names"))
+        .collect();
     let mut names = BTreeSet::new();
     for file in rust_files(&root().join("src")) {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -398,7 +402,9 @@ fn exported_metrics() -> BTreeSet<String> {
                         file.display()
                     )
                 });
-                if histogram && bucketed.iter().any(|suffix| name.ends_with(suffix.as_str())) {
+                let bucketed = bucketed.iter().any(|suffix| name.ends_with(suffix.as_str()))
+                    || bucketed_names.contains(&name);
+                if histogram && bucketed {
                     names.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
                 }
                 names.insert(name);
