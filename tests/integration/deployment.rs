@@ -402,8 +402,8 @@ fn exported_metrics() -> BTreeSet<String> {
                         file.display()
                     )
                 });
-                let bucketed = bucketed.iter().any(|suffix| name.ends_with(suffix.as_str()))
-                    || bucketed_names.contains(&name);
+                let bucketed =
+                    bucketed.iter().any(|suffix| name.ends_with(suffix.as_str())) || bucketed_names.contains(&name);
                 if histogram && bucketed {
                     names.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
                 }
