@@ -224,10 +224,13 @@ async fn a_charge_of_a_killed_api_never_stands_and_its_hold_is_released() {
     child.kill().await;
     assert!(confirming.await.unwrap().is_err(), "the killed process never answered");
     wait_for_release(&app, category, 4, expires_at(&held)).await;
-    // The reaper that expired the paying hold voided its attempt: voiding is final, so
-    // a charge the dead process had sent can never land or stand.
-    let entry = gateway(&app).entry(&attempt).await.unwrap().expect("the reaper voided the attempt");
-    assert_eq!(entry.state, "voided");
+    // The reaper that expired the paying hold voids its attempt after its script returns
+    // (and, on a cluster, after a replica holds the release): voiding is final, so a charge
+    // the dead process had sent can never land or stand.
+    wait_until(Duration::from_secs(30), "the reaper voided the attempt", || async {
+        gateway(&app).entry(&attempt).await.unwrap().is_some_and(|entry| entry.state == "voided")
+    })
+    .await;
     let attempt = AttemptId::parse(&attempt).unwrap();
     let token = PaymentToken::parse("tok_ok").unwrap();
     let charge = Charge { attempt, amount: 3000, currency: "USD", token: &token, reference: &id };
